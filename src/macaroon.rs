@@ -62,7 +62,9 @@ impl std::fmt::Debug for Macaroon {
 
 impl std::fmt::Debug for Caveat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Caveat").field("third_party", &self.vid.is_some()).finish_non_exhaustive()
+        f.debug_struct("Caveat")
+            .field("third_party", &self.vid.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,13 +103,19 @@ impl Macaroon {
             if ty == FIELD_EOS {
                 break;
             }
-            let mut cav = Caveat { location: None, id: Bytes::new(), vid: None };
+            let mut cav = Caveat {
+                location: None,
+                id: Bytes::new(),
+                vid: None,
+            };
             let mut ty = ty;
             let mut payload = payload;
             let mut have_id = false;
             loop {
                 match ty {
-                    FIELD_LOCATION if !have_id && cav.location.is_none() => cav.location = Some(payload),
+                    FIELD_LOCATION if !have_id && cav.location.is_none() => {
+                        cav.location = Some(payload)
+                    }
                     FIELD_IDENTIFIER if !have_id => {
                         cav.id = payload;
                         have_id = true;
@@ -134,7 +142,12 @@ impl Macaroon {
         if r.pos != raw.len() {
             return Err(ParseError::Format("trailing bytes after signature"));
         }
-        Ok(Macaroon { location, identifier, caveats, signature })
+        Ok(Macaroon {
+            location,
+            identifier,
+            caveats,
+            signature,
+        })
     }
 
     /// Encodes to the V2 binary format.
@@ -190,7 +203,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn byte(&mut self) -> Result<u8, ParseError> {
-        let b = *self.buf.get(self.pos).ok_or(ParseError::Format("truncated"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or(ParseError::Format("truncated"))?;
         self.pos += 1;
         Ok(b)
     }
@@ -213,8 +229,14 @@ impl Reader<'_> {
             return Ok((ty, Bytes::new()));
         }
         let len = usize::try_from(self.varint()?).map_err(|_| ParseError::Format("length"))?;
-        let end = self.pos.checked_add(len).ok_or(ParseError::Format("length"))?;
-        let payload = self.buf.get(self.pos..end).ok_or(ParseError::Format("truncated field"))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .ok_or(ParseError::Format("length"))?;
+        let payload = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(ParseError::Format("truncated field"))?;
         self.pos = end;
         Ok((ty, Bytes::copy_from_slice(payload)))
     }
@@ -244,7 +266,14 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    if b[13] != b':'
+        || b[16] != b':'
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -264,7 +293,11 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
             let oh: i64 = o[1..3].parse().ok()?;
             let om: i64 = o[4..6].parse().ok()?;
             let v = oh * 3600 + om * 60;
-            if o.starts_with('-') { -v } else { v }
+            if o.starts_with('-') {
+                -v
+            } else {
+                v
+            }
         }
         _ => return None,
     };
@@ -278,10 +311,18 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 
 /// Formats a time as lnd writes it in `time-before` caveats (UTC, second precision).
 pub fn format_rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 // Howard Hinnant's civil-date algorithms.
@@ -335,7 +376,10 @@ mod tests {
         assert_eq!(&m.location.as_deref().unwrap()[..], b"lnd");
         assert_eq!(&m.identifier[..], b"\x03IDENT");
         assert_eq!(m.caveats.len(), 2);
-        assert_eq!(m.first_party_conditions().collect::<Vec<_>>(), ["time-before 2099-01-01T00:00:00Z", "lnd-custom privacy"]);
+        assert_eq!(
+            m.first_party_conditions().collect::<Vec<_>>(),
+            ["time-before 2099-01-01T00:00:00Z", "lnd-custom privacy"]
+        );
         assert_eq!(m.time_before(), parse_rfc3339("2099-01-01T00:00:00Z"));
         assert_eq!(m.to_hex(), example_hex());
     }
@@ -343,7 +387,11 @@ mod tests {
     #[test]
     fn earliest_time_before_wins() {
         let mut m = Macaroon::from_hex(&example_hex()).unwrap();
-        m.caveats.push(Caveat { location: None, id: Bytes::from_static(b"time-before 2030-05-06T07:08:09.5+02:00"), vid: None });
+        m.caveats.push(Caveat {
+            location: None,
+            id: Bytes::from_static(b"time-before 2030-05-06T07:08:09.5+02:00"),
+            vid: None,
+        });
         let t = m.time_before().unwrap();
         assert_eq!(format_rfc3339(t), "2030-05-06T05:08:09Z");
     }

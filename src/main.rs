@@ -1,1 +1,91 @@
-fn main(){}
+#![forbid(unsafe_code)]
+//! The `litgate` binary: parse the command line, load config, start telemetry, build the app,
+//! serve until SIGTERM/SIGINT, drain, exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use litgate::{app, cli, config::Config, telemetry};
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            cli::Command::CheckConfig { config } => match Config::load(&config) {
+                Ok(_) => {
+                    println!("ok");
+                    ExitCode::SUCCESS
+                }
+                Err(errs) => {
+                    for e in &errs.0 {
+                        println!("{e}");
+                    }
+                    ExitCode::from(2)
+                }
+            },
+            cli::Command::Run { config } => {
+                let cfg = match Config::load(&config) {
+                    Ok(c) => c,
+                    Err(errs) => {
+                        for e in &errs.0 {
+                            eprintln!("{}: {e}", config.display());
+                        }
+                        return ExitCode::from(2);
+                    }
+                };
+                telemetry::init(&cfg.log);
+                let running = match app::start(&cfg).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "litgate could not start");
+                        eprintln!("litgate could not start: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                if let Some(p) = &running.cert_path {
+                    if running.cert_generated {
+                        tracing::info!(path = %p.display(), "generated a self-signed certificate for the public face; clients pin this file");
+                    }
+                }
+                wait_for_signal().await;
+                tracing::info!("shutting down: draining in-flight calls");
+                running.shutdown().await;
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            cli::Command::Demo => litgate::demo::run().await,
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

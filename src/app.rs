@@ -1,0 +1,233 @@
+//! Builds litgate from its configuration: the public stack, the upstream client, the admin
+//! endpoints, and the listeners; and stops them in order. Runtime objects are built here from
+//! config and do not carry the config around.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tower::ServiceBuilder;
+
+use crate::{
+    admin::{self, Admin},
+    body::{Request, Response},
+    config::Config,
+    layers::{
+        identity::IdentityLayer,
+        metrics::{MetricsLayer, RequestMetrics},
+        rescue::RescueLayer,
+        trace::TraceLayer,
+    },
+    router::Router,
+    server,
+    upstream::{Upstream, UpstreamMetrics},
+};
+
+/// Why litgate could not start. Each names the config key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS material for the public face.
+    #[error("listen TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The upstream client.
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::BuildError),
+    /// A listener could not be bound.
+    #[error("{key} = {addr}: cannot listen: {source}")]
+    Bind {
+        /// The config key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory is unusable.
+    #[error("store.data_dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The public face's service: every layer of `design.md` §1, outermost first.
+pub fn public_stack(
+    upstream: Upstream,
+    metrics: RequestMetrics,
+) -> impl tower::Service<
+    Request,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        // Outermost: one span covers the whole request, refusals included.
+        .layer(TraceLayer)
+        // The single place where litgate's errors become responses in the caller's protocol.
+        .layer(RescueLayer)
+        // Inside rescue, so refusals are counted with their gRPC code rather than as OK.
+        .layer(MetricsLayer::new(metrics))
+        // Before the rate limiter and the router, which both read `Caller`.
+        .layer(IdentityLayer)
+        // The only place that maps paths to handlers; the rest is raw passthrough.
+        .service(Router::new(upstream))
+}
+
+/// A started litgate.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the public face listens.
+    pub public_addr: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_addr: SocketAddr,
+    /// The public face's certificate (to pin), unless plaintext.
+    pub cert_path: Option<PathBuf>,
+    /// True when this start generated that certificate.
+    pub cert_generated: bool,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight calls (up to `[listen] drain_timeout`) and returns
+    /// when every listener has stopped.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Builds everything from `cfg` and starts the listeners.
+pub async fn start(cfg: &Config) -> Result<Running, StartError> {
+    let data_dir = cfg.store.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+
+    let mut registry = Registry::default();
+    let request_metrics = RequestMetrics::register(&mut registry);
+    let upstream_metrics = UpstreamMetrics::default();
+    registry.register(
+        "litgate_upstream_connections",
+        "Transport connections opened to litd (one serves many calls)",
+        upstream_metrics.connections.clone(),
+    );
+    registry.register(
+        "litgate_upstream_errors",
+        "Calls that could not reach litd or broke in transport",
+        upstream_metrics.errors.clone(),
+    );
+    let registry = Arc::new(registry);
+
+    let upstream = Upstream::new(&cfg.upstream, upstream_metrics)?;
+
+    let (tls, cert_path, cert_generated) = if cfg.listen.plaintext {
+        (None, None, false)
+    } else {
+        let t = crate::tls::server_tls(&cfg.listen.cert_source(&data_dir))?;
+        (Some(t.config), Some(t.cert_path), t.generated)
+    };
+
+    let public = TcpListener::bind(cfg.listen.addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            key: "listen.addr",
+            addr: cfg.listen.addr,
+            source,
+        })?;
+    let admin_listener =
+        TcpListener::bind(cfg.admin.addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                key: "admin.addr",
+                addr: cfg.admin.addr,
+                source,
+            })?;
+    let public_addr = public.local_addr().map_err(|source| StartError::Bind {
+        key: "listen.addr",
+        addr: cfg.listen.addr,
+        source,
+    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            key: "admin.addr",
+            addr: cfg.admin.addr,
+            source,
+        })?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let stack = public_stack(upstream.clone(), request_metrics);
+    let drain = cfg.listen.drain_timeout;
+    tasks.push(tokio::spawn(server::serve(
+        public,
+        tls,
+        cfg.listen.handshake_timeout,
+        stack,
+        stopped(shutdown_rx.clone()),
+        drain,
+    )));
+
+    let checks: Vec<(&'static str, admin::Check)> = vec![
+        ("store", data_dir_check(data_dir)),
+        ("upstream", Admin::upstream_check(upstream)),
+    ];
+    let admin = Admin::new(registry, checks);
+    let admin_svc = tower::service_fn(move |req: Request| {
+        let admin = admin.clone();
+        async move { admin.handle(req).await }
+    });
+    tasks.push(tokio::spawn(server::serve(
+        admin_listener,
+        None,
+        cfg.listen.handshake_timeout,
+        admin_svc,
+        stopped(shutdown_rx),
+        Duration::from_secs(1),
+    )));
+
+    tracing::info!(%public_addr, %admin_addr, upstream = %cfg.upstream.addr, "litgate listening");
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        cert_path,
+        cert_generated,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // Resolves on `true`, or when the sender is gone (the app was dropped).
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Ready while the data directory is a writable directory.
+fn data_dir_check(dir: PathBuf) -> admin::Check {
+    Arc::new(move || {
+        let dir = dir.clone();
+        Box::pin(async move {
+            let meta = tokio::fs::metadata(&dir)
+                .await
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            if !meta.is_dir() {
+                return Err(format!("{} is not a directory", dir.display()));
+            }
+            if meta.permissions().readonly() {
+                return Err(format!("{} is read-only", dir.display()));
+            }
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,144 @@
+//! `litgate demo`: a demo Autopilot server, a demo litd that registers with it, and litgate in
+//! front of litd, all in-process on loopback; then a few example calls through litgate and the
+//! commands to try more. Ctrl-C (or SIGTERM) stops everything. Nothing here touches a real node.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use crate::{
+    app,
+    config::Config,
+    demo::{AutopilotTarget, DemoAutopilot, DemoAutopilotConfig, DemoLitd, DemoLitdConfig},
+    proto::litrpc::{sessions_client::SessionsClient, ListSessionsRequest},
+    telemetry,
+};
+
+/// Runs the demo until Ctrl-C.
+pub async fn run() -> ExitCode {
+    telemetry::init(&telemetry::Config::default());
+    match start_and_wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start_and_wait() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = demo_dir()?;
+    let autopilot = DemoAutopilot::start(DemoAutopilotConfig {
+        tls: false,
+        ..Default::default()
+    })?;
+    let litd = DemoLitd::start(DemoLitdConfig {
+        tls: true,
+        autopilot: Some(AutopilotTarget {
+            addr: autopilot.addr(),
+            tls_cert_pem: None,
+        }),
+        addr: None,
+    })?;
+    let (litd_cert, litd_mac_bin) = litd.write_files(&dir)?;
+    let mac_hex = dir.join("lit.macaroon.hex");
+    litd.write_macaroon_hex(&mac_hex)?;
+
+    let toml = format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+[upstream]
+addr = "{litd}"
+tls_cert = "{cert}"
+[autopilot]
+server = "{ap}"
+plaintext = true
+[autopilot.relay]
+addr = ""
+[store]
+data_dir = "{data}"
+[admin]
+addr = "127.0.0.1:0"
+"#,
+        litd = litd.addr(),
+        cert = litd_cert.display(),
+        ap = autopilot.addr(),
+        data = dir.join("litgate").display(),
+    );
+    let config = Config::parse(&toml)?;
+    let gate = app::start(&config).await?;
+    let gate_cert = gate.cert_path.clone().ok_or("demo runs TLS")?;
+    let port = gate.public_addr.port();
+
+    // One real call through litgate, so the banner shows it working.
+    let pem = std::fs::read(&gate_cert)?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&pem))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", gate.public_addr))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await?;
+    let mut req = tonic::Request::new(ListSessionsRequest {});
+    req.metadata_mut()
+        .insert("macaroon", litd.macaroon_hex().parse()?);
+    let listed = SessionsClient::new(channel)
+        .list_sessions(req)
+        .await?
+        .into_inner();
+
+    println!(
+        r#"
+litgate demo: everything below runs in this process, on loopback.
+
+  litgate public face  https://{public}   (gRPC, grpc-web, REST; cert {gate_cert})
+  litgate admin        http://{admin}     (/live /ready /metrics)
+  demo litd            https://{litd}     (cert {litd_cert})
+  demo Autopilot       {ap}        (plaintext gRPC)
+  macaroon             {mac_hex} (hex)  {mac_bin} (binary, for litcli)
+
+A gRPC ListSessions through litgate just returned {n} sessions.
+
+Try (in another terminal):
+
+  # REST, as grpc-gateway serves it
+  curl --cacert {gate_cert} -H "Grpc-Metadata-Macaroon: $(cat {mac_hex})" \
+       https://127.0.0.1:{port}/v1/sessions
+  curl --cacert {gate_cert} https://127.0.0.1:{port}/v1/status
+
+  # gRPC with grpcurl, from the repository root
+  grpcurl -cacert {gate_cert} -import-path proto/litrpc -proto lit-sessions.proto \
+       -H "macaroon: $(cat {mac_hex})" 127.0.0.1:{port} litrpc.Sessions/ListSessions
+
+  # litcli
+  litcli --rpcserver=127.0.0.1:{port} --tlscertpath={gate_cert} --macaroonpath={mac_bin} sessions list
+
+  # metrics
+  curl http://{admin}/metrics
+
+Ctrl-C stops the demo.
+"#,
+        public = gate.public_addr,
+        admin = gate.admin_addr,
+        litd = litd.addr(),
+        ap = autopilot.addr(),
+        gate_cert = gate_cert.display(),
+        litd_cert = litd_cert.display(),
+        mac_hex = mac_hex.display(),
+        mac_bin = litd_mac_bin.display(),
+        n = listed.sessions.len(),
+    );
+
+    let _ = tokio::signal::ctrl_c().await;
+    println!("stopping the demo");
+    gate.shutdown().await;
+    litd.shutdown().await;
+    autopilot.shutdown().await;
+    Ok(())
+}
+
+fn demo_dir() -> std::io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("litgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,108 @@
+//! litgate's error type. Each variant says whose fault it was (the caller, litd, the Autopilot
+//! server, or litgate itself) and carries the gRPC code it becomes. Errors become responses in
+//! exactly one place, the rescue layer (`layers::rescue`). Messages never contain credentials.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+/// Everything that can stop litgate from answering a request with litd's own response.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent something litgate refuses: malformed input or a policy refusal.
+    #[error("{message}")]
+    Client {
+        /// INVALID_ARGUMENT, FAILED_PRECONDITION, UNIMPLEMENTED, ...
+        code: Code,
+        /// Names the field and the reason.
+        message: String,
+    },
+    /// The caller exceeded a rate limit; the request never reached litd.
+    #[error("{message}")]
+    RateLimited {
+        /// Names the limit.
+        message: String,
+        /// When a retry can succeed.
+        retry_after: Duration,
+    },
+    /// litd could not be reached, or the connection to it failed.
+    #[error("litd at {addr} is unavailable: {reason}")]
+    Upstream {
+        /// litd's configured address.
+        addr: String,
+        /// The transport error, without credentials.
+        reason: String,
+    },
+    /// The Autopilot server could not be reached or failed.
+    #[error("Autopilot server {addr} is unavailable: {reason}")]
+    Autopilot {
+        /// The server's configured address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// A fault in litgate itself.
+    #[error("litgate internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A client error with `code`.
+    pub fn client(code: Code, message: impl Into<String>) -> Self {
+        Error::Client {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// INVALID_ARGUMENT: a malformed request.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::client(Code::InvalidArgument, message)
+    }
+
+    /// FAILED_PRECONDITION: a well-formed request that policy refuses.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::client(Code::FailedPrecondition, message)
+    }
+
+    /// The gRPC status code this error becomes.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Client { code, .. } => *code,
+            Error::RateLimited { .. } => Code::ResourceExhausted,
+            Error::Upstream { .. } | Error::Autopilot { .. } => Code::Unavailable,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// A short, bounded label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Client { .. } => "client",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Upstream { .. } => "upstream",
+            Error::Autopilot { .. } => "autopilot",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The HTTP status grpc-gateway gives a gRPC code (`runtime.HTTPStatusFromCode`), so REST
+/// callers see from litgate exactly what they would see from litd.
+pub fn http_status(code: Code) -> http::StatusCode {
+    use http::StatusCode as S;
+    match code {
+        Code::Ok => S::OK,
+        Code::Cancelled => S::from_u16(499).unwrap_or(S::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => S::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => S::BAD_REQUEST,
+        Code::DeadlineExceeded => S::GATEWAY_TIMEOUT,
+        Code::NotFound => S::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => S::CONFLICT,
+        Code::PermissionDenied => S::FORBIDDEN,
+        Code::Unauthenticated => S::UNAUTHORIZED,
+        Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
+        Code::Unimplemented => S::NOT_IMPLEMENTED,
+        Code::Unavailable => S::SERVICE_UNAVAILABLE,
+    }
+}

@@ -1,0 +1,218 @@
+//! Wire protocols litgate speaks on the public face: which protocol a request uses, and how an
+//! error is written in that protocol (gRPC trailers-only status, grpc-web, or grpc-gateway's
+//! REST error JSON). The codecs for intercepted methods build on this module.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::{
+    body::{self, Response},
+    error::{http_status, Error},
+};
+
+/// The protocol of one request, from its content type and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `application/grpc[+proto]`.
+    Grpc,
+    /// `application/grpc-web[+proto]`.
+    GrpcWeb,
+    /// `application/grpc-web-text[+proto]` (base64 framing).
+    GrpcWebText,
+    /// grpc-gateway REST: a path matching `^/v\d/`.
+    Rest,
+    /// Anything else (the UI's static files).
+    Http,
+}
+
+impl Protocol {
+    /// Classifies a request as litd does.
+    pub fn detect(headers: &http::HeaderMap, path: &str) -> Self {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if let Some(rest) = ct.strip_prefix("application/grpc-web-text") {
+            if rest.is_empty() || rest.starts_with('+') || rest.starts_with(';') {
+                return Protocol::GrpcWebText;
+            }
+        }
+        if let Some(rest) = ct.strip_prefix("application/grpc-web") {
+            if rest.is_empty() || rest.starts_with('+') || rest.starts_with(';') {
+                return Protocol::GrpcWeb;
+            }
+        }
+        if let Some(rest) = ct.strip_prefix("application/grpc") {
+            if rest.is_empty() || rest.starts_with('+') || rest.starts_with(';') {
+                return Protocol::Grpc;
+            }
+        }
+        if is_rest_path(path) {
+            return Protocol::Rest;
+        }
+        Protocol::Http
+    }
+
+    /// A bounded label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::GrpcWebText => "grpc-web-text",
+            Protocol::Rest => "rest",
+            Protocol::Http => "http",
+        }
+    }
+
+    /// Whether errors are carried as gRPC status.
+    pub fn is_grpc_family(self) -> bool {
+        matches!(
+            self,
+            Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText
+        )
+    }
+}
+
+/// litd's REST test: a path matching `^/v\d/`.
+pub fn is_rest_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.len() >= 4 && b[0] == b'/' && b[1] == b'v' && b[2].is_ascii_digit() && {
+        let digits = b[2..].iter().take_while(|c| c.is_ascii_digit()).count();
+        b.get(2 + digits) == Some(&b'/')
+    }
+}
+
+// gRPC's percent-encoding of grpc-message: everything outside printable ASCII, and '%'.
+const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Writes `err` as the caller's protocol expects it.
+pub fn error_response(protocol: Protocol, err: &Error) -> Response {
+    let retry_after = match err {
+        Error::RateLimited { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    };
+    status_response(protocol, err.code(), &err.to_string(), retry_after)
+}
+
+/// A status in the caller's protocol: trailers-only for gRPC and grpc-web, grpc-gateway's
+/// `{"code", "message", "details"}` JSON for REST and plain HTTP.
+pub fn status_response(
+    protocol: Protocol,
+    code: tonic::Code,
+    message: &str,
+    retry_after: Option<Duration>,
+) -> Response {
+    let mut resp = if protocol.is_grpc_family() {
+        let ct = match protocol {
+            Protocol::Grpc => "application/grpc",
+            Protocol::GrpcWeb => "application/grpc-web+proto",
+            _ => "application/grpc-web-text+proto",
+        };
+        let mut r = Response::new(body::empty());
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        h.insert("grpc-status", HeaderValue::from(code as i32));
+        let encoded = utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+        if let Ok(v) = HeaderValue::from_str(&encoded) {
+            h.insert("grpc-message", v);
+        }
+        r
+    } else {
+        let json = serde_json::json!({ "code": code as i32, "message": message, "details": [] });
+        let mut r = Response::new(body::full(json.to_string()));
+        *r.status_mut() = http_status(code);
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if let Some(d) = retry_after {
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        let v = HeaderValue::from(secs.max(1));
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The HTTP status of a plain (non-gRPC) error response, for callers that only need the code.
+pub fn rest_status(code: tonic::Code) -> StatusCode {
+    http_status(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ct(v: &'static str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn detects_protocols_like_litd() {
+        assert_eq!(
+            Protocol::detect(&ct("application/grpc"), "/litrpc.Sessions/ListSessions"),
+            Protocol::Grpc
+        );
+        assert_eq!(
+            Protocol::detect(&ct("application/grpc+proto"), "/x.Y/Z"),
+            Protocol::Grpc
+        );
+        assert_eq!(
+            Protocol::detect(&ct("application/grpc-web+proto"), "/x.Y/Z"),
+            Protocol::GrpcWeb
+        );
+        assert_eq!(
+            Protocol::detect(&ct("application/grpc-web-text"), "/x.Y/Z"),
+            Protocol::GrpcWebText
+        );
+        assert_eq!(
+            Protocol::detect(&ct("application/json"), "/v1/sessions"),
+            Protocol::Rest
+        );
+        assert_eq!(
+            Protocol::detect(&http::HeaderMap::new(), "/v12/x"),
+            Protocol::Rest
+        );
+        assert_eq!(
+            Protocol::detect(&http::HeaderMap::new(), "/index.html"),
+            Protocol::Http
+        );
+        assert_eq!(
+            Protocol::detect(&ct("application/grpcx"), "/vx/"),
+            Protocol::Http
+        );
+    }
+
+    #[test]
+    fn grpc_error_is_trailers_only_with_encoded_message() {
+        let r = status_response(
+            Protocol::Grpc,
+            tonic::Code::Unavailable,
+            "litd at 127.0.0.1:1 is 100% down",
+            None,
+        );
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(
+            r.headers()["grpc-message"],
+            "litd at 127.0.0.1:1 is 100%25 down"
+        );
+    }
+
+    #[test]
+    fn rest_error_has_gateway_shape_and_retry_after() {
+        let r = status_response(
+            Protocol::Rest,
+            tonic::Code::ResourceExhausted,
+            "slow down",
+            Some(Duration::from_millis(1500)),
+        );
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+    }
+}

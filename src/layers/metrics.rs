@@ -1,0 +1,266 @@
+//! Metrics: Prometheus counters and a latency histogram per route, protocol and outcome. Sits
+//! inside rescue so it sees litgate's own refusals as errors with their gRPC code, and outside
+//! identity so every request is counted once. Labels are bounded (route names from the router,
+//! protocol names, gRPC codes); never a path, peer or credential.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+use tower::{Layer, Service};
+
+use crate::{
+    body::{Body, BoxError, Request, Response},
+    error::Error,
+    grpc::Protocol,
+    router::Route,
+};
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Router route name.
+    pub route: &'static str,
+    /// Wire protocol.
+    pub protocol: &'static str,
+    /// gRPC status code (number as text), or `http_<status>` for REST/plain HTTP, or
+    /// `cancelled` when the caller went away before the end.
+    pub code: String,
+}
+
+/// Labels of a latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Router route name.
+    pub route: &'static str,
+    /// Wire protocol.
+    pub protocol: &'static str,
+}
+
+/// The request metric families.
+#[derive(Clone)]
+pub struct RequestMetrics {
+    requests: Family<OutcomeLabels, Counter>,
+    latency: Family<RouteLabels, Histogram>,
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
+    }
+}
+
+impl RequestMetrics {
+    /// Creates the families and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            // 100 µs .. ~26 s: loopback passthrough to slow autopilot registrations.
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0001, 2.0, 19,
+            ))
+        });
+        registry.register(
+            "litgate_requests",
+            "Requests on the public face by route, protocol and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "litgate_request_duration_seconds",
+            "Time from request to response head on the public face",
+            latency.clone(),
+        );
+        RequestMetrics { requests, latency }
+    }
+}
+
+/// Adds request metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    metrics: RequestMetrics,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `metrics`.
+    pub fn new(metrics: RequestMetrics) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metrics<S>;
+
+    fn layer(&self, inner: S) -> Metrics<S> {
+        Metrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`MetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct Metrics<S> {
+    inner: S,
+    metrics: RequestMetrics,
+}
+
+impl<S> Service<Request> for Metrics<S>
+where
+    S: Service<Request, Response = Response, Error = Error>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = Route::classify(req.method(), req.uri().path()).label();
+        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let metrics = self.metrics.clone();
+        let start = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            let labels = RouteLabels {
+                route,
+                protocol: protocol.as_str(),
+            };
+            metrics
+                .latency
+                .get_or_create(&labels)
+                .observe(start.elapsed().as_secs_f64());
+            match res {
+                Err(e) => {
+                    let code = (e.code() as i32).to_string();
+                    metrics
+                        .requests
+                        .get_or_create(&outcome(route, protocol, code))
+                        .inc();
+                    Err(e)
+                }
+                Ok(resp) => {
+                    let head_code = if protocol.is_grpc_family() {
+                        resp.headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    } else {
+                        Some(format!("http_{}", resp.status().as_u16()))
+                    };
+                    if let Some(code) = head_code {
+                        metrics
+                            .requests
+                            .get_or_create(&outcome(route, protocol, code))
+                            .inc();
+                        return Ok(resp);
+                    }
+                    // gRPC status arrives in trailers: count when the body ends.
+                    let pending = Pending {
+                        counter: metrics.requests,
+                        route,
+                        protocol: protocol.as_str(),
+                        done: false,
+                    };
+                    Ok(resp.map(|b| crate::body::boxed(ObservedBody { inner: b, pending })))
+                }
+            }
+        })
+    }
+}
+
+fn outcome(route: &'static str, protocol: Protocol, code: String) -> OutcomeLabels {
+    OutcomeLabels {
+        route,
+        protocol: protocol.as_str(),
+        code,
+    }
+}
+
+struct Pending {
+    counter: Family<OutcomeLabels, Counter>,
+    route: &'static str,
+    protocol: &'static str,
+    done: bool,
+}
+
+impl Pending {
+    fn finish(&mut self, code: String) {
+        if !self.done {
+            self.done = true;
+            self.counter
+                .get_or_create(&OutcomeLabels {
+                    route: self.route,
+                    protocol: self.protocol,
+                    code,
+                })
+                .inc();
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.finish("cancelled".into());
+    }
+}
+
+/// Watches a response body for the gRPC status in its trailers.
+struct ObservedBody {
+    inner: Body,
+    pending: Pending,
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    let code = t
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("unknown");
+                    this.pending.finish(code.to_owned());
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.pending.finish("stream_error".into()),
+            Poll::Ready(None) => this.pending.finish("no_status".into()),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Shared handle to the registry, for the admin endpoint.
+pub type SharedRegistry = Arc<Registry>;

@@ -1,0 +1,7 @@
+//! The public face's middleware, one layer per file, composed in `app::public_stack`.
+//! Outermost first: trace, rescue, metrics, identity, (rate limit), router.
+
+pub mod identity;
+pub mod metrics;
+pub mod rescue;
+pub mod trace;

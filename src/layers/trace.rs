@@ -1,0 +1,90 @@
+//! Trace: one span per request (method path, protocol, peer) and one event when the response
+//! head is ready (HTTP status, gRPC status if already known, latency). Outermost, so its span
+//! covers everything below, refusals included. It never records header values: `macaroon`,
+//! `grpc-metadata-macaroon` and `authorization` carry credentials.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::{
+    body::{Request, Response},
+    grpc::Protocol,
+    server::ConnectInfo,
+};
+
+/// Adds the per-request span.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceLayer;
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Trace<S> {
+        Trace { inner }
+    }
+}
+
+/// See [`TraceLayer`].
+#[derive(Debug, Clone)]
+pub struct Trace<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for Trace<S>
+where
+    S: Service<Request, Response = Response>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let peer = req.extensions().get::<ConnectInfo>().map(|c| c.peer);
+        // The path only: query strings of REST calls may carry values we should not log.
+        let span = tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            protocol = protocol.as_str(),
+            peer = ?peer,
+        );
+        let start = Instant::now();
+        let fut = {
+            let _enter = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let res = fut.await;
+                if let Ok(resp) = &res {
+                    let grpc_status = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok());
+                    tracing::debug!(
+                        status = resp.status().as_u16(),
+                        grpc_status,
+                        latency_us = start.elapsed().as_micros() as u64,
+                        "response"
+                    );
+                }
+                res
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,208 @@
+//! The router: the only place that maps paths to handlers. Every intercepted gRPC method is
+//! named here together with its REST twin; everything else goes to the raw passthrough. The
+//! handlers for intercepted routes arrive with their features (policy, cache); until a handler
+//! is installed for a route, that route passes through unchanged.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use http::Method;
+use tower::Service;
+
+use crate::{
+    body::{Request, Response},
+    error::Error,
+    upstream::Upstream,
+};
+
+/// `litrpc.Autopilot/AddAutopilotSession`: autopilot policy.
+pub const ADD_AUTOPILOT_SESSION: &str = "/litrpc.Autopilot/AddAutopilotSession";
+/// `litrpc.Sessions/ListSessions`: session cache.
+pub const LIST_SESSIONS: &str = "/litrpc.Sessions/ListSessions";
+/// `litrpc.Autopilot/ListAutopilotSessions`: session cache.
+pub const LIST_AUTOPILOT_SESSIONS: &str = "/litrpc.Autopilot/ListAutopilotSessions";
+/// `litrpc.Sessions/AddSession`: invalidates the cache.
+pub const ADD_SESSION: &str = "/litrpc.Sessions/AddSession";
+/// `litrpc.Sessions/RevokeSession`: invalidates the cache.
+pub const REVOKE_SESSION: &str = "/litrpc.Sessions/RevokeSession";
+/// `litrpc.Autopilot/RevokeAutopilotSession`: invalidates the cache.
+pub const REVOKE_AUTOPILOT_SESSION: &str = "/litrpc.Autopilot/RevokeAutopilotSession";
+
+/// REST twin of [`ADD_AUTOPILOT_SESSION`] (POST, body *).
+pub const REST_AUTOPILOT_SESSIONS: &str = "/v1/autopilot/sessions";
+/// REST twin of [`LIST_SESSIONS`] (GET) and [`ADD_SESSION`] (POST).
+pub const REST_SESSIONS: &str = "/v1/sessions";
+
+/// A route: an intercepted method, or the passthrough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// AddAutopilotSession (gRPC, grpc-web, `POST /v1/autopilot/sessions`).
+    AddAutopilotSession,
+    /// ListSessions (`GET /v1/sessions`).
+    ListSessions,
+    /// ListAutopilotSessions (`GET /v1/autopilot/sessions`).
+    ListAutopilotSessions,
+    /// AddSession (`POST /v1/sessions`).
+    AddSession,
+    /// RevokeSession (`DELETE /v1/sessions/{local_public_key}`).
+    RevokeSession,
+    /// RevokeAutopilotSession (`DELETE /v1/autopilot/sessions/{local_public_key}`).
+    RevokeAutopilotSession,
+    /// Everything else: forwarded as bytes.
+    Passthrough,
+}
+
+impl Route {
+    /// Classifies a request by method and path, for gRPC, grpc-web and REST alike.
+    pub fn classify(method: &Method, path: &str) -> Route {
+        match path {
+            ADD_AUTOPILOT_SESSION => return Route::AddAutopilotSession,
+            LIST_SESSIONS => return Route::ListSessions,
+            LIST_AUTOPILOT_SESSIONS => return Route::ListAutopilotSessions,
+            ADD_SESSION => return Route::AddSession,
+            REVOKE_SESSION => return Route::RevokeSession,
+            REVOKE_AUTOPILOT_SESSION => return Route::RevokeAutopilotSession,
+            _ => {}
+        }
+        // REST twins (grpc-gateway ignores a trailing slash only by redirect; so do we not).
+        let rest = path;
+        match (method, rest) {
+            (&Method::POST, REST_AUTOPILOT_SESSIONS) => Route::AddAutopilotSession,
+            (&Method::GET, REST_AUTOPILOT_SESSIONS) => Route::ListAutopilotSessions,
+            (&Method::GET, REST_SESSIONS) => Route::ListSessions,
+            (&Method::POST, REST_SESSIONS) => Route::AddSession,
+            (&Method::DELETE, p) if key_segment(p, "/v1/autopilot/sessions/") => {
+                Route::RevokeAutopilotSession
+            }
+            (&Method::DELETE, p) if key_segment(p, "/v1/sessions/") => Route::RevokeSession,
+            _ => Route::Passthrough,
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::AddAutopilotSession => "AddAutopilotSession",
+            Route::ListSessions => "ListSessions",
+            Route::ListAutopilotSessions => "ListAutopilotSessions",
+            Route::AddSession => "AddSession",
+            Route::RevokeSession => "RevokeSession",
+            Route::RevokeAutopilotSession => "RevokeAutopilotSession",
+            Route::Passthrough => "passthrough",
+        }
+    }
+}
+
+fn key_segment(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|k| !k.is_empty() && !k.contains('/'))
+}
+
+/// Dispatches each request to its handler; the innermost service of the public stack.
+#[derive(Clone, Debug)]
+pub struct Router {
+    passthrough: Upstream,
+}
+
+impl Router {
+    /// A router whose every route is the raw passthrough to `upstream`.
+    pub fn new(upstream: Upstream) -> Self {
+        Router {
+            passthrough: upstream,
+        }
+    }
+}
+
+impl Service<Request> for Router {
+    type Response = Response;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if is_upgrade(&req) {
+            return Box::pin(std::future::ready(Err(Error::client(
+                tonic::Code::Unimplemented,
+                "HTTP/1.1 Upgrade (WebSocket) is not supported by litgate: use gRPC streaming \
+                 for lnd's Subscribe* calls, or connect to litd directly for WebSocket REST streams",
+            ))));
+        }
+        match Route::classify(req.method(), req.uri().path()) {
+            // No handler installed yet for the intercepted routes: they pass through.
+            Route::AddAutopilotSession
+            | Route::ListSessions
+            | Route::ListAutopilotSessions
+            | Route::AddSession
+            | Route::RevokeSession
+            | Route::RevokeAutopilotSession
+            | Route::Passthrough => Box::pin(self.passthrough.forward(req)),
+        }
+    }
+}
+
+/// An HTTP/1.1 `Upgrade` request (WebSocket). litgate refuses these with a clear error rather
+/// than forwarding a request whose upgrade it cannot carry.
+fn is_upgrade(req: &Request) -> bool {
+    req.version() <= http::Version::HTTP_11
+        && req.headers().contains_key(http::header::UPGRADE)
+        && req
+            .headers()
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intercepted_methods_and_their_rest_twins() {
+        let cases = [
+            (
+                Method::POST,
+                ADD_AUTOPILOT_SESSION,
+                Route::AddAutopilotSession,
+            ),
+            (
+                Method::POST,
+                "/v1/autopilot/sessions",
+                Route::AddAutopilotSession,
+            ),
+            (Method::POST, LIST_SESSIONS, Route::ListSessions),
+            (Method::GET, "/v1/sessions", Route::ListSessions),
+            (
+                Method::GET,
+                "/v1/autopilot/sessions",
+                Route::ListAutopilotSessions,
+            ),
+            (Method::POST, "/v1/sessions", Route::AddSession),
+            (Method::DELETE, "/v1/sessions/AqE", Route::RevokeSession),
+            (
+                Method::DELETE,
+                "/v1/autopilot/sessions/AqE",
+                Route::RevokeAutopilotSession,
+            ),
+            (
+                Method::DELETE,
+                "/v1/autopilot/sessions/",
+                Route::Passthrough,
+            ),
+            (Method::GET, "/v1/autopilot/features", Route::Passthrough),
+            (Method::POST, "/lnrpc.Lightning/GetInfo", Route::Passthrough),
+        ];
+        for (m, p, want) in cases {
+            assert_eq!(Route::classify(&m, p), want, "{m} {p}");
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Listeners: TCP → rustls (ALPN `h2`, `http/1.1`) → hyper's auto connection (HTTP/1.1 and
+//! HTTP/2 on one port, exactly as litd serves 8443) → a tower service. Owns `[listen]`.
+//! Also serves plaintext (h2c with prior knowledge + HTTP/1.1) for loopback-only Pods. On
+//! shutdown it stops accepting, lets in-flight calls finish up to a deadline, then returns.
+
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
+};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+
+use crate::body::{boxed, Request, Response};
+
+/// `[listen]`: the public face.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// PEM certificate; empty: generated once into `store.data_dir`.
+    pub tls_cert: PathBuf,
+    /// PEM key; empty together with `tls_cert`.
+    pub tls_key: PathBuf,
+    /// Extra SANs for the generated certificate.
+    pub tls_extra_names: Vec<String>,
+    /// Serve h2c + HTTP/1.1 without TLS (loopback-only Pods).
+    pub plaintext: bool,
+    /// How long in-flight calls may run after SIGTERM before connections are closed.
+    #[serde(with = "crate::config::duration")]
+    pub drain_timeout: Duration,
+    /// TLS handshakes slower than this are dropped.
+    #[serde(with = "crate::config::duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8445)),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_extra_names: Vec::new(),
+            plaintext: false,
+            drain_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ListenConfig {
+    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
+        let (c, k) = (
+            self.tls_cert.as_os_str().is_empty(),
+            self.tls_key.as_os_str().is_empty(),
+        );
+        if c != k {
+            err(
+                if c {
+                    "listen.tls_cert"
+                } else {
+                    "listen.tls_key"
+                },
+                "tls_cert and tls_key must be set together".into(),
+            );
+        }
+        if self.plaintext && !c {
+            err(
+                "listen.tls_cert",
+                "set together with listen.plaintext = true".into(),
+            );
+        }
+        if self.handshake_timeout.is_zero() {
+            err(
+                "listen.handshake_timeout",
+                "must be greater than zero".into(),
+            );
+        }
+    }
+
+    /// Where the certificate comes from, given the data directory.
+    pub fn cert_source(&self, data_dir: &std::path::Path) -> crate::tls::CertSource {
+        if self.tls_cert.as_os_str().is_empty() {
+            crate::tls::CertSource::Generated {
+                dir: data_dir.to_path_buf(),
+                extra_names: self.tls_extra_names.clone(),
+            }
+        } else {
+            crate::tls::CertSource::Files {
+                cert: self.tls_cert.clone(),
+                key: self.tls_key.clone(),
+            }
+        }
+    }
+}
+
+/// The connection a request arrived on: a request extension set by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then drains for at most `drain`.
+pub async fn serve<S, F>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handshake_timeout: Duration,
+    service: S,
+    shutdown: F,
+    drain: Duration,
+) where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    F: Future<Output = ()>,
+{
+    let graceful = GracefulShutdown::new();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let local = listener.local_addr().ok();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .adaptive_window(true);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let info = ConnectInfo {
+            peer,
+            local: local.unwrap_or(peer),
+        };
+        let svc = service.clone();
+        let hyper_svc =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let mut req = req.map(boxed);
+                req.extensions_mut().insert(info);
+                svc.clone().oneshot(req)
+            });
+        let builder = builder.clone();
+        match &acceptor {
+            None => {
+                let conn = builder
+                    .serve_connection(TokioIo::new(tcp), hyper_svc)
+                    .into_owned();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, %peer, "connection ended with error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                // The handshake runs in the connection's task so a slow client cannot stall
+                // the accept loop; connections still handshaking at shutdown are just dropped.
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls =
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls), hyper_svc)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, %peer, "connection ended with error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(deadline = ?drain, "drain deadline passed; closing remaining connections");
+    }
+}

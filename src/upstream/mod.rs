@@ -1,0 +1,436 @@
+//! The pooled client to litd and the raw passthrough. Owns `[upstream]`. Sits at the bottom of
+//! the public stack: every request the router does not intercept comes here and is forwarded
+//! as bytes. Bodies and trailers stream both ways; nothing is decoded or buffered. One TLS
+//! connection (HTTP/2, litd's `tls.cert` pinned) carries many calls. This module must never
+//! log request or response headers (they carry macaroons).
+
+mod pinned;
+
+use std::{
+    future::Future,
+    path::PathBuf,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioTimer},
+};
+use prometheus_client::metrics::counter::Counter;
+use serde::Deserialize;
+
+use crate::{
+    body::{boxed, Body, BoxError, Request, Response},
+    error::Error,
+};
+
+pub use pinned::PinnedVerifier;
+
+/// `[upstream]`: litd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// litd's `--httpslisten` address, `host:port`.
+    pub addr: String,
+    /// litd's `tls.cert`, pinned.
+    pub tls_cert: PathBuf,
+    /// Name for SNI and certificate checks.
+    pub server_name: String,
+    /// Plaintext h2c towards litd's `--insecure-httplisten`.
+    pub plaintext: bool,
+    /// litgate's own credential for its lookups (hex file); empty: none.
+    pub macaroon: PathBuf,
+    /// TCP connect + TLS handshake deadline.
+    #[serde(with = "crate::config::duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8443".into(),
+            tls_cert: "/home/lit/.lit/tls.cert".into(),
+            server_name: "localhost".into(),
+            plaintext: false,
+            macaroon: PathBuf::new(),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
+        if crate::config::host_port(&self.addr).is_none() {
+            err("upstream.addr", format!("{:?} is not host:port", self.addr));
+        }
+        if !self.plaintext && self.tls_cert.as_os_str().is_empty() {
+            err(
+                "upstream.tls_cert",
+                "required unless upstream.plaintext = true (litd's tls.cert is pinned)".into(),
+            );
+        }
+        if !self.plaintext
+            && rustls::pki_types::ServerName::try_from(self.server_name.as_str()).is_err()
+        {
+            err(
+                "upstream.server_name",
+                format!("{:?} is not a DNS name or IP address", self.server_name),
+            );
+        }
+        if self.connect_timeout.is_zero() {
+            err(
+                "upstream.connect_timeout",
+                "must be greater than zero".into(),
+            );
+        }
+    }
+}
+
+/// Counters the upstream client keeps; registered by the app.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamMetrics {
+    /// New transport connections (TCP, and TLS where used) opened to litd.
+    pub connections: Counter,
+    /// Calls that failed to reach litd or broke in transport.
+    pub errors: Counter,
+}
+
+type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector>>;
+
+/// The pooled client to litd. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<Connector, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    label: Arc<str>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    server_name: rustls::pki_types::ServerName<'static>,
+    connect_timeout: Duration,
+    metrics: UpstreamMetrics,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("addr", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// litd's certificate could not be loaded.
+    #[error("upstream.tls_cert: {0}")]
+    Cert(#[from] crate::tls::TlsError),
+    /// A config value does not form a URI.
+    #[error("upstream.{key}: {reason}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Upstream {
+    /// Builds the client from `[upstream]`. Nothing is dialled until the first call.
+    pub fn new(cfg: &Config, metrics: UpstreamMetrics) -> Result<Self, BuildError> {
+        let authority: http::uri::Authority = cfg.addr.parse().map_err(|e| BuildError::Value {
+            key: "addr",
+            reason: format!("{e}"),
+        })?;
+        let server_name = rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
+            .map_err(|e| BuildError::Value {
+                key: "server_name",
+                reason: e.to_string(),
+            })?;
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+
+        let (tls, https) = if cfg.plaintext {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(pinned::client_config(Vec::new())?)
+                .https_or_http()
+                .enable_http2()
+                .wrap_connector(http);
+            (None, https)
+        } else {
+            let certs = crate::tls::load_certs(&cfg.tls_cert)?;
+            let tls = pinned::client_config(certs)?;
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                .https_only()
+                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                    server_name.clone(),
+                ))
+                .enable_http2()
+                .wrap_connector(http);
+            (Some(Arc::new(tls)), https)
+        };
+        let connector = Counting {
+            inner: https,
+            count: metrics.connections.clone(),
+            timeout: cfg.connect_timeout,
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(true)
+            .http2_adaptive_window(true);
+        // HTTP/2 only (ALPN h2 over TLS, prior knowledge on plaintext): litd serves every
+        // protocol over h2, and knowing the version up front lets the pool make concurrent
+        // first calls wait for one connection instead of each dialling its own.
+        builder.http2_only(true);
+        let client = builder.build(connector);
+        Ok(Upstream {
+            client,
+            scheme: if cfg.plaintext {
+                http::uri::Scheme::HTTP
+            } else {
+                http::uri::Scheme::HTTPS
+            },
+            authority,
+            label: cfg.addr.as_str().into(),
+            tls,
+            server_name,
+            connect_timeout: cfg.connect_timeout,
+            metrics,
+        })
+    }
+
+    /// litd's address as configured (for messages).
+    pub fn addr(&self) -> &str {
+        &self.label
+    }
+
+    /// Forwards one request to litd as bytes and returns litd's response as it streams.
+    pub fn forward(
+        &self,
+        mut req: Request,
+    ) -> impl Future<Output = Result<Response, Error>> + Send + 'static {
+        let uri = self.upstream_uri(req.uri());
+        *req.uri_mut() = uri;
+        // The pooled connection decides the wire version; HTTP/1.1 here lets hyper use either.
+        *req.version_mut() = http::Version::HTTP_11;
+        strip_hop_by_hop(req.headers_mut());
+        req.headers_mut().remove(header::HOST);
+        let fut = self.client.request(req);
+        let label = self.label.clone();
+        let errors = self.metrics.errors.clone();
+        async move {
+            match fut.await {
+                Ok(resp) => {
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    Ok(Response::from_parts(parts, boxed(body)))
+                }
+                Err(e) => {
+                    errors.inc();
+                    Err(Error::Upstream {
+                        addr: label.to_string(),
+                        reason: describe(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Opens a fresh connection and completes a TLS handshake (or TCP connect when plaintext),
+    /// bypassing the pool: what `/ready` needs to know.
+    pub async fn probe(&self) -> Result<(), Error> {
+        let fail = |reason: String| Error::Upstream {
+            addr: self.label.to_string(),
+            reason,
+        };
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = self.authority.port_u16().unwrap_or(443);
+        let attempt = async {
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if let Some(tls) = &self.tls {
+                let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                connector
+                    .connect(self.server_name.clone(), tcp)
+                    .await
+                    .map_err(|e| fail(format!("TLS handshake failed: {e}")))?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .map_err(|_| fail(format!("no answer within {:?}", self.connect_timeout)))?
+    }
+
+    fn upstream_uri(&self, uri: &Uri) -> Uri {
+        let pq = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        // Scheme, authority and path are all present, so this cannot fail.
+        Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+    }
+}
+
+impl tower::Service<Request> for Upstream {
+    type Response = Response;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        Box::pin(self.forward(req))
+    }
+}
+
+/// The error and its causes on one line, e.g. `client error (Connect): tcp connect error:
+/// Connection refused (os error 111)`.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    if s.contains("deadline has elapsed") || s.contains("operation timed out") {
+        s.push_str(" (upstream.connect_timeout)");
+    }
+    s
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TRAILER,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by `Connection`;
+/// keeps `te: trailers`, which gRPC needs end to end.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        h.remove(n);
+    }
+    let te_trailers = h.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    h.remove(header::TE);
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Counts the connections the inner connector opens and bounds each attempt (TCP connect and
+/// TLS handshake together) by `upstream.connect_timeout`.
+#[derive(Clone)]
+pub struct Counting<C> {
+    inner: C,
+    count: Counter,
+    timeout: Duration,
+}
+
+impl<C> tower::Service<Uri> for Counting<C>
+where
+    C: tower::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.count.inc();
+        let fut = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r.map_err(Into::into),
+                Err(_) => {
+                    Err(format!("connect and TLS handshake took longer than {timeout:?}").into())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert("macaroon", HeaderValue::from_static("0201"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-private").is_none() && h.get("keep-alive").is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("macaroon").unwrap(), "0201");
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn te_without_trailers_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get(header::TE).is_none());
+    }
+}

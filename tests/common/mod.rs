@@ -1,0 +1,273 @@
+//! Shared harness for the integration tests: the demo fakes (litd, Autopilot server) and
+//! litgate in-process, all on 127.0.0.1 ports chosen by the OS, plus small clients that speak
+//! gRPC, grpc-web and REST over pinned TLS. Everything started here is stopped by the test.
+#![allow(dead_code)]
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
+use litgate::{
+    app::{self, Running},
+    config::Config,
+    demo::{DemoLitd, DemoLitdConfig},
+};
+use tempfile::TempDir;
+
+/// A running fake litd with litgate in front of it.
+pub struct Env {
+    pub litd: DemoLitd,
+    pub gate: Running,
+    pub dir: TempDir,
+    pub gate_cert: Vec<u8>,
+    pub config: Config,
+}
+
+/// The TOML that points litgate at `litd`, with `extra` appended (later keys win per table,
+/// so tests pass whole extra tables).
+pub fn config_toml(dir: &Path, litd: &DemoLitd, extra: &str) -> String {
+    let cert = dir.join("litd-tls.cert");
+    std::fs::write(&cert, litd.cert_pem().expect("demo litd runs TLS")).unwrap();
+    format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+drain_timeout = "5s"
+
+[upstream]
+addr = "{addr}"
+tls_cert = "{cert}"
+server_name = "localhost"
+connect_timeout = "1s"
+
+[autopilot.relay]
+addr = ""
+
+[store]
+data_dir = "{data}"
+
+[admin]
+addr = "127.0.0.1:0"
+{extra}
+"#,
+        addr = litd.addr(),
+        cert = cert.display(),
+        data = dir.join("data").display(),
+    )
+}
+
+impl Env {
+    /// Starts a TLS fake litd and litgate in front of it.
+    pub async fn start() -> Env {
+        Self::start_with("").await
+    }
+
+    /// Same, with extra TOML.
+    pub async fn start_with(extra: &str) -> Env {
+        let litd = DemoLitd::start(DemoLitdConfig { tls: true, ..Default::default() }).expect("demo litd starts");
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(&config_toml(dir.path(), &litd, extra)).expect("test config is valid");
+        let gate = app::start(&config).await.expect("litgate starts");
+        let gate_cert = std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
+        Env { litd, gate, dir, gate_cert, config }
+    }
+
+    pub fn gate_uri(&self, path: &str) -> String {
+        format!("https://{}{}", self.gate.public_addr, path)
+    }
+
+    pub fn litd_uri(&self, path: &str) -> String {
+        format!("https://{}{}", self.litd.addr(), path)
+    }
+
+    pub fn admin_uri(&self, path: &str) -> String {
+        format!("http://{}{}", self.gate.admin_addr, path)
+    }
+
+    pub fn macaroon(&self) -> String {
+        self.litd.macaroon_hex()
+    }
+
+    /// A tonic channel to litgate, pinned to its generated certificate.
+    pub async fn gate_channel(&self) -> tonic::transport::Channel {
+        channel(self.gate.public_addr, &self.gate_cert).await
+    }
+
+    /// A tonic channel straight to the fake litd.
+    pub async fn litd_channel(&self) -> tonic::transport::Channel {
+        channel(self.litd.addr(), self.litd.cert_pem().unwrap()).await
+    }
+
+    pub async fn stop(self) {
+        self.gate.shutdown().await;
+        self.litd.shutdown().await;
+    }
+}
+
+pub async fn channel(addr: SocketAddr, cert_pem: &[u8]) -> tonic::transport::Channel {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert_pem))
+        .domain_name("localhost");
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("tonic channel connects")
+}
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn rustls_config(cert_pem: &[u8]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in litgate::tls::parse_certs(cert_pem).unwrap() {
+        roots.add(c).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(litgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// An HTTP/2-only client trusting `cert_pem` (gRPC and grpc-web over h2).
+pub fn h2_client(cert_pem: &[u8]) -> HttpClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(rustls_config(cert_pem))
+        .https_or_http()
+        .enable_http2()
+        .build();
+    Client::builder(TokioExecutor::new()).http2_only(true).build(https)
+}
+
+/// An HTTP/1.1-only client trusting `cert_pem` (REST and the Terminal UI's grpc-web).
+pub fn h1_client(cert_pem: &[u8]) -> HttpClient {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(rustls_config(cert_pem))
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+/// A response read to the end: head, body bytes, trailers.
+#[derive(Debug)]
+pub struct Collected {
+    pub status: http::StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Collected {
+    /// grpc-status from trailers, or from the head for trailers-only responses.
+    pub fn grpc_status(&self) -> Option<String> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.headers.get("grpc-status"))
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    pub fn grpc_message(&self) -> Option<String> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-message"))
+            .or_else(|| self.headers.get("grpc-message"))
+            .map(|v| percent_encoding::percent_decode_str(v.to_str().unwrap()).decode_utf8_lossy().into_owned())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+pub async fn send(client: &HttpClient, req: http::Request<Full<Bytes>>) -> Collected {
+    let resp = client.request(req).await.expect("request reaches the server");
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.expect("body completes");
+    let trailers = collected.trailers().cloned();
+    Collected { status: parts.status, headers: parts.headers, body: collected.to_bytes(), trailers }
+}
+
+/// One gRPC length-prefixed message.
+pub fn grpc_frame(msg: &impl prost::Message) -> Bytes {
+    let payload = msg.encode_to_vec();
+    let mut b = BytesMut::with_capacity(5 + payload.len());
+    b.put_u8(0);
+    b.put_u32(payload.len() as u32);
+    b.put_slice(&payload);
+    b.freeze()
+}
+
+/// Splits a gRPC or grpc-web body into (flag, payload) frames.
+pub fn frames(mut body: Bytes) -> Vec<(u8, Bytes)> {
+    let mut out = Vec::new();
+    while body.remaining() >= 5 {
+        let flag = body.get_u8();
+        let len = body.get_u32() as usize;
+        out.push((flag, body.split_to(len)));
+    }
+    assert!(body.is_empty(), "trailing partial frame");
+    out
+}
+
+/// A gRPC request (h2) for `path` with `body` and optional macaroon.
+pub fn grpc_request(uri: &str, body: Bytes, macaroon: Option<&str>) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::post(uri).header("content-type", "application/grpc").header("te", "trailers");
+    if let Some(m) = macaroon {
+        b = b.header("macaroon", m);
+    }
+    b.body(Full::new(body)).unwrap()
+}
+
+/// Polls `f` until it returns true, at most `tries` times, `every` apart.
+pub async fn eventually<F, Fut>(tries: usize, every: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    false
+}
+
+/// A plain HTTP/1.1 GET (admin endpoints).
+pub async fn admin_get(uri: &str) -> (u16, String) {
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let resp = client.get(uri.parse().unwrap()).await.expect("admin answers");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of an un-labelled counter or a sum over a family in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
