@@ -10,16 +10,20 @@ use tower::ServiceBuilder;
 
 use crate::{
     admin::{self, Admin},
+    autopilot::{add_session::AddSessionHandler, policy::Policy, Autopilot, Catalogue},
     body::{Request, Response},
+    clock::{SharedClock, SystemClock},
     config::Config,
     layers::{
         identity::IdentityLayer,
         metrics::{MetricsLayer, RequestMetrics},
+        rate_limit::{Limiter, RateLimitLayer},
         rescue::RescueLayer,
         trace::TraceLayer,
     },
     router::Router,
     server,
+    store::Store,
     upstream::{Upstream, UpstreamMetrics},
 };
 
@@ -43,6 +47,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The store could not be opened (corrupt, locked, foreign, unknown schema).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The Autopilot server client could not be built.
+    #[error("{0}")]
+    Autopilot(#[from] crate::autopilot::client::ClientError),
     /// The data directory is unusable.
     #[error("store.data_dir {path}: {source}")]
     DataDir {
@@ -56,8 +66,9 @@ pub enum StartError {
 
 /// The public face's service: every layer of `design.md` §1, outermost first.
 pub fn public_stack(
-    upstream: Upstream,
+    router: Router,
     metrics: RequestMetrics,
+    rate_limit: RateLimitLayer,
 ) -> impl tower::Service<
     Request,
     Response = Response,
@@ -75,8 +86,10 @@ pub fn public_stack(
         .layer(MetricsLayer::new(metrics))
         // Before the rate limiter and the router, which both read `Caller`.
         .layer(IdentityLayer)
+        // After identity (keys by `Caller`), before the router: a refused call never reaches litd.
+        .layer(rate_limit)
         // The only place that maps paths to handlers; the rest is raw passthrough.
-        .service(Router::new(upstream))
+        .service(router)
 }
 
 /// A started litgate.
@@ -92,6 +105,8 @@ pub struct Running {
     pub cert_generated: bool,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    store: Store,
 }
 
 impl Running {
@@ -102,19 +117,37 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        for t in self.background {
+            t.abort();
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::warn!(error = %e, "flushing the store at shutdown failed");
+        }
+    }
+
+    /// The open store (tests inspect what was recorded).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 }
 
-/// Builds everything from `cfg` and starts the listeners.
+/// Builds everything from `cfg` and starts the listeners, on the system clock.
 pub async fn start(cfg: &Config) -> Result<Running, StartError> {
+    start_with_clock(cfg, Arc::new(SystemClock)).await
+}
+
+/// Same as [`start`], with an injected clock (tests move time instead of sleeping).
+pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Running, StartError> {
     let data_dir = cfg.store.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
         source,
     })?;
+    let store = Store::open(&data_dir)?;
 
     let mut registry = Registry::default();
     let request_metrics = RequestMetrics::register(&mut registry);
+    let rate_limiter = Limiter::registered(&cfg.rate_limit, &mut registry);
     let upstream_metrics = UpstreamMetrics::default();
     registry.register(
         "litgate_upstream_connections",
@@ -126,9 +159,28 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         "Calls that could not reach litd or broke in transport",
         upstream_metrics.errors.clone(),
     );
-    let registry = Arc::new(registry);
-
     let upstream = Upstream::new(&cfg.upstream, upstream_metrics)?;
+
+    let autopilot = Autopilot::new(&cfg.autopilot)?;
+    let catalogue = Catalogue::new(
+        autopilot,
+        store.clone(),
+        clock.clone(),
+        cfg.autopilot.catalogue_ttl,
+        cfg.autopilot.catalogue_max_stale,
+        &mut registry,
+    );
+    let add_session = AddSessionHandler::new(
+        Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
+        catalogue.clone(),
+        upstream.clone(),
+        store.clone(),
+        clock.clone(),
+        cfg.listen.max_message_bytes,
+        &mut registry,
+    );
+    let router = Router::new(upstream.clone()).with_add_autopilot_session(Arc::new(add_session));
+    let registry = Arc::new(registry);
 
     let (tls, cert_path, cert_generated) = if cfg.listen.plaintext {
         (None, None, false)
@@ -168,7 +220,8 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let stack = public_stack(upstream.clone(), request_metrics);
+    let background = vec![catalogue.spawn_refresher()];
+    let stack = public_stack(router, request_metrics, RateLimitLayer::new(rate_limiter));
     let drain = cfg.listen.drain_timeout;
     tasks.push(tokio::spawn(server::serve(
         public,
@@ -180,7 +233,7 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
     )));
 
     let checks: Vec<(&'static str, admin::Check)> = vec![
-        ("store", data_dir_check(data_dir)),
+        ("store", store_check(store.clone())),
         ("upstream", Admin::upstream_check(upstream)),
     ];
     let admin = Admin::new(registry, checks);
@@ -205,6 +258,8 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
         cert_generated,
         shutdown: shutdown_tx,
         tasks,
+        background,
+        store,
     })
 }
 
@@ -213,21 +268,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Ready while the data directory is a writable directory.
-fn data_dir_check(dir: PathBuf) -> admin::Check {
+/// Ready while the store answers a read.
+fn store_check(store: Store) -> admin::Check {
     Arc::new(move || {
-        let dir = dir.clone();
-        Box::pin(async move {
-            let meta = tokio::fs::metadata(&dir)
-                .await
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-            if !meta.is_dir() {
-                return Err(format!("{} is not a directory", dir.display()));
-            }
-            if meta.permissions().readonly() {
-                return Err(format!("{} is read-only", dir.display()));
-            }
-            Ok(())
-        })
+        let store = store.clone();
+        Box::pin(async move { store.check().map_err(|e| e.to_string()) })
     })
 }

@@ -1,14 +1,15 @@
 //! The configuration file (`config/litgate.toml`): loading, the sections that have no runtime
 //! module of their own yet, and cross-checks. Sections map 1:1 to modules; each module that
 //! exists owns its `Config` (`server::ListenConfig`, `upstream::Config`, `admin::Config`,
-//! `telemetry::Config`). Unknown keys and bad values are errors that name the key. The key names
-//! are a contract (`design.md` §7): add keys freely, rename none.
+//! `telemetry::Config`, `layers::rate_limit::Config`). Unknown keys and bad values are errors
+//! that name the key. The key names are a contract (`design.md` §7): add keys freely, rename
+//! none.
 
 use std::{fmt, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{admin, server, telemetry, upstream};
+use crate::{admin, layers::rate_limit, server, telemetry, upstream};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,7 +24,7 @@ pub struct Config {
     /// `[privacy]`: privacy-mapper flag policy.
     pub privacy: PrivacyConfig,
     /// `[rate_limit]`: per-caller limits.
-    pub rate_limit: RateLimitConfig,
+    pub rate_limit: rate_limit::Config,
     /// `[cache]`: the session-list cache.
     pub cache: CacheConfig,
     /// `[store]`: the data directory.
@@ -153,47 +154,6 @@ pub struct PrivacyConfig {
     pub deny_clear: Vec<String>,
     /// Whether `no_privacy_mapper = true` sessions are allowed.
     pub allow_no_privacy_mapper: bool,
-}
-
-/// `[rate_limit]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RateLimitConfig {
-    /// Whether the layer is on.
-    pub enabled: bool,
-    /// Limit for read methods.
-    pub read: Rate,
-    /// Limit for write methods.
-    pub write: Rate,
-    /// Per-method overrides.
-    pub method: Vec<MethodLimit>,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            read: Rate {
-                iterations: 36000,
-                num_hours: 1,
-            },
-            write: Rate {
-                iterations: 3600,
-                num_hours: 1,
-            },
-            method: Vec::new(),
-        }
-    }
-}
-
-/// `[[rate_limit.method]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MethodLimit {
-    /// Full gRPC method path, e.g. `/litrpc.Autopilot/AddAutopilotSession`.
-    pub path: String,
-    /// The limit for that method.
-    pub limit: Rate,
 }
 
 /// `[cache]`.
@@ -374,21 +334,7 @@ impl Config {
             }
         }
 
-        rate(&mut err, "rate_limit.read", self.rate_limit.read, true);
-        rate(&mut err, "rate_limit.write", self.rate_limit.write, true);
-        for (i, m) in self.rate_limit.method.iter().enumerate() {
-            let key = format!("rate_limit.method[{i}]");
-            if !is_grpc_path(&m.path) {
-                err(
-                    &format!("{key}.path"),
-                    format!(
-                        "{:?} is not a gRPC method path like /pkg.Service/Method",
-                        m.path
-                    ),
-                );
-            }
-            rate(&mut err, &format!("{key}.limit"), m.limit, true);
-        }
+        self.rate_limit.validate(&mut err);
 
         nonzero(&mut err, "cache.ttl", self.cache.ttl);
         if self.cache.max_stale < self.cache.ttl {
@@ -444,12 +390,6 @@ pub fn host_port(s: &str) -> Option<(&str, u16)> {
         return None;
     }
     Some((host, port.parse().ok()?))
-}
-
-fn is_grpc_path(p: &str) -> bool {
-    let mut parts = p.split('/');
-    matches!((parts.next(), parts.next(), parts.next(), parts.next()),
-        (Some(""), Some(svc), Some(m), None) if svc.contains('.') && !m.is_empty())
 }
 
 /// The dotted key a TOML error is about, recovered from its span: the text of the line the

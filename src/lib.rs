@@ -26,17 +26,21 @@
 
 pub mod admin;
 pub mod app;
+pub mod autopilot;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod grpc;
 pub mod layers;
 pub mod macaroon;
+pub mod methods;
 pub mod proto;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -373,7 +373,7 @@ mod tests {
     #[test]
     fn decodes_the_spec_example() {
         let m = Macaroon::from_hex(&example_hex()).unwrap();
-        assert_eq!(&m.location.as_deref().unwrap()[..], b"lnd");
+        assert_eq!(m.location.as_deref().unwrap(), b"lnd");
         assert_eq!(&m.identifier[..], b"\x03IDENT");
         assert_eq!(m.caveats.len(), 2);
         assert_eq!(

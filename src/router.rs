@@ -1,11 +1,12 @@
 //! The router: the only place that maps paths to handlers. Every intercepted gRPC method is
-//! named here together with its REST twin; everything else goes to the raw passthrough. The
-//! handlers for intercepted routes arrive with their features (policy, cache); until a handler
-//! is installed for a route, that route passes through unchanged.
+//! named here together with its REST twin; everything else goes to the raw passthrough.
+//! AddAutopilotSession goes to the autopilot policy in every protocol; the session-list and
+//! session-write routes are named for the session cache and pass through until it is installed.
 
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -13,6 +14,7 @@ use http::Method;
 use tower::Service;
 
 use crate::{
+    autopilot::add_session::AddSessionHandler,
     body::{Request, Response},
     error::Error,
     upstream::Upstream,
@@ -105,14 +107,19 @@ fn key_segment(path: &str, prefix: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Router {
     passthrough: Upstream,
+    add_autopilot_session: Option<Arc<AddSessionHandler>>,
 }
 
 impl Router {
     /// A router whose every route is the raw passthrough to `upstream`.
     pub fn new(upstream: Upstream) -> Self {
-        Router {
-            passthrough: upstream,
-        }
+        Router { passthrough: upstream, add_autopilot_session: None }
+    }
+
+    /// Installs the AddAutopilotSession policy handler (gRPC, grpc-web and REST).
+    pub fn with_add_autopilot_session(mut self, handler: Arc<AddSessionHandler>) -> Self {
+        self.add_autopilot_session = Some(handler);
+        self
     }
 }
 
@@ -134,9 +141,15 @@ impl Service<Request> for Router {
             ))));
         }
         match Route::classify(req.method(), req.uri().path()) {
-            // No handler installed yet for the intercepted routes: they pass through.
-            Route::AddAutopilotSession
-            | Route::ListSessions
+            Route::AddAutopilotSession => match &self.add_autopilot_session {
+                Some(h) => {
+                    let h = h.clone();
+                    Box::pin(async move { h.handle(req).await })
+                }
+                None => Box::pin(self.passthrough.forward(req)),
+            },
+            // No handler installed yet for these intercepted routes: they pass through.
+            Route::ListSessions
             | Route::ListAutopilotSessions
             | Route::AddSession
             | Route::RevokeSession

@@ -37,6 +37,8 @@ pub struct ListenConfig {
     /// TLS handshakes slower than this are dropped.
     #[serde(with = "crate::config::duration")]
     pub handshake_timeout: Duration,
+    /// Largest request body litgate reads for a method it inspects (bytes).
+    pub max_message_bytes: usize,
 }
 
 impl Default for ListenConfig {
@@ -49,6 +51,7 @@ impl Default for ListenConfig {
             plaintext: false,
             drain_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
+            max_message_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -74,6 +77,9 @@ impl ListenConfig {
                 "listen.tls_cert",
                 "set together with listen.plaintext = true".into(),
             );
+        }
+        if self.max_message_bytes < 1024 {
+            err("listen.max_message_bytes", "must be at least 1024".into());
         }
         if self.handshake_timeout.is_zero() {
             err(

@@ -802,3 +802,114 @@ async fn autopilot_down_and_back_and_tls() {
         .unwrap_err();
     assert_eq!(err.message(), "unknown rule send-to-self, please upgrade");
 }
+
+#[tokio::test]
+async fn grpc_web_text_is_answered_in_text() {
+    let litd = DemoLitd::start(DemoLitdConfig::default()).unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let req = http::Request::post(format!(
+        "http://{}/litrpc.Status/SubServerStatus",
+        litd.addr()
+    ))
+    .header("content-type", "application/grpc-web-text")
+    .body(Full::new(Bytes::from(b64.encode([0u8, 0, 0, 0, 0]))))
+    .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/grpc-web-text+proto"
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).expect("base64 text");
+    // Each frame may be its own padded base64 chunk.
+    let mut decoded = Vec::new();
+    for chunk in text.split_inclusive('=').filter(|c| *c != "=") {
+        decoded.extend(
+            b64.decode(chunk.trim_start_matches('='))
+                .unwrap_or_default(),
+        );
+    }
+    assert!(
+        String::from_utf8_lossy(&decoded).contains("grpc-status:0"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn linked_sessions_and_rest_autopilot() {
+    let (ap, litd) = start_pair();
+    let mac = litd.macaroon_hex();
+
+    // Over REST: the JSON body as litcli/the UI send it (bytes as base64, u64 as strings).
+    let body = serde_json::json!({
+        "label": "first",
+        "expiry_timestamp_seconds": (now() + 3600).to_string(),
+        "mailbox_server_addr": "mailbox.example:443",
+        "features": { "HealthCheck": { "config": "e30=" } }
+    });
+    let (status, json) = rest(
+        &litd,
+        "POST",
+        "/v1/autopilot/sessions",
+        Some(&mac),
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["session"]["session_state"], "STATE_CREATED");
+    assert_eq!(json["session"]["feature_configs"]["HealthCheck"], "{}");
+    let first = litd
+        .sessions()
+        .into_iter()
+        .find(|s| s.label == "first")
+        .unwrap();
+    assert_eq!(first.group_id, first.id);
+
+    // Linking while the first session is still active is refused inside the "store".
+    let mut client = AutopilotClient::new(channel(&litd).await.unwrap());
+    let mut req = autopilot_request(&["HealthCheck"]);
+    req.linked_group_id = first.id.clone();
+    let err = client
+        .add_autopilot_session(with_mac(req.clone(), &mac))
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "group has active sessions");
+
+    client
+        .revoke_autopilot_session(with_mac(
+            RevokeAutopilotSessionRequest {
+                local_public_key: first.local_public_key.clone(),
+            },
+            &mac,
+        ))
+        .await
+        .unwrap();
+    let second = client
+        .add_autopilot_session(with_mac(req, &mac))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    assert_eq!(second.group_id, first.id);
+    assert_ne!(second.id, first.id);
+    let reg = ap.registrations().pop().unwrap().request;
+    assert_eq!(reg.group_responder_key, first.local_public_key);
+    assert_eq!(reg.group_responder_sig.len(), 70);
+
+    // Linking to a session that is not first in its group.
+    let mut req = autopilot_request(&["HealthCheck"]);
+    req.linked_group_id = second.id.clone();
+    let err = client
+        .add_autopilot_session(with_mac(req, &mac))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("can not link to session"),
+        "{}",
+        err.message()
+    );
+}

@@ -15,10 +15,8 @@ use std::{
 
 use tonic::{Request, Response, Status};
 
-use super::{
-    rules,
-    serve::{Handler, Server},
-};
+use super::serve::{Handler, Server};
+use crate::autopilot::rules;
 use crate::proto::autopilotserverrpc::{
     autopilot_server::{Autopilot, AutopilotServer},
     ActivateSessionRequest, ActivateSessionResponse, Feature, ListFeaturesRequest,

@@ -34,10 +34,10 @@ use tower::Layer;
 
 use super::{
     macaroons::MacaroonBaker,
-    rules,
     serve::{Body, Handler, Server},
 };
 use crate::{
+    autopilot::rules,
     macaroon::Macaroon,
     proto::{
         autopilotserverrpc::{self as aps, autopilot_client::AutopilotClient},
@@ -109,7 +109,8 @@ pub struct Received {
     pub macaroon: Option<String>,
     /// Whether an `authorization` header was present.
     pub authorization_present: bool,
-    /// The whole request body; empty for Echo paths (streams are not buffered).
+    /// The whole request body as sent (gRPC and grpc-web: still framed; REST: the JSON); empty
+    /// for Echo paths, whose streams are not buffered.
     pub body: Bytes,
 }
 
@@ -435,33 +436,13 @@ fn static_file(method: &Method, path: &str) -> http::Response<Body> {
 // ---------------------------------------------------------------------------------------------
 // REST gateway (grpc-gateway v2 shapes)
 
-/// grpc-gateway's `HTTPStatusFromCode`.
-pub fn http_status_for(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
 fn rest_error(status: StatusCode, code: Code, message: &str) -> http::Response<Body> {
     let body = serde_json::json!({ "code": code as i32, "message": message, "details": [] });
     plain(status, "application/json", body.to_string())
 }
 
 fn rest_status(s: &Status) -> http::Response<Body> {
-    rest_error(http_status_for(s.code()), s.code(), s.message())
+    rest_error(crate::error::http_status(s.code()), s.code(), s.message())
 }
 
 fn rest_reply<T: serde::Serialize>(res: Result<Response<T>, Status>) -> http::Response<Body> {

@@ -11,14 +11,12 @@
 //!   feature catalogue.
 //! - [`macaroons`]: a real macaroon baker and verifier (root key, HMAC chain, caveats), so the
 //!   fakes check real credentials and tests can attenuate them.
-//! - [`rules`]: LiT's rule JSON forms, conversions and min/max checks, and privacy flags.
 //! - [`serve`]: the restartable listener both fakes run on.
 //! - [`run`]: `litgate demo`, the fakes with litgate in front.
 
 pub mod autopilot;
 pub mod litd;
 pub mod macaroons;
-pub mod rules;
 mod run;
 pub mod serve;
 

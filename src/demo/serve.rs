@@ -104,39 +104,22 @@ impl Server {
     ) -> io::Result<Self> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
-        let server = Self {
+        let tls = tls.map(TlsAcceptor::from);
+        let running = spawn(listener, tls.clone(), handler.clone(), name);
+        tracing::debug!(server = name, %addr, tls = tls.is_some(), "demo server listening");
+        Ok(Self {
             addr,
-            tls: tls.map(TlsAcceptor::from),
+            tls,
             handler,
-            running: tokio::sync::Mutex::new(None),
+            running: tokio::sync::Mutex::new(Some(running)),
             shut: false.into(),
             name,
-        };
-        let running = server.spawn(listener);
-        // Fresh mutex, nobody else holds it.
-        *server
-            .running
-            .try_lock()
-            .map_err(|_| io::Error::other("server state busy"))? = Some(running);
-        tracing::debug!(server = name, %addr, tls = server.tls.is_some(), "demo server listening");
-        Ok(server)
+        })
     }
 
     /// The bound address (stable across pause/resume).
     pub fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    fn spawn(&self, listener: TcpListener) -> Running {
-        let conns: Conns = Arc::default();
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            self.tls.clone(),
-            self.handler.clone(),
-            conns.clone(),
-            self.name,
-        ));
-        Running { accept, conns }
     }
 
     /// Closes the listener and aborts every open connection. Idempotent.
@@ -157,7 +140,12 @@ impl Server {
         let mut guard = self.running.lock().await;
         if guard.is_none() {
             let listener = bind(self.addr)?;
-            *guard = Some(self.spawn(listener));
+            *guard = Some(spawn(
+                listener,
+                self.tls.clone(),
+                self.handler.clone(),
+                self.name,
+            ));
             tracing::debug!(server = self.name, addr = %self.addr, "demo server resumed");
         }
         Ok(())
@@ -183,6 +171,17 @@ impl Drop for Running {
             h.abort();
         }
     }
+}
+
+fn spawn(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: Handler,
+    name: &'static str,
+) -> Running {
+    let conns: Conns = Arc::default();
+    let accept = tokio::spawn(accept_loop(listener, tls, handler, conns.clone(), name));
+    Running { accept, conns }
 }
 
 async fn accept_loop(

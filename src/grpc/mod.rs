@@ -2,6 +2,9 @@
 //! error is written in that protocol (gRPC trailers-only status, grpc-web, or grpc-gateway's
 //! REST error JSON). The codecs for intercepted methods build on this module.
 
+pub mod codec;
+pub mod wire;
+
 use std::time::Duration;
 
 use http::{header, HeaderValue, StatusCode};

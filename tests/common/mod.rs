@@ -19,22 +19,31 @@ use hyper_util::{
 };
 use litgate::{
     app::{self, Running},
+    clock::ManualClock,
     config::Config,
-    demo::{DemoLitd, DemoLitdConfig},
+    demo::{DemoAutopilot, DemoAutopilotConfig, DemoLitd, DemoLitdConfig},
 };
 use tempfile::TempDir;
 
-/// A running fake litd with litgate in front of it.
+/// A running fake Autopilot server, a fake litd registering with it, and litgate in front of
+/// litd, on a manual clock.
 pub struct Env {
     pub litd: DemoLitd,
+    pub autopilot: DemoAutopilot,
     pub gate: Running,
     pub dir: TempDir,
     pub gate_cert: Vec<u8>,
     pub config: Config,
+    pub clock: ManualClock,
 }
 
-/// The TOML that points litgate at `litd`, with `extra` appended (later keys win per table,
-/// so tests pass whole extra tables).
+/// The TOML that points litgate at `litd` and the Autopilot server at `autopilot`, with
+/// `autopilot_keys` added under `[autopilot]` and `extra` appended (whole extra tables).
+pub fn config_toml_with(dir: &Path, litd: &DemoLitd, autopilot: SocketAddr, autopilot_keys: &str, extra: &str) -> String {
+    config_toml(dir, litd, &format!("[autopilot]\nserver = \"{autopilot}\"\nplaintext = true\ntimeout = \"2s\"\n{autopilot_keys}\n{extra}"))
+}
+
+/// The TOML that points litgate at `litd`, with `extra` appended (whole extra tables).
 pub fn config_toml(dir: &Path, litd: &DemoLitd, extra: &str) -> String {
     let cert = dir.join("litd-tls.cert");
     std::fs::write(&cert, litd.cert_pem().expect("demo litd runs TLS")).unwrap();
@@ -72,14 +81,23 @@ impl Env {
         Self::start_with("").await
     }
 
-    /// Same, with extra TOML.
+    /// Same, with extra TOML tables.
     pub async fn start_with(extra: &str) -> Env {
-        let litd = DemoLitd::start(DemoLitdConfig { tls: true, ..Default::default() }).expect("demo litd starts");
+        Self::start_opts("", extra).await
+    }
+
+    /// Same, with keys for `[autopilot]` and extra TOML tables.
+    pub async fn start_opts(autopilot_keys: &str, extra: &str) -> Env {
+        let autopilot = DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
+        let litd = DemoLitd::start(DemoLitdConfig { tls: true, autopilot: Some(autopilot.target()), ..Default::default() })
+            .expect("demo litd starts");
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::parse(&config_toml(dir.path(), &litd, extra)).expect("test config is valid");
-        let gate = app::start(&config).await.expect("litgate starts");
+        let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), autopilot_keys, extra);
+        let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+        let clock = ManualClock::new();
+        let gate = app::start_with_clock(&config, std::sync::Arc::new(clock.clone())).await.expect("litgate starts");
         let gate_cert = std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
-        Env { litd, gate, dir, gate_cert, config }
+        Env { litd, autopilot, gate, dir, gate_cert, config, clock }
     }
 
     pub fn gate_uri(&self, path: &str) -> String {
@@ -111,6 +129,7 @@ impl Env {
     pub async fn stop(self) {
         self.gate.shutdown().await;
         self.litd.shutdown().await;
+        self.autopilot.shutdown().await;
     }
 }
 

@@ -1,10 +1,9 @@
-//! LiT's firewall rules as the demo litd needs them: the JSON forms the Autopilot server sends
-//! (`spec/lit-api.md` §6.3, the Go structs of LiT's rule managers), their conversion to and from
-//! `litrpc.RuleValue`, litd's per-rule parse checks and its "sanity" checks against a feature's
-//! min and max (`spec/lit-behaviour.md` §3), and the privacy-flag bitmask (§2.1).
-//!
-//! Part of the fakes: it mimics litd closely enough for demos and tests, and is never used to
-//! decide anything about real traffic.
+//! LiT's firewall rules: the JSON forms the Autopilot server sends (`spec/lit-api.md` §6.3, the
+//! Go structs of LiT's rule managers), their conversion to and from `litrpc.RuleValue`, litd's
+//! per-rule parse checks and its "sanity" checks against a feature's min and max
+//! (`spec/lit-behaviour.md` §3), and the privacy-flag bitmask (§2.1). These functions copy
+//! litd's comparisons, holes included; the AddAutopilotSession policy (`policy.rs`) closes the
+//! holes (NaN rates, `num_hours = 0`) before it calls them. The demo litd uses them too.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

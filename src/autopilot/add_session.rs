@@ -1,0 +1,265 @@
+//! The AddAutopilotSession handler on the public face: decode the request in whatever
+//! protocol it came (gRPC, grpc-web, grpc-web-text, REST), run the policy, write its decision
+//! into the request without losing what litgate does not understand, record the approval, and
+//! forward to litd with the caller's own metadata (litd still authenticates the caller).
+//! A refused request is answered here: litd is never contacted and nothing is stored.
+
+use std::{collections::HashMap, sync::Arc, time::UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderValue};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use prost::Message;
+use tonic::Code;
+
+use super::{
+    catalogue::Catalogue,
+    policy::{Decision, LinkedSession, Policy, Refusal},
+    rules::RATE_LIMIT,
+};
+use crate::{
+    body::{self, Request, Response},
+    clock::SharedClock,
+    error::Error,
+    grpc::{
+        codec::{self, Unary},
+        wire, Protocol,
+    },
+    proto::litrpc::{
+        AddAutopilotSessionRequest, FeatureConfig, ListAutopilotSessionsRequest, ListAutopilotSessionsResponse, RulesMap,
+    },
+    router::LIST_AUTOPILOT_SESSIONS,
+    store::{Approval, Store},
+    upstream::Upstream,
+};
+
+/// Labels of a policy outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+/// The handler. One per process, shared by every connection.
+#[derive(Debug)]
+pub struct AddSessionHandler {
+    policy: Policy,
+    catalogue: Arc<Catalogue>,
+    upstream: Upstream,
+    store: Store,
+    clock: SharedClock,
+    max_message_bytes: usize,
+    outcomes: Family<OutcomeLabels, Counter>,
+}
+
+impl AddSessionHandler {
+    /// Builds the handler and registers its metrics.
+    pub fn new(
+        policy: Policy,
+        catalogue: Arc<Catalogue>,
+        upstream: Upstream,
+        store: Store,
+        clock: SharedClock,
+        max_message_bytes: usize,
+        registry: &mut Registry,
+    ) -> Self {
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "litgate_autopilot_sessions",
+            "AddAutopilotSession requests approved or refused by litgate's policy, by reason",
+            outcomes.clone(),
+        );
+        AddSessionHandler { policy, catalogue, upstream, store, clock, max_message_bytes, outcomes }
+    }
+
+    /// Handles one AddAutopilotSession request in any protocol.
+    pub async fn handle(&self, req: Request) -> Result<Response, Error> {
+        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        match self.decide_and_rewrite(protocol, req).await {
+            Ok(forward) => {
+                self.outcomes.get_or_create(&OutcomeLabels { outcome: "approved", reason: "ok" }).inc();
+                self.upstream.forward(forward).await
+            }
+            Err(refusal) => {
+                self.outcomes.get_or_create(&OutcomeLabels { outcome: "refused", reason: refusal.reason }).inc();
+                Err(refusal.error)
+            }
+        }
+    }
+
+    async fn decide_and_rewrite(&self, protocol: Protocol, req: Request) -> Result<Request, Refusal> {
+        let (mut parts, body) = req.into_parts();
+        let raw = codec::read_body(body, self.max_message_bytes).await.map_err(|e| as_refusal("bad_body", e))?;
+        let unary = codec::decode_unary(protocol, &raw).map_err(|e| as_refusal("bad_encoding", e))?;
+        let msg = match &unary {
+            Unary::Proto(b) => AddAutopilotSessionRequest::decode(b.clone())
+                .map_err(|e| as_refusal("malformed", Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}"))))?,
+            Unary::Json(obj) => serde_json::from_value(serde_json::Value::Object(obj.clone())).map_err(|e| {
+                as_refusal("malformed", Error::invalid(format!("malformed AddAutopilotSessionRequest JSON: {e}")))
+            })?,
+        };
+
+        self.policy.check_request(&msg, self.clock.now())?;
+        let snapshot = self.catalogue.get().await.map_err(|e| as_refusal("catalogue_unavailable", e))?;
+        let linked = if msg.linked_group_id.is_empty() {
+            None
+        } else {
+            Some(self.linked_session(&parts.headers, &msg.linked_group_id).await?)
+        };
+        let decision = self.policy.decide(&msg, &snapshot.features, linked.as_ref())?;
+
+        let rewritten = match unary {
+            Unary::Proto(b) => patch_proto(b, &msg, &decision)?.map(Unary::Proto),
+            Unary::Json(obj) => patch_json(obj, &msg, &decision)?.map(Unary::Json),
+        };
+        let approval = Approval {
+            features: decision.features.clone(),
+            privacy_flags: decision.approved_flags,
+            privacy: decision.privacy,
+            linked_group_id: hex::encode(&msg.linked_group_id),
+            approved_at: self.clock.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        };
+        self.store
+            .record_approval(&approval)
+            .map_err(|e| as_refusal("store", Error::Internal(format!("could not record the approval: {e}"))))?;
+
+        let body = match rewritten {
+            // Nothing to change: forward the caller's bytes as they came.
+            None => raw,
+            Some(m) => codec::encode_unary(protocol, &m),
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        Ok(Request::from_parts(parts, body::full(body)))
+    }
+
+    /// Asks litd, with the caller's credential, about the session a request links to.
+    async fn linked_session(&self, headers: &http::HeaderMap, group_id: &[u8]) -> Result<LinkedSession, Refusal> {
+        let gid = hex::encode(group_id);
+        let mut req = http::Request::post(LIST_AUTOPILOT_SESSIONS)
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers")
+            .body(body::full(codec::frame(&ListAutopilotSessionsRequest {}.encode_to_vec())))
+            .map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
+        for (from, to) in [("macaroon", "macaroon"), ("grpc-metadata-macaroon", "macaroon"), ("authorization", "authorization")] {
+            if let Some(v) = headers.get(from) {
+                req.headers_mut().insert(to, v.clone());
+            }
+        }
+        let resp = self.upstream.forward(req).await.map_err(|e| as_refusal("upstream", e))?;
+        let (parts, body) = resp.into_parts();
+        let collected = http_body_util::BodyExt::collect(body)
+            .await
+            .map_err(|e| as_refusal("upstream", Error::Upstream { addr: self.upstream.addr().into(), reason: e.to_string() }))?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let status = trailers.get("grpc-status").or_else(|| parts.headers.get("grpc-status"));
+        let code = status.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(Code::from);
+        if code != Some(Code::Ok) {
+            let message = trailers
+                .get("grpc-message")
+                .or_else(|| parts.headers.get("grpc-message"))
+                .and_then(|v| v.to_str().ok())
+                .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(as_refusal(
+                "linked_lookup_failed",
+                Error::client(
+                    code.unwrap_or(Code::Unknown),
+                    format!("linked_group_id: litd refused the lookup of session {gid}: {message}"),
+                ),
+            ));
+        }
+        let message = codec::unary_message(&collected.to_bytes()).map_err(|e| as_refusal("linked_lookup_failed", e))?;
+        let list = ListAutopilotSessionsResponse::decode(message).map_err(|e| {
+            as_refusal("linked_lookup_failed", Error::Upstream { addr: self.upstream.addr().into(), reason: e.to_string() })
+        })?;
+        let session = list.sessions.into_iter().find(|s| s.id == group_id).ok_or_else(|| Refusal {
+            reason: "linked_not_found",
+            error: Error::refused(format!("linked_group_id: litd has no autopilot session {gid}")),
+        })?;
+        Ok(LinkedSession { first_in_group: session.group_id == session.id, privacy_flags: session.privacy_flags })
+    }
+}
+
+fn as_refusal(reason: &'static str, error: Error) -> Refusal {
+    Refusal { reason, error }
+}
+
+/// Appends the decision to the caller's protobuf bytes; `None` when nothing changes.
+fn patch_proto(orig: Bytes, msg: &AddAutopilotSessionRequest, d: &Decision) -> Result<Option<Bytes>, Refusal> {
+    let flags = d.write_flags.filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
+    if flags.is_none() && d.rate_limits.is_empty() {
+        return Ok(None);
+    }
+    let mut out = orig.to_vec();
+    if !d.rate_limits.is_empty() {
+        // A map entry with the same key replaces the old one, so the new entry carries the
+        // caller's FeatureConfig bytes with the rule appended (messages merge, and inside
+        // RulesMap the `rate-limit` entry replaces any earlier one).
+        let originals = wire::map_values(&orig, 5)
+            .map_err(|e| as_refusal("malformed", Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}"))))?;
+        for (feature, value) in &d.rate_limits {
+            let mut v = originals.get(feature).map(|b| b.to_vec()).unwrap_or_default();
+            let patch = FeatureConfig {
+                rules: Some(RulesMap { rules: HashMap::from([(RATE_LIMIT.to_string(), value.clone())]) }),
+                config: Vec::new(),
+            };
+            patch.encode(&mut v).map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
+            out.extend_from_slice(&wire::map_entry(5, feature, &v));
+        }
+    }
+    if let Some(f) = flags {
+        prost::encoding::uint64::encode(9, &f, &mut out);
+        prost::encoding::bool::encode(10, &true, &mut out);
+    }
+    Ok(Some(Bytes::from(out)))
+}
+
+/// Edits the caller's JSON object in place; unknown keys stay. `None` when nothing changes.
+fn patch_json(
+    mut obj: serde_json::Map<String, serde_json::Value>,
+    msg: &AddAutopilotSessionRequest,
+    d: &Decision,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, Refusal> {
+    use serde_json::Value;
+    let flags = d.write_flags.filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
+    if flags.is_none() && d.rate_limits.is_empty() {
+        return Ok(None);
+    }
+    if let Some(f) = flags {
+        // protojson accepts both names; keeping both would be a duplicate field.
+        obj.remove("privacyFlags");
+        obj.remove("privacyFlagsSet");
+        obj.insert("privacy_flags".into(), Value::String(f.to_string()));
+        obj.insert("privacy_flags_set".into(), Value::Bool(true));
+    }
+    for (feature, value) in &d.rate_limits {
+        let rule = serde_json::to_value(value).map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
+        let features = object_at(&mut obj, "features");
+        let fc = object_at(features, feature);
+        let rules = object_at(fc, "rules");
+        let inner = object_at(rules, "rules");
+        inner.insert(RATE_LIMIT.into(), rule);
+    }
+    Ok(Some(obj))
+}
+
+/// The object under `key`, created (or replacing a JSON null) if absent.
+fn object_at<'a>(
+    obj: &'a mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> &'a mut serde_json::Map<String, serde_json::Value> {
+    let slot = obj.entry(key.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if !slot.is_object() {
+        *slot = serde_json::Value::Object(Default::default());
+    }
+    match slot {
+        serde_json::Value::Object(m) => m,
+        // Made an object just above.
+        _ => unreachable!("slot is an object"),
+    }
+}

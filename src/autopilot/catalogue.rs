@@ -1,0 +1,205 @@
+//! The feature catalogue: the Autopilot server's `ListFeatures`, cached in the store with a
+//! TTL (`autopilot.catalogue_ttl`) and refreshed in the background. While the server is
+//! unreachable the last catalogue is used, with a warning and a counter, up to
+//! `autopilot.catalogue_max_stale`; past that, callers get UNAVAILABLE naming the server.
+//! Concurrent refreshes collapse into one call. Shared by the AddAutopilotSession policy and
+//! the relay (`Terms`/`ListFeatures` answers).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+use prost::Message;
+
+use super::client::Autopilot;
+use crate::{
+    clock::SharedClock,
+    error::Error,
+    proto::autopilotserverrpc::{Feature, ListFeaturesResponse},
+    store::{CatalogueRecord, Store},
+};
+
+/// Features by name, as the server sent them.
+pub type Features = Arc<HashMap<String, Feature>>;
+
+/// One fetched catalogue.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When it was fetched from the server.
+    pub fetched_at: SystemTime,
+    /// Features by name, exactly as the server sent them.
+    pub features: Arc<HashMap<String, Feature>>,
+    /// True when it is past the TTL and the server could not be reached.
+    pub stale: bool,
+}
+
+/// Catalogue metrics.
+#[derive(Debug, Clone, Default)]
+struct CatalogueMetrics {
+    age_seconds: Gauge,
+    fetches: Counter,
+    fetch_failures: Counter,
+    stale_served: Counter,
+}
+
+/// The cached catalogue.
+#[derive(Debug)]
+pub struct Catalogue {
+    client: Autopilot,
+    store: Store,
+    clock: SharedClock,
+    ttl: Duration,
+    max_stale: Duration,
+    current: RwLock<Option<(SystemTime, Features)>>,
+    refresh: tokio::sync::Mutex<()>,
+    metrics: CatalogueMetrics,
+}
+
+impl Catalogue {
+    /// A catalogue over `client`, seeded from the store.
+    pub fn new(
+        client: Autopilot,
+        store: Store,
+        clock: SharedClock,
+        ttl: Duration,
+        max_stale: Duration,
+        registry: &mut Registry,
+    ) -> Arc<Self> {
+        let metrics = CatalogueMetrics::default();
+        registry.register("litgate_catalogue_age_seconds", "Age of the feature catalogue in use", metrics.age_seconds.clone());
+        registry.register("litgate_catalogue_fetches", "Successful ListFeatures calls to the Autopilot server", metrics.fetches.clone());
+        registry.register(
+            "litgate_catalogue_fetch_failures",
+            "Failed ListFeatures calls to the Autopilot server",
+            metrics.fetch_failures.clone(),
+        );
+        registry.register(
+            "litgate_catalogue_stale_served",
+            "Times a catalogue past its TTL was used because the server was unreachable",
+            metrics.stale_served.clone(),
+        );
+        let seeded = match store.catalogue() {
+            Ok(Some(rec)) => ListFeaturesResponse::decode(rec.response.as_slice())
+                .ok()
+                .map(|r| (rec.fetched_at, Arc::new(r.features))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored catalogue unreadable; it will be refetched");
+                None
+            }
+        };
+        Arc::new(Catalogue {
+            client,
+            store,
+            clock,
+            ttl,
+            max_stale,
+            current: RwLock::new(seeded),
+            refresh: tokio::sync::Mutex::new(()),
+            metrics,
+        })
+    }
+
+    /// The catalogue to decide with: fresh if possible, stale within `max_stale` if the
+    /// server is unreachable, else UNAVAILABLE naming the server.
+    pub async fn get(&self) -> Result<Snapshot, Error> {
+        if let Some(s) = self.fresh() {
+            return Ok(s);
+        }
+        let _guard = self.refresh.lock().await;
+        // Another caller may have refreshed while we waited.
+        if let Some(s) = self.fresh() {
+            return Ok(s);
+        }
+        match self.fetch().await {
+            Ok(s) => Ok(s),
+            Err(err) => self.stale_or(err),
+        }
+    }
+
+    /// Refreshes now (background task); errors are logged, the cached catalogue stays.
+    pub async fn refresh(&self) {
+        let _guard = self.refresh.lock().await;
+        if let Err(e) = self.fetch().await {
+            tracing::warn!(error = %e, "feature catalogue refresh failed");
+        }
+    }
+
+    /// Refreshes every TTL until the returned task is aborted.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.refresh().await;
+                tokio::time::sleep(me.ttl).await;
+            }
+        })
+    }
+
+    fn age(&self, fetched_at: SystemTime) -> Duration {
+        self.clock.now().duration_since(fetched_at).unwrap_or_default()
+    }
+
+    fn fresh(&self) -> Option<Snapshot> {
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let (at, features) = cur.as_ref()?;
+        let age = self.age(*at);
+        self.metrics.age_seconds.set(age.as_secs() as i64);
+        (age < self.ttl).then(|| Snapshot { fetched_at: *at, features: features.clone(), stale: false })
+    }
+
+    async fn fetch(&self) -> Result<Snapshot, Error> {
+        let resp = match self.client.list_features().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.fetch_failures.inc();
+                return Err(e);
+            }
+        };
+        self.metrics.fetches.inc();
+        let now = self.clock.now();
+        let rec = CatalogueRecord { fetched_at: now, response: resp.encode_to_vec() };
+        if let Err(e) = self.store.put_catalogue(&rec) {
+            tracing::warn!(error = %e, "could not store the feature catalogue");
+        }
+        let features = Arc::new(resp.features);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((now, features.clone()));
+        self.metrics.age_seconds.set(0);
+        Ok(Snapshot { fetched_at: now, features, stale: false })
+    }
+
+    fn stale_or(&self, err: Error) -> Result<Snapshot, Error> {
+        let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+        match cur.as_ref() {
+            Some((at, features)) if self.age(*at) <= self.max_stale => {
+                self.metrics.stale_served.inc();
+                tracing::warn!(
+                    age_s = self.age(*at).as_secs(),
+                    error = %err,
+                    "Autopilot server unreachable; using the stale feature catalogue"
+                );
+                Ok(Snapshot { fetched_at: *at, features: features.clone(), stale: true })
+            }
+            Some((at, _)) => {
+                let reason = match err {
+                    Error::Autopilot { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                Err(Error::Autopilot {
+                    addr: self.client.addr().to_string(),
+                    reason: format!(
+                        "{reason}; the cached feature catalogue is {}s old, past autopilot.catalogue_max_stale",
+                        self.age(*at).as_secs()
+                    ),
+                })
+            }
+            None => Err(err),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The client to the Autopilot server (`[autopilot]`): one lazily connected tonic channel,
+//! shared by the catalogue, the policy and the relay, with TLS from the system roots, a pinned
+//! certificate, or plaintext (tests, loopback), and a deadline on every call. litd dials a new
+//! connection per call; litgate keeps one.
+
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::{
+    config::AutopilotConfig,
+    error::Error,
+    proto::autopilotserverrpc::{autopilot_client::AutopilotClient, ListFeaturesRequest, ListFeaturesResponse},
+};
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `autopilot.tls_cert` could not be read.
+    #[error("autopilot.tls_cert {path}: {source}")]
+    Cert {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address or TLS settings are unusable.
+    #[error("autopilot.server {addr}: {reason}")]
+    Endpoint {
+        /// The configured address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A handle to the Autopilot server. Cheap to clone; clones share the channel.
+#[derive(Clone, Debug)]
+pub struct Autopilot {
+    channel: Channel,
+    addr: String,
+}
+
+impl Autopilot {
+    /// Builds the client; nothing is dialled until the first call.
+    pub fn new(cfg: &AutopilotConfig) -> Result<Self, ClientError> {
+        let addr = cfg.server.clone();
+        let bad = |reason: String| ClientError::Endpoint { addr: addr.clone(), reason };
+        let scheme = if cfg.plaintext { "http" } else { "https" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+            .timeout(cfg.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(false);
+        if !cfg.plaintext {
+            let host = crate::config::host_port(&addr).map(|(h, _)| h.to_string()).unwrap_or_default();
+            let mut tls = ClientTlsConfig::new().domain_name(host);
+            tls = if cfg.tls_cert.as_os_str().is_empty() {
+                tls.with_native_roots()
+            } else {
+                let pem = std::fs::read(&cfg.tls_cert)
+                    .map_err(|source| ClientError::Cert { path: cfg.tls_cert.display().to_string(), source })?;
+                tls.ca_certificate(Certificate::from_pem(pem))
+            };
+            ep = ep.tls_config(tls).map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(Autopilot { channel: ep.connect_lazy(), addr })
+    }
+
+    /// The configured server address (for messages).
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The generated client over the shared channel.
+    pub fn client(&self) -> AutopilotClient<Channel> {
+        AutopilotClient::new(self.channel.clone())
+    }
+
+    /// `ListFeatures`.
+    pub async fn list_features(&self) -> Result<ListFeaturesResponse, Error> {
+        self.client().list_features(ListFeaturesRequest {}).await.map(|r| r.into_inner()).map_err(|s| self.unavailable(&s))
+    }
+
+    /// An UNAVAILABLE error naming the server, from a failed call.
+    pub fn unavailable(&self, status: &tonic::Status) -> Error {
+        let reason = match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown if status.message().contains("transport") => {
+                format!("{} ({})", status.message(), describe_source(status))
+            }
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => format!("no answer in time ({})", status.message()),
+            code => format!("{code:?}: {}", status.message()),
+        };
+        Error::Autopilot { addr: self.addr.clone(), reason }
+    }
+}
+
+fn describe_source(status: &tonic::Status) -> String {
+    let mut out = String::new();
+    let mut src = std::error::Error::source(status);
+    while let Some(e) = src {
+        out = e.to_string();
+        src = e.source();
+    }
+    out
+}

@@ -1,0 +1,395 @@
+//! The AddAutopilotSession policy (`design.md` §2, §3): everything litgate checks and decides
+//! about a request before litd sees it. Pure: it takes the decoded request, the feature
+//! catalogue and (for linked sessions) what litd says about the linked session, and returns
+//! either a refusal naming the field and the reason, or the decision — the values to write into
+//! the request explicitly (privacy flags, capped rate limits) and what to record. It never
+//! performs I/O; the handler (`add_session.rs`) does.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tonic::Code;
+
+use super::rules::{self, RATE_LIMIT};
+use crate::{
+    config::{PrivacyConfig, Rate as CapRate, RulesConfig, PRIVACY_FLAG_NAMES},
+    error::Error,
+    proto::{
+        autopilotserverrpc::Feature,
+        litrpc::{rule_value::Value, AddAutopilotSessionRequest, Rate, RateLimit, RuleValue},
+    },
+};
+
+/// A refusal: the error for the caller and a bounded reason label for metrics.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Metric label, e.g. `unknown_feature`.
+    pub reason: &'static str,
+    /// What the caller gets.
+    pub error: Error,
+}
+
+fn refuse(reason: &'static str, code: Code, message: impl Into<String>) -> Refusal {
+    Refusal { reason, error: Error::client(code, message) }
+}
+
+fn invalid(reason: &'static str, message: impl Into<String>) -> Refusal {
+    refuse(reason, Code::InvalidArgument, message)
+}
+
+fn denied(reason: &'static str, message: impl Into<String>) -> Refusal {
+    refuse(reason, Code::FailedPrecondition, message)
+}
+
+/// What litd reports about the session a request links to.
+#[derive(Debug, Clone)]
+pub struct LinkedSession {
+    /// Its group id equals its own id.
+    pub first_in_group: bool,
+    /// Its privacy flags as litd stored them.
+    pub privacy_flags: u64,
+}
+
+/// The policy's decision for an approved request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Flags to write (`privacy_flags`, `privacy_flags_set = true`); `None` when the session
+    /// has no privacy mapper (litd refuses flags then).
+    pub write_flags: Option<u64>,
+    /// The flags approved (what RegisterSession must carry).
+    pub approved_flags: u64,
+    /// Rate-limit values to write per feature (absent or capped in the request).
+    pub rate_limits: BTreeMap<String, RuleValue>,
+    /// Requested feature names, sorted.
+    pub features: Vec<String>,
+    /// Whether the privacy mapper is on.
+    pub privacy: bool,
+}
+
+/// The operator's policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    caps: RulesConfig,
+    privacy: PrivacyConfig,
+    deny_mask: u64,
+}
+
+impl Policy {
+    /// Builds the policy from `[autopilot.rules]` and `[privacy]` (already validated).
+    pub fn new(caps: RulesConfig, privacy: PrivacyConfig) -> Self {
+        let deny_mask = privacy
+            .deny_clear
+            .iter()
+            .filter_map(|n| PRIVACY_FLAG_NAMES.iter().position(|k| k == n))
+            .fold(0u64, |m, bit| m | (1 << bit));
+        Policy { caps, privacy, deny_mask }
+    }
+
+    /// Checks the parts that need neither the catalogue nor litd (cheap; run first so that a
+    /// malformed request costs nothing else).
+    pub fn check_request(&self, req: &AddAutopilotSessionRequest, now: SystemTime) -> Result<(), Refusal> {
+        if req.session_rules.as_ref().is_some_and(|r| !r.rules.is_empty()) {
+            return Err(invalid(
+                "session_rules",
+                "session_rules: litd ignores top-level session rules; put rules under features.<name>.rules",
+            ));
+        }
+        if req.features.is_empty() {
+            return Err(invalid("no_features", "features: must include at least one feature"));
+        }
+        let now_s = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if req.expiry_timestamp_seconds <= now_s {
+            return Err(invalid(
+                "expiry_past",
+                format!("expiry_timestamp_seconds: {} is not in the future", req.expiry_timestamp_seconds),
+            ));
+        }
+        let max = now_s.saturating_add(self.caps.max_expiry.as_secs());
+        if req.expiry_timestamp_seconds > max {
+            return Err(denied(
+                "expiry_too_far",
+                format!(
+                    "expiry_timestamp_seconds: {} is more than {} from now, beyond [autopilot.rules] max_expiry",
+                    req.expiry_timestamp_seconds,
+                    humantime::format_duration(self.caps.max_expiry)
+                ),
+            ));
+        }
+        if req.no_privacy_mapper && req.privacy_flags_set {
+            return Err(invalid(
+                "flags_without_mapper",
+                "privacy_flags: privacy flags can only be set when the privacy mapper is enabled (no_privacy_mapper is true)",
+            ));
+        }
+        if req.privacy_flags_set {
+            if let Some(bit) = rules::unknown_privacy_flag(req.privacy_flags) {
+                return Err(invalid("unknown_privacy_flag", format!("privacy_flags: unknown privacy flag bit {bit}")));
+            }
+        }
+        if !req.linked_group_id.is_empty() && req.linked_group_id.len() != 4 {
+            return Err(invalid(
+                "bad_group_id",
+                format!("linked_group_id: must be empty or exactly 4 bytes, got {}", req.linked_group_id.len()),
+            ));
+        }
+        if req.no_privacy_mapper && !self.privacy.allow_no_privacy_mapper {
+            return Err(denied(
+                "no_privacy_mapper",
+                "no_privacy_mapper: sessions without the privacy mapper are not allowed ([privacy] allow_no_privacy_mapper = false)",
+            ));
+        }
+        for (name, fc) in &req.features {
+            for (rule, value) in fc.rules.iter().flat_map(|r| r.rules.iter()) {
+                check_rule_value(name, rule, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides a request that passed [`Policy::check_request`], against the catalogue and, for a
+    /// linked session, what litd reports about it.
+    pub fn decide(
+        &self,
+        req: &AddAutopilotSessionRequest,
+        catalogue: &HashMap<String, Feature>,
+        linked: Option<&LinkedSession>,
+    ) -> Result<Decision, Refusal> {
+        let mut names: Vec<&String> = req.features.keys().collect();
+        names.sort();
+        let mut union = 0u64;
+        let mut rate_limits = BTreeMap::new();
+        for name in &names {
+            let Some(feature) = catalogue.get(*name) else {
+                return Err(denied(
+                    "unknown_feature",
+                    format!("features: {name} is not a feature provided by the Autopilot server"),
+                ));
+            };
+            if let Some(bit) = rules::unknown_privacy_flag(feature.privacy_flags) {
+                return Err(denied(
+                    "feature_needs_upgrade",
+                    format!("features: {name} needs privacy flag bit {bit}, which this litd does not know; upgrade litd"),
+                ));
+            }
+            let denied_bits = feature.privacy_flags & self.deny_mask;
+            if denied_bits != 0 {
+                return Err(denied(
+                    "denied_flag",
+                    format!(
+                        "features: {name} needs {}, which [privacy] deny_clear forbids",
+                        rules::privacy_flags_text(denied_bits)
+                    ),
+                ));
+            }
+            union |= feature.privacy_flags;
+            for server_rule in feature.rules.keys() {
+                if !rules::is_known(server_rule) {
+                    return Err(denied(
+                        "feature_needs_upgrade",
+                        format!("features: {name} uses rule {server_rule}, which this litd does not know; upgrade litd"),
+                    ));
+                }
+            }
+            let requested = req.features.get(*name).and_then(|f| f.rules.as_ref());
+            for (rule, value) in requested.iter().flat_map(|r| r.rules.iter()) {
+                let Some(bounds) = feature.rules.get(rule) else {
+                    return Err(denied(
+                        "rule_not_listed",
+                        format!("features.{name}.rules: autopilot did not specify {rule} as a rule for feature {name}"),
+                    ));
+                };
+                let min = parse_bound(name, rule, "min_value", &bounds.min_value)?;
+                let max = parse_bound(name, rule, "max_value", &bounds.max_value)?;
+                if let Err(reason) = rules::check_sane(rule, value, &min, &max) {
+                    return Err(denied(
+                        "rule_out_of_bounds",
+                        format!(
+                            "features.{name}.rules.{rule}: rule value for {rule} not valid for feature {name}. \
+                             Expected rule value between {} and {}. Got {}. {reason}",
+                            show(rule, &min),
+                            show(rule, &max),
+                            show(rule, value)
+                        ),
+                    ));
+                }
+            }
+            if let Some(bounds) = feature.rules.get(RATE_LIMIT) {
+                let explicit = requested.and_then(|r| r.rules.get(RATE_LIMIT));
+                let effective = match explicit {
+                    Some(v) => {
+                        self.check_caps(name, v)?;
+                        None
+                    }
+                    None => {
+                        let default = parse_bound(name, RATE_LIMIT, "default", &bounds.default)?;
+                        let min = parse_bound(name, RATE_LIMIT, "min_value", &bounds.min_value)?;
+                        let max = parse_bound(name, RATE_LIMIT, "max_value", &bounds.max_value)?;
+                        let capped = self.capped(&default);
+                        if let Err(reason) = rules::check_sane(RATE_LIMIT, &capped, &min, &max) {
+                            return Err(denied(
+                                "cap_below_server_min",
+                                format!(
+                                    "features.{name}.rules.rate-limit: the operator's cap {} is outside the server's \
+                                     bounds for {name} ({reason}); raise [autopilot.rules] or request a value",
+                                    show(RATE_LIMIT, &capped)
+                                ),
+                            ));
+                        }
+                        Some(capped)
+                    }
+                };
+                if let Some(v) = effective {
+                    rate_limits.insert((*name).clone(), v);
+                }
+            }
+        }
+
+        let privacy = !req.no_privacy_mapper;
+        let approved_flags = if req.privacy_flags_set {
+            let denied_bits = req.privacy_flags & self.deny_mask;
+            if denied_bits != 0 {
+                return Err(denied(
+                    "denied_flag",
+                    format!("privacy_flags: {} is forbidden by [privacy] deny_clear", rules::privacy_flags_text(denied_bits)),
+                ));
+            }
+            let extra = req.privacy_flags & !union;
+            if extra != 0 {
+                return Err(denied(
+                    "flags_not_subset",
+                    format!(
+                        "privacy_flags: {} asks for less privacy than the requested features need ({})",
+                        rules::privacy_flags_text(extra),
+                        if union == 0 { "full privacy".to_string() } else { rules::privacy_flags_text(union) }
+                    ),
+                ));
+            }
+            req.privacy_flags
+        } else {
+            union
+        };
+
+        if let Some(l) = linked {
+            let gid = hex::encode(&req.linked_group_id);
+            if !l.first_in_group {
+                return Err(denied(
+                    "linked_not_first",
+                    format!("linked_group_id: session {gid} is not the first in its session group"),
+                ));
+            }
+            if l.privacy_flags != approved_flags {
+                return Err(denied(
+                    "linked_flags_differ",
+                    format!(
+                        "privacy_flags: a linked session must carry the flags of session {gid} ({}), not ({})",
+                        show_flags(l.privacy_flags),
+                        show_flags(approved_flags)
+                    ),
+                ));
+            }
+        }
+
+        Ok(Decision {
+            write_flags: privacy.then_some(approved_flags),
+            approved_flags,
+            rate_limits,
+            features: names.into_iter().cloned().collect(),
+            privacy,
+        })
+    }
+
+    fn check_caps(&self, feature: &str, v: &RuleValue) -> Result<(), Refusal> {
+        let Some(Value::RateLimit(rl)) = &v.value else { return Ok(()) };
+        for (class, rate, cap, key) in [
+            ("read", rl.read_limit, self.caps.rate_limit_read_max, "rate_limit_read_max"),
+            ("write", rl.write_limit, self.caps.rate_limit_write_max, "rate_limit_write_max"),
+        ] {
+            let rate = rate.unwrap_or_default();
+            if per_hour(rate.iterations, rate.num_hours) > per_hour(cap.iterations, cap.num_hours) {
+                return Err(denied(
+                    "above_cap",
+                    format!(
+                        "features.{feature}.rules.rate-limit: {class} limit {} per {}h is above the operator's cap \
+                         [autopilot.rules] {key} = {} per {}h",
+                        rate.iterations, rate.num_hours, cap.iterations, cap.num_hours
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The server default with each class lowered to the operator's cap where it is above it.
+    fn capped(&self, default: &RuleValue) -> RuleValue {
+        let Some(Value::RateLimit(rl)) = &default.value else { return default.clone() };
+        let cap = |r: Option<Rate>, c: CapRate| {
+            let r = r.unwrap_or_default();
+            if r.num_hours == 0 || per_hour(r.iterations, r.num_hours) > per_hour(c.iterations, c.num_hours) {
+                Rate { iterations: c.iterations, num_hours: c.num_hours }
+            } else {
+                r
+            }
+        };
+        RuleValue {
+            value: Some(Value::RateLimit(RateLimit {
+                read_limit: Some(cap(rl.read_limit, self.caps.rate_limit_read_max)),
+                write_limit: Some(cap(rl.write_limit, self.caps.rate_limit_write_max)),
+            })),
+        }
+    }
+}
+
+fn per_hour(iterations: u32, hours: u32) -> f64 {
+    f64::from(iterations) / f64::from(hours)
+}
+
+/// litd's parse checks plus the holes litd leaves open: a rate-limit needs both limits and a
+/// positive `num_hours` (0/0 would be NaN and pass litd's comparisons; n/0 is infinite).
+fn check_rule_value(feature: &str, rule: &str, value: &RuleValue) -> Result<(), Refusal> {
+    let field = format!("features.{feature}.rules.{rule}");
+    if !rules::is_known(rule) {
+        return Err(invalid("unknown_rule", format!("{field}: unknown rule {rule}, please upgrade")));
+    }
+    if let Some(Value::RateLimit(rl)) = &value.value {
+        for (class, r) in [("read_limit", rl.read_limit), ("write_limit", rl.write_limit)] {
+            match r {
+                None => return Err(invalid("bad_rate_limit", format!("{field}: {class} is missing"))),
+                Some(r) if r.num_hours == 0 => {
+                    return Err(invalid("bad_rate_limit", format!("{field}: {class}.num_hours must be positive")))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    rules::check_value(rule, value).map_err(|e| {
+        let reason = if e.contains("incorrect RuleValue type") { "wrong_rule_type" } else { "bad_rule_value" };
+        invalid(reason, format!("{field}: {e}"))
+    })
+}
+
+fn parse_bound(feature: &str, rule: &str, which: &str, raw: &[u8]) -> Result<RuleValue, Refusal> {
+    rules::from_json(rule, raw).map_err(|e| {
+        refuse(
+            "bad_catalogue",
+            Code::Unavailable,
+            format!("the Autopilot server's {which} for {rule} of feature {feature} is unreadable: {e}"),
+        )
+    })
+}
+
+fn show(rule: &str, v: &RuleValue) -> String {
+    rules::to_json(rule, v).unwrap_or_else(|_| "?".into())
+}
+
+fn show_flags(flags: u64) -> String {
+    if flags == 0 {
+        "full privacy".into()
+    } else {
+        rules::privacy_flags_text(flags)
+    }
+}
+
+/// How long an approval stays usable by the relay (litd registers within the same call).
+pub const APPROVAL_TTL: Duration = Duration::from_secs(600);

@@ -1,0 +1,361 @@
+//! The store: litgate's only persistent state, a sled database under `store.data_dir/db`.
+//! This is the only module that imports `sled`; everything else uses the typed methods below.
+//!
+//! Layout (schema version [`SCHEMA_VERSION`]): named trees
+//! - `meta`: `schema` → version (u32, big-endian);
+//! - `catalogue`: `features` → the Autopilot server's `ListFeaturesResponse` and when it was
+//!   fetched ([`CatalogueRecord`]);
+//! - `approvals`: approval id (u64 BE) → [`Approval`], the features and privacy flags that the
+//!   AddAutopilotSession policy approved, for the relay to hold `RegisterSession` to.
+//!
+//! A directory that is corrupt, locked by another process, of an unknown schema, or not a
+//! litgate store is refused with a message saying which and what to do; it is never deleted
+//! or rewritten.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The key layout this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA_KEY: &[u8] = b"schema";
+const CATALOGUE_KEY: &[u8] = b"features";
+
+/// Why the store could not be opened or used. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds sled's lock.
+    #[error(
+        "store {path} is locked by another process (is another litgate running with this \
+         store.data_dir?); stop it or point store.data_dir elsewhere"
+    )]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// sled found corrupt data.
+    #[error(
+        "store {path} is corrupt ({detail}); litgate left it untouched: move it aside to start \
+         with an empty store (the catalogue is refetched; the registration ledger is lost)"
+    )]
+    Corrupt {
+        /// The database directory.
+        path: PathBuf,
+        /// sled's description.
+        detail: String,
+    },
+    /// The database was written by a litgate with another key layout.
+    #[error(
+        "store {path} has schema version {found}, this litgate understands {SCHEMA_VERSION}; \
+         run the litgate version that wrote it, or point store.data_dir elsewhere"
+    )]
+    UnknownSchema {
+        /// The database directory.
+        path: PathBuf,
+        /// The version found.
+        found: String,
+    },
+    /// The directory holds something that is not a litgate store.
+    #[error(
+        "{path} is not a litgate store ({detail}); litgate left it untouched: point \
+         store.data_dir at an empty or litgate-owned directory"
+    )]
+    Foreign {
+        /// The directory.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// Any other I/O or sled failure.
+    #[error("store {path}: {detail}")]
+    Io {
+        /// The database directory.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// The last fetched feature catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogueRecord {
+    /// When it was fetched from the Autopilot server.
+    pub fetched_at: SystemTime,
+    /// `autopilotserverrpc.ListFeaturesResponse`, encoded.
+    pub response: Vec<u8>,
+}
+
+/// What the AddAutopilotSession policy approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The requested feature names, sorted.
+    pub features: Vec<String>,
+    /// The privacy flags written into the request.
+    pub privacy_flags: u64,
+    /// Whether the privacy mapper is on for the session.
+    pub privacy: bool,
+    /// Linked group id, hex, if any.
+    pub linked_group_id: String,
+    /// Unix seconds of the approval.
+    pub approved_at: u64,
+}
+
+/// The open store. Cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    catalogue: sled::Tree,
+    approvals: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir/db`.
+    ///
+    /// Before sled touches anything, the directory must be empty or carry litgate's marker
+    /// file with this schema version; otherwise it is refused unchanged.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join("db");
+        let marker = path.join(MARKER_FILE);
+        match std::fs::metadata(&path) {
+            Ok(m) if !m.is_dir() => {
+                return Err(StoreError::Foreign { path, detail: "a file where the db directory should be".into() })
+            }
+            Ok(_) => {
+                let empty = std::fs::read_dir(&path)
+                    .map_err(|e| StoreError::Io { path: path.clone(), detail: e.to_string() })?
+                    .next()
+                    .is_none();
+                if empty {
+                    write_marker(&path, &marker)?;
+                } else {
+                    match std::fs::read_to_string(&marker) {
+                        Ok(text) => {
+                            let found = text.trim().strip_prefix(MARKER_PREFIX).map(str::trim).unwrap_or("(unreadable)");
+                            if found != SCHEMA_VERSION.to_string() {
+                                return Err(StoreError::UnknownSchema { path, found: found.to_string() });
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return Err(StoreError::Foreign {
+                                path,
+                                detail: format!("it has files but no {MARKER_FILE} marker"),
+                            })
+                        }
+                        Err(e) => return Err(StoreError::Io { path, detail: e.to_string() }),
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&path).map_err(|e| StoreError::Io { path: path.clone(), detail: e.to_string() })?;
+                write_marker(&path, &marker)?;
+            }
+            Err(e) => return Err(StoreError::Io { path, detail: e.to_string() }),
+        }
+        let db = sled::Config::new().path(&path).open().map_err(|e| classify(&path, e))?;
+        let meta = db.open_tree("meta").map_err(|e| classify(&path, e))?;
+        match meta.get(SCHEMA_KEY).map_err(|e| classify(&path, e))? {
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref()).ok().map(u32::from_be_bytes);
+                if found != Some(SCHEMA_VERSION) {
+                    let found = found.map(|v| v.to_string()).unwrap_or_else(|| "(unreadable)".into());
+                    return Err(StoreError::UnknownSchema { path, found });
+                }
+            }
+            None => {
+                // A fresh database has only sled's default tree and `meta`; anything else means
+                // someone else's sled database.
+                let others: Vec<_> = db
+                    .tree_names()
+                    .into_iter()
+                    .filter(|n| n.as_ref() != b"__sled__default" && n.as_ref() != b"meta")
+                    .collect();
+                if !others.is_empty() || !db.is_empty() {
+                    return Err(StoreError::UnknownSchema { path, found: "none (not written by litgate)".into() });
+                }
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()).map_err(|e| classify(&path, e))?;
+                meta.flush().map_err(|e| classify(&path, e))?;
+            }
+        }
+        let catalogue = db.open_tree("catalogue").map_err(|e| classify(&path, e))?;
+        let approvals = db.open_tree("approvals").map_err(|e| classify(&path, e))?;
+        Ok(Store { path, db, catalogue, approvals })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored catalogue, if any. An unreadable record counts as none.
+    pub fn catalogue(&self) -> Result<Option<CatalogueRecord>, StoreError> {
+        let Some(v) = self.catalogue.get(CATALOGUE_KEY).map_err(|e| self.err(e))? else { return Ok(None) };
+        if v.len() < 8 {
+            return Ok(None);
+        }
+        let (at, response) = v.split_at(8);
+        let secs = u64::from_be_bytes(<[u8; 8]>::try_from(at).unwrap_or_default());
+        Ok(Some(CatalogueRecord { fetched_at: UNIX_EPOCH + Duration::from_secs(secs), response: response.to_vec() }))
+    }
+
+    /// Replaces the stored catalogue.
+    pub fn put_catalogue(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
+        let secs = rec.fetched_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut v = Vec::with_capacity(8 + rec.response.len());
+        v.extend_from_slice(&secs.to_be_bytes());
+        v.extend_from_slice(&rec.response);
+        self.catalogue.insert(CATALOGUE_KEY, v).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records an approval; returns its id.
+    pub fn record_approval(&self, a: &Approval) -> Result<u64, StoreError> {
+        let id = self.db.generate_id().map_err(|e| self.err(e))?;
+        let v = serde_json::to_vec(a).map_err(|e| StoreError::Io { path: self.path.clone(), detail: e.to_string() })?;
+        self.approvals.insert(id.to_be_bytes(), v).map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    /// Every recorded approval, oldest first, with its id. Unreadable records are skipped.
+    pub fn approvals(&self) -> Result<Vec<(u64, Approval)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.approvals.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let Ok(id) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) else { continue };
+            if let Ok(a) = serde_json::from_slice(&v) {
+                out.push((id, a));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes everything to disk (on shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// A cheap liveness check for `/ready`: a read of the schema key.
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.db.open_tree("meta").and_then(|m| m.get(SCHEMA_KEY)).map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: sled::Error) -> StoreError {
+        classify(&self.path, e)
+    }
+}
+
+const MARKER_FILE: &str = "LITGATE_STORE";
+const MARKER_PREFIX: &str = "litgate store schema";
+
+fn write_marker(path: &Path, marker: &Path) -> Result<(), StoreError> {
+    std::fs::write(marker, format!("{MARKER_PREFIX} {SCHEMA_VERSION}\n"))
+        .map_err(|e| StoreError::Io { path: path.to_path_buf(), detail: e.to_string() })
+}
+
+fn classify(path: &Path, e: sled::Error) -> StoreError {
+    let path = path.to_path_buf();
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked { path },
+        sled::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock => StoreError::Locked { path },
+        sled::Error::Corruption { .. } => StoreError::Corrupt { path, detail: e.to_string() },
+        sled::Error::Unsupported(s) => StoreError::Corrupt { path, detail: s },
+        other => StoreError::Io { path, detail: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_and_approvals_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let rec = CatalogueRecord { fetched_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000), response: vec![1, 2, 3] };
+            s.put_catalogue(&rec).unwrap();
+            let a = Approval {
+                features: vec!["AutoFees".into()],
+                privacy_flags: 4,
+                privacy: true,
+                linked_group_id: String::new(),
+                approved_at: 1,
+            };
+            s.record_approval(&a).unwrap();
+            s.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.catalogue().unwrap().unwrap().response, vec![1, 2, 3]);
+        assert_eq!(s.approvals().unwrap()[0].1.privacy_flags, 4);
+    }
+
+    #[test]
+    fn second_open_is_refused_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another litgate"), "{err}");
+    }
+
+    #[test]
+    fn unknown_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        std::fs::write(dir.path().join("db").join(MARKER_FILE), "litgate store schema 99\n").unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::UnknownSchema { ref found, .. } if found == "99"), "{err}");
+        // The meta tree is checked too.
+        std::fs::write(dir.path().join("db").join(MARKER_FILE), "litgate store schema 1\n").unwrap();
+        {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &7u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::UnknownSchema { ref found, .. } if found == "7"), "{err}");
+    }
+
+    #[test]
+    fn foreign_sled_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            db.insert(b"someone", b"else").unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+    }
+
+    #[test]
+    fn corrupt_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        std::fs::write(dir.path().join("db/conf"), b"garbage that is not sled's config").unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Io { .. }), "{err}");
+    }
+
+    #[test]
+    fn foreign_directory_is_refused_and_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("db")).unwrap();
+        std::fs::write(dir.path().join("db/notes.txt"), b"mine").unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("db")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["notes.txt"]);
+    }
+}
