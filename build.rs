@@ -13,7 +13,11 @@ const PROTOS: &[&str] = &[
     "proto/litgatetest/echo.proto",
 ];
 
-const INCLUDES: &[&str] = &["proto/litrpc", "proto/autopilotserverrpc", "proto/litgatetest"];
+const INCLUDES: &[&str] = &[
+    "proto/litrpc",
+    "proto/autopilotserverrpc",
+    "proto/litgatetest",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {

@@ -1,6 +1,7 @@
 //! The admin listener (`[admin]`, plaintext HTTP/1.1, loopback by default): `/live` (the
 //! process answers), `/ready` (the store is usable and litd answered a TLS handshake),
-//! `/metrics` (Prometheus text). Never on the public face; answers carry no secrets.
+//! `/metrics` (Prometheus text), `/registrations` (the relay's ledger as JSON: public keys and
+//! metadata only). Never on the public face; answers carry no secrets.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
@@ -9,6 +10,7 @@ use serde::Deserialize;
 
 use crate::{
     body::{self, Request, Response},
+    store::Store,
     upstream::Upstream,
 };
 
@@ -37,6 +39,8 @@ pub type Check =
 pub struct Admin {
     registry: crate::layers::metrics::SharedRegistry,
     checks: Arc<Vec<(&'static str, Check)>>,
+    notes: Arc<Vec<String>>,
+    store: Option<Store>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -54,7 +58,21 @@ impl Admin {
         Admin {
             registry,
             checks: Arc::new(checks),
+            notes: Arc::new(Vec::new()),
+            store: None,
         }
+    }
+
+    /// Adds lines shown in `/ready` that do not affect readiness (e.g. a feature that is off).
+    pub fn with_notes(mut self, notes: Vec<String>) -> Self {
+        self.notes = Arc::new(notes);
+        self
+    }
+
+    /// Serves the registration ledger at `/registrations`.
+    pub fn with_registrations(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// The readiness check for litd: a fresh TLS handshake (not a pooled connection).
@@ -84,6 +102,10 @@ impl Admin {
                         }
                     }
                 }
+                for note in self.notes.iter() {
+                    report.push_str(note);
+                    report.push('\n');
+                }
                 let status = if ready {
                     StatusCode::OK
                 } else {
@@ -110,9 +132,27 @@ impl Admin {
                     ),
                 }
             }
+            "/registrations" => match &self.store {
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "the relay is off: no registrations are kept\n".into(),
+                ),
+                Some(store) => match store.ledger() {
+                    Ok(entries) => {
+                        let json = serde_json::json!({ "registrations": entries });
+                        let mut r = Response::new(body::full(json.to_string()));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static("application/json"),
+                        );
+                        r
+                    }
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+                },
+            },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /live, /ready, /metrics\n".into(),
+                "not found; try /live, /ready, /metrics, /registrations\n".into(),
             ),
         })
     }
@@ -126,4 +166,93 @@ fn text(status: StatusCode, s: String) -> Response {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// Fetches `/registrations` from a running litgate's admin listener and renders it as a table
+/// (`litgate registrations --admin ADDR`).
+pub async fn fetch_registrations(admin: &str) -> Result<String, String> {
+    let url = format!("http://{admin}/registrations");
+    let resp = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach litgate's admin listener at {admin}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{url}: HTTP {status}: {}", text.trim()));
+    }
+    #[derive(serde::Deserialize)]
+    struct Ledger {
+        registrations: Vec<crate::store::LedgerEntry>,
+    }
+    let ledger: Ledger =
+        serde_json::from_str(&text).map_err(|e| format!("{url}: unexpected answer: {e}"))?;
+    Ok(render_table(&ledger.registrations))
+}
+
+/// The ledger as a fixed-width text table.
+pub fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
+    let fmt_time = |t: Option<u64>| {
+        t.map(|s| {
+            crate::macaroon::format_rfc3339(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+        })
+        .unwrap_or_else(|| "-".into())
+    };
+    let mut rows = vec![[
+        "SESSION".to_string(),
+        "GROUP".into(),
+        "FEATURES".into(),
+        "FLAGS".into(),
+        "REGISTERED".into(),
+        "LAST ACTIVATION".into(),
+        "REVOKED".into(),
+    ]];
+    for e in entries {
+        let flags = if e.privacy_flags == 0 {
+            "none".to_string()
+        } else {
+            crate::autopilot::rules::privacy_flags_text(e.privacy_flags)
+        };
+        let revoked = match (&e.revoked_at, &e.revoked_by) {
+            (Some(t), Some(by)) => format!("{} by {by}", fmt_time(Some(*t))),
+            (Some(t), None) => fmt_time(Some(*t)),
+            _ => "-".into(),
+        };
+        let activation = match (&e.last_activation, &e.last_activation_outcome) {
+            (Some(t), Some(o)) => format!("{} {o}", fmt_time(Some(*t))),
+            _ => "-".into(),
+        };
+        rows.push([
+            e.session_id.clone(),
+            e.group_id.clone(),
+            e.features.join(","),
+            flags,
+            fmt_time(Some(e.registered_at)),
+            activation,
+            revoked,
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if entries.is_empty() {
+        out.push_str("(no registrations)\n");
+    }
+    out
 }

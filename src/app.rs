@@ -10,8 +10,14 @@ use tower::ServiceBuilder;
 
 use crate::{
     admin::{self, Admin},
-    autopilot::{add_session::AddSessionHandler, policy::Policy, Autopilot, Catalogue},
+    autopilot::{
+        add_session::AddSessionHandler,
+        policy::Policy,
+        relay::{ReconcileReport, Reconciler, Relay},
+        Autopilot, Catalogue,
+    },
     body::{Request, Response},
+    cache::Cache,
     clock::{SharedClock, SystemClock},
     config::Config,
     layers::{
@@ -53,6 +59,17 @@ pub enum StartError {
     /// The Autopilot server client could not be built.
     #[error("{0}")]
     Autopilot(#[from] crate::autopilot::client::ClientError),
+    /// A config value that validation let through but start cannot use.
+    #[error("{0}")]
+    Config(String),
+    /// `[upstream] macaroon` could not be read.
+    #[error("upstream.macaroon {path}: {reason}")]
+    Macaroon {
+        /// The file.
+        path: PathBuf,
+        /// Why (never the file's content).
+        reason: String,
+    },
     /// The data directory is unusable.
     #[error("store.data_dir {path}: {source}")]
     DataDir {
@@ -103,6 +120,9 @@ pub struct Running {
     pub cert_path: Option<PathBuf>,
     /// True when this start generated that certificate.
     pub cert_generated: bool,
+    /// Where the relay listens (litd's `autopilot.address`), if on.
+    pub relay_addr: Option<SocketAddr>,
+    reconciler: Option<Reconciler>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -122,6 +142,15 @@ impl Running {
         }
         if let Err(e) = self.store.flush() {
             tracing::warn!(error = %e, "flushing the store at shutdown failed");
+        }
+    }
+
+    /// Runs one reconciliation pass now (tests; the background task runs them on schedule).
+    /// `None` when reconciliation is off.
+    pub async fn reconcile_now(&self) -> Option<Result<ReconcileReport, crate::error::Error>> {
+        match &self.reconciler {
+            Some(r) => Some(r.run_once().await),
+            None => None,
         }
     }
 
@@ -163,7 +192,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
 
     let autopilot = Autopilot::new(&cfg.autopilot)?;
     let catalogue = Catalogue::new(
-        autopilot,
+        autopilot.clone(),
         store.clone(),
         clock.clone(),
         cfg.autopilot.catalogue_ttl,
@@ -179,7 +208,46 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         cfg.listen.max_message_bytes,
         &mut registry,
     );
-    let router = Router::new(upstream.clone()).with_add_autopilot_session(Arc::new(add_session));
+    // The session cache (off: the router passes lists and writes through untouched).
+    let cache = match cfg.cache.enabled {
+        true => {
+            let label = upstream.addr().to_string();
+            Some(Cache::new(
+                &cfg.cache,
+                store.clone(),
+                clock.clone(),
+                upstream.clone(),
+                label,
+                &mut registry,
+            )?)
+        }
+        false => None,
+    };
+    let router = Router::new(upstream.clone())
+        .with_add_autopilot_session(Arc::new(add_session))
+        .with_cache(cache);
+    let relay_cfg = &cfg.autopilot.relay;
+    let relay = (!relay_cfg.addr.is_empty()).then(|| {
+        Relay::new(
+            autopilot.clone(),
+            catalogue.clone(),
+            store.clone(),
+            clock.clone(),
+            &cfg.privacy.deny_clear,
+            &mut registry,
+        )
+    });
+    let reconciler = match read_macaroon(&cfg.upstream.macaroon)? {
+        Some(mac) if relay.is_some() => Some(Reconciler::new(
+            autopilot.clone(),
+            upstream.clone(),
+            store.clone(),
+            clock.clone(),
+            mac,
+            relay_cfg.reconcile_grace,
+        )),
+        _ => None,
+    };
     let registry = Arc::new(registry);
 
     let (tls, cert_path, cert_generated) = if cfg.listen.plaintext {
@@ -217,10 +285,56 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
             source,
         })?;
 
+    let relay_listener = match &relay {
+        Some(_) => {
+            let addr: SocketAddr = relay_cfg
+                .addr
+                .parse()
+                .map_err(|e| StartError::Config(format!("autopilot.relay.addr: {e}")))?;
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    key: "autopilot.relay.addr",
+                    addr,
+                    source,
+                })?;
+            let local = l.local_addr().map_err(|source| StartError::Bind {
+                key: "autopilot.relay.addr",
+                addr,
+                source,
+            })?;
+            Some((l, local))
+        }
+        None => None,
+    };
+    let relay_addr = relay_listener.as_ref().map(|(_, a)| *a);
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
-    let background = vec![catalogue.spawn_refresher()];
+    let mut background = vec![catalogue.spawn_refresher()];
+    if let Some(r) = &reconciler {
+        background.push(r.clone().spawn(relay_cfg.reconcile_every));
+    }
+    if let (Some(relay), Some((listener, _))) = (relay, relay_listener) {
+        let relay_tls = if relay_cfg.tls { tls.clone() } else { None };
+        let svc = relay.service();
+        let relay_svc = tower::service_fn(move |req: Request| {
+            let svc = svc.clone();
+            async move {
+                let resp = tower::ServiceExt::oneshot(svc, req).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(crate::body::boxed))
+            }
+        });
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            relay_tls,
+            cfg.listen.handshake_timeout,
+            relay_svc,
+            stopped(shutdown_rx.clone()),
+            cfg.listen.drain_timeout,
+        )));
+    }
     let stack = public_stack(router, request_metrics, RateLimitLayer::new(rate_limiter));
     let drain = cfg.listen.drain_timeout;
     tasks.push(tokio::spawn(server::serve(
@@ -236,7 +350,16 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         ("store", store_check(store.clone())),
         ("upstream", Admin::upstream_check(upstream)),
     ];
-    let admin = Admin::new(registry, checks);
+    let mut notes = Vec::new();
+    if relay_addr.is_some() && reconciler.is_none() {
+        notes.push(
+            "reconcile: off (no [upstream] macaroon: orphaned registrations are not revoked)"
+                .to_string(),
+        );
+    }
+    let admin = Admin::new(registry, checks)
+        .with_notes(notes)
+        .with_registrations(store.clone());
     let admin_svc = tower::service_fn(move |req: Request| {
         let admin = admin.clone();
         async move { admin.handle(req).await }
@@ -250,10 +373,12 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         Duration::from_secs(1),
     )));
 
-    tracing::info!(%public_addr, %admin_addr, upstream = %cfg.upstream.addr, "litgate listening");
+    tracing::info!(%public_addr, %admin_addr, relay = ?relay_addr, upstream = %cfg.upstream.addr, "litgate listening");
     Ok(Running {
         public_addr,
         admin_addr,
+        relay_addr,
+        reconciler,
         cert_path,
         cert_generated,
         shutdown: shutdown_tx,
@@ -266,6 +391,34 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
 async fn stopped(mut rx: watch::Receiver<bool>) {
     // Resolves on `true`, or when the sender is gone (the app was dropped).
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Reads litgate's own macaroon (a file with the hex text, as `litcli` prints it, or the
+/// binary macaroon litd writes) into a header value.
+fn read_macaroon(path: &std::path::Path) -> Result<Option<http::HeaderValue>, StartError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let fail = |reason: String| StartError::Macaroon {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let raw = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8(raw.clone())
+        .ok()
+        .map(|t| t.trim().to_string());
+    let hex_text = match text {
+        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()) => t,
+        _ => hex::encode(&raw),
+    };
+    if crate::macaroon::Macaroon::from_hex(&hex_text).is_err() {
+        return Err(fail(
+            "not a macaroon (expected hex text or litd's binary .macaroon file)".into(),
+        ));
+    }
+    http::HeaderValue::from_str(&hex_text)
+        .map(Some)
+        .map_err(|_| fail("not usable as a header".into()))
 }
 
 /// Ready while the store answers a read.

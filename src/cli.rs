@@ -31,4 +31,10 @@ pub enum Command {
     /// Run a demo litd and a demo Autopilot server in-process with litgate in front, and print
     /// example calls.
     Demo,
+    /// Print the registration ledger of a running litgate as a table (from its admin listener).
+    Registrations {
+        /// The admin listener, `host:port` (`[admin] addr`).
+        #[arg(long, default_value = "127.0.0.1:9445")]
+        admin: String,
+    },
 }

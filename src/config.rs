@@ -1,15 +1,15 @@
 //! The configuration file (`config/litgate.toml`): loading, the sections that have no runtime
 //! module of their own yet, and cross-checks. Sections map 1:1 to modules; each module that
 //! exists owns its `Config` (`server::ListenConfig`, `upstream::Config`, `admin::Config`,
-//! `telemetry::Config`, `layers::rate_limit::Config`). Unknown keys and bad values are errors
-//! that name the key. The key names are a contract (`design.md` §7): add keys freely, rename
+//! `telemetry::Config`, `layers::rate_limit::Config`, `cache::Config`). Unknown keys and bad
+//! values are errors that name the key. The key names are a contract (`design.md` §7): add keys freely, rename
 //! none.
 
 use std::{fmt, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{admin, layers::rate_limit, server, telemetry, upstream};
+use crate::{admin, cache, layers::rate_limit, server, telemetry, upstream};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -26,7 +26,7 @@ pub struct Config {
     /// `[rate_limit]`: per-caller limits.
     pub rate_limit: rate_limit::Config,
     /// `[cache]`: the session-list cache.
-    pub cache: CacheConfig,
+    pub cache: cache::Config,
     /// `[store]`: the data directory.
     pub store: StoreConfig,
     /// `[admin]`: the admin listener.
@@ -94,6 +94,13 @@ pub struct RelayConfig {
     /// How often the ledger is reconciled with litd's sessions.
     #[serde(with = "duration")]
     pub reconcile_every: Duration,
+    /// Registrations younger than this are not reconciled (their AddAutopilotSession may still
+    /// be running in litd).
+    #[serde(with = "duration")]
+    pub reconcile_grace: Duration,
+    /// Serve the relay over TLS with the public face's certificate (litd's
+    /// `--autopilot.tlspath`); false: plaintext (litd's `--autopilot.insecure`, loopback only).
+    pub tls: bool,
 }
 
 impl Default for RelayConfig {
@@ -101,6 +108,8 @@ impl Default for RelayConfig {
         Self {
             addr: "127.0.0.1:12010".into(),
             reconcile_every: Duration::from_secs(600),
+            reconcile_grace: Duration::from_secs(300),
+            tls: false,
         }
     }
 }
@@ -154,30 +163,6 @@ pub struct PrivacyConfig {
     pub deny_clear: Vec<String>,
     /// Whether `no_privacy_mapper = true` sessions are allowed.
     pub allow_no_privacy_mapper: bool,
-}
-
-/// `[cache]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CacheConfig {
-    /// Whether the cache is on.
-    pub enabled: bool,
-    /// Freshness of an entry.
-    #[serde(with = "duration")]
-    pub ttl: Duration,
-    /// How long a stale entry may be served while litd is unreachable.
-    #[serde(with = "duration")]
-    pub max_stale: Duration,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            ttl: Duration::from_secs(5),
-            max_stale: Duration::from_secs(300),
-        }
-    }
 }
 
 /// `[store]`.
@@ -336,10 +321,7 @@ impl Config {
 
         self.rate_limit.validate(&mut err);
 
-        nonzero(&mut err, "cache.ttl", self.cache.ttl);
-        if self.cache.max_stale < self.cache.ttl {
-            err("cache.max_stale", "must be at least cache.ttl".into());
-        }
+        self.cache.validate(&mut err);
         if self.store.data_dir.as_os_str().is_empty() {
             err("store.data_dir", "must not be empty".into());
         }
@@ -348,6 +330,12 @@ impl Config {
             ("listen.addr", self.listen.addr),
             ("admin.addr", self.admin.addr),
         ];
+        if relay.tls && self.listen.plaintext {
+            err(
+                "autopilot.relay.tls",
+                "needs the public face's certificate, but listen.plaintext = true".into(),
+            );
+        }
         if let Ok(a) = relay.addr.parse() {
             addrs.push(("autopilot.relay.addr", a));
         }

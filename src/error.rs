@@ -106,3 +106,9 @@ pub fn http_status(code: Code) -> http::StatusCode {
         Code::Unavailable => S::SERVICE_UNAVAILABLE,
     }
 }
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        Error::Internal(e.to_string())
+    }
+}

@@ -28,6 +28,7 @@ pub mod admin;
 pub mod app;
 pub mod autopilot;
 pub mod body;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -64,6 +64,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             cli::Command::Demo => litgate::demo::run().await,
+            cli::Command::Registrations { admin } => match litgate::admin::fetch_registrations(&admin).await {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            },
         }
     })
 }

@@ -396,6 +396,7 @@ pub static GRPC_METHODS: &[(&str, Class)] = &[
 /// REST mappings: HTTP method, grpc-gateway path pattern (`{x}` matches one non-empty
 /// segment), gRPC method. Matched in order; more specific patterns need no ordering because
 /// segment counts differ wherever literal and parameter segments could collide.
+#[rustfmt::skip]
 pub static REST_ROUTES: &[(Method, &str, &str)] = &[
     // litrpc (spec/lit-api.md §2.1-2.5, appendix A).
     (Method::POST, "/v1/sessions", "/litrpc.Sessions/AddSession"),
@@ -404,17 +405,9 @@ pub static REST_ROUTES: &[(Method, &str, &str)] = &[
     (Method::GET, "/v1/autopilot/features", "/litrpc.Autopilot/ListAutopilotFeatures"),
     (Method::POST, "/v1/autopilot/sessions", "/litrpc.Autopilot/AddAutopilotSession"),
     (Method::GET, "/v1/autopilot/sessions", "/litrpc.Autopilot/ListAutopilotSessions"),
-    (
-        Method::DELETE,
-        "/v1/autopilot/sessions/{local_public_key}",
-        "/litrpc.Autopilot/RevokeAutopilotSession",
-    ),
+    (Method::DELETE, "/v1/autopilot/sessions/{local_public_key}", "/litrpc.Autopilot/RevokeAutopilotSession"),
     (Method::POST, "/v1/firewall/actions", "/litrpc.Firewall/ListActions"),
-    (
-        Method::POST,
-        "/v1/firewall/privacy_map/convert",
-        "/litrpc.Firewall/PrivacyMapConversion",
-    ),
+    (Method::POST, "/v1/firewall/privacy_map/convert", "/litrpc.Firewall/PrivacyMapConversion"),
     (Method::GET, "/v1/status", "/litrpc.Status/SubServerStatus"),
     (Method::GET, "/v1/proxy/info", "/litrpc.Proxy/GetInfo"),
     (Method::POST, "/v1/proxy/stop", "/litrpc.Proxy/StopDaemon"),
@@ -453,25 +446,13 @@ pub static REST_ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/v1/channels/stream", "/lnrpc.Lightning/OpenChannel"),
     (Method::POST, "/v1/channels/batch", "/lnrpc.Lightning/BatchOpenChannel"),
     (Method::POST, "/v1/funding/step", "/lnrpc.Lightning/FundingStateStep"),
-    (
-        Method::DELETE,
-        "/v1/channels/{channel_point.funding_txid_str}/{channel_point.output_index}",
-        "/lnrpc.Lightning/CloseChannel",
-    ),
-    (
-        Method::DELETE,
-        "/v1/channels/abandon/{channel_point.funding_txid_str}/{channel_point.output_index}",
-        "/lnrpc.Lightning/AbandonChannel",
-    ),
+    (Method::DELETE, "/v1/channels/{channel_point.funding_txid_str}/{channel_point.output_index}", "/lnrpc.Lightning/CloseChannel"),
+    (Method::DELETE, "/v1/channels/abandon/{channel_point.funding_txid_str}/{channel_point.output_index}", "/lnrpc.Lightning/AbandonChannel"),
     (Method::POST, "/v1/channels/transactions", "/lnrpc.Lightning/SendPaymentSync"),
     (Method::POST, "/v1/channels/transaction-stream", "/lnrpc.Lightning/SendPayment"),
     (Method::POST, "/v1/channels/transactions/route", "/lnrpc.Lightning/SendToRouteSync"),
     (Method::GET, "/v1/channels/backup", "/lnrpc.Lightning/ExportAllChannelBackups"),
-    (
-        Method::GET,
-        "/v1/channels/backup/{chan_point.funding_txid_str}/{chan_point.output_index}",
-        "/lnrpc.Lightning/ExportChannelBackup",
-    ),
+    (Method::GET, "/v1/channels/backup/{chan_point.funding_txid_str}/{chan_point.output_index}", "/lnrpc.Lightning/ExportChannelBackup"),
     (Method::POST, "/v1/channels/backup/verify", "/lnrpc.Lightning/VerifyChanBackup"),
     (Method::POST, "/v1/channels/backup/restore", "/lnrpc.Lightning/RestoreChannelBackups"),
     (Method::GET, "/v1/channels/backup/subscribe", "/lnrpc.Lightning/SubscribeChannelBackups"),
@@ -499,24 +480,12 @@ pub static REST_ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/v1/macaroon", "/lnrpc.Lightning/BakeMacaroon"),
     (Method::GET, "/v1/macaroon/ids", "/lnrpc.Lightning/ListMacaroonIDs"),
     (Method::GET, "/v1/macaroon/permissions", "/lnrpc.Lightning/ListPermissions"),
-    (
-        Method::POST,
-        "/v1/macaroon/checkpermissions",
-        "/lnrpc.Lightning/CheckMacaroonPermissions",
-    ),
+    (Method::POST, "/v1/macaroon/checkpermissions", "/lnrpc.Lightning/CheckMacaroonPermissions"),
     (Method::DELETE, "/v1/macaroon/{root_key_id}", "/lnrpc.Lightning/DeleteMacaroonID"),
     (Method::POST, "/v1/custommessage", "/lnrpc.Lightning/SendCustomMessage"),
-    (
-        Method::GET,
-        "/v1/custommessage/subscribe",
-        "/lnrpc.Lightning/SubscribeCustomMessages",
-    ),
+    (Method::GET, "/v1/custommessage/subscribe", "/lnrpc.Lightning/SubscribeCustomMessages"),
     (Method::GET, "/v1/aliases/list", "/lnrpc.Lightning/ListAliases"),
-    (
-        Method::GET,
-        "/v1/htlc-resolution/{chan_id}/{htlc_index}",
-        "/lnrpc.Lightning/LookupHtlcResolution",
-    ),
+    (Method::GET, "/v1/htlc-resolution/{chan_id}/{htlc_index}", "/lnrpc.Lightning/LookupHtlcResolution"),
     // lnrpc.WalletUnlocker and lnrpc.State (walletunlocker.yaml, stateservice.yaml).
     (Method::GET, "/v1/genseed", "/lnrpc.WalletUnlocker/GenSeed"),
     (Method::POST, "/v1/initwallet", "/lnrpc.WalletUnlocker/InitWallet"),
@@ -535,11 +504,7 @@ pub static REST_ROUTES: &[(Method, &str, &str)] = &[
     (Method::POST, "/v2/invoices/hodl", "/invoicesrpc.Invoices/AddHoldInvoice"),
     (Method::POST, "/v2/invoices/settle", "/invoicesrpc.Invoices/SettleInvoice"),
     (Method::POST, "/v2/invoices/cancel", "/invoicesrpc.Invoices/CancelInvoice"),
-    (
-        Method::GET,
-        "/v2/invoices/subscribe/{r_hash}",
-        "/invoicesrpc.Invoices/SubscribeSingleInvoice",
-    ),
+    (Method::GET, "/v2/invoices/subscribe/{r_hash}", "/invoicesrpc.Invoices/SubscribeSingleInvoice"),
     (Method::POST, "/v2/wallet/address/next", "/walletrpc.WalletKit/NextAddr"),
     (Method::POST, "/v2/wallet/utxos", "/walletrpc.WalletKit/ListUnspent"),
     (Method::POST, "/v2/wallet/tx", "/walletrpc.WalletKit/PublishTransaction"),
@@ -592,18 +557,19 @@ pub fn grpc_method_for_rest(method: &Method, path: &str) -> Option<&'static str>
 /// maps to none, GET/HEAD as reads and everything else as writes; the same rule for anything
 /// else (the UI's static files).
 pub fn class(method: &Method, path: &str) -> Class {
-    if is_rest_path(path) {
-        if let Some(grpc) = grpc_method_for_rest(method, path) {
-            return grpc_class(grpc);
-        }
-    } else if is_grpc_shaped(path) {
-        return grpc_class(path);
-    }
-    if method == Method::GET || method == Method::HEAD {
-        Class::Read
-    } else {
-        Class::Write
-    }
+    classify(method, path).1
+}
+
+/// The gRPC method a request names (its path for gRPC and grpc-web, the mapped method for a
+/// known REST path; `None` otherwise) and its [`class`], with one table lookup.
+pub fn classify<'a>(method: &Method, path: &'a str) -> (Option<&'a str>, Class) {
+    let grpc = grpc_method(method, path);
+    let class = match grpc {
+        Some(g) => grpc_class(g),
+        None if method == Method::GET || method == Method::HEAD => Class::Read,
+        None => Class::Write,
+    };
+    (grpc, class)
 }
 
 /// The gRPC method a request names: its path for gRPC and grpc-web, the mapped method for a
@@ -630,8 +596,16 @@ pub fn is_grpc_shaped(path: &str) -> bool {
 }
 
 fn pattern_matches(pattern: &str, path: &str) -> bool {
-    let mut want = pattern.split('/');
-    let mut got = path.split('/');
+    // Most patterns are literal, and the rest share a literal prefix with the path: compare
+    // bytes first, segments only past the first parameter.
+    let Some(param) = pattern.find('{') else {
+        return pattern == path;
+    };
+    let Some(path_rest) = path.strip_prefix(&pattern[..param]) else {
+        return false;
+    };
+    let mut want = pattern[param..].split('/');
+    let mut got = path_rest.split('/');
     loop {
         match (want.next(), got.next()) {
             (None, None) => return true,
@@ -668,7 +642,9 @@ mod tests {
     fn every_rest_route_names_a_known_method() {
         for (m, pattern, grpc) in REST_ROUTES {
             assert!(
-                GRPC_METHODS.binary_search_by(|(p, _)| (*p).cmp(grpc)).is_ok(),
+                GRPC_METHODS
+                    .binary_search_by(|(p, _)| (*p).cmp(grpc))
+                    .is_ok(),
                 "{m} {pattern} -> {grpc} is not in GRPC_METHODS"
             );
             assert!(is_rest_path(pattern), "{pattern}");
@@ -722,7 +698,10 @@ mod tests {
         assert_eq!(grpc_class("/litgatetest.Echo/ServerStream"), Class::Write);
         assert_eq!(grpc_class("/lnrpc.Lightning/BakeMacaroon"), Class::Write);
         assert_eq!(grpc_class("/lnrpc.Lightning/GetInfo"), Class::Read);
-        assert_eq!(grpc_class("/lnrpc.Lightning/SubscribeInvoices"), Class::Read);
+        assert_eq!(
+            grpc_class("/lnrpc.Lightning/SubscribeInvoices"),
+            Class::Read
+        );
     }
 
     #[test]
@@ -739,9 +718,24 @@ mod tests {
     #[test]
     fn rest_paths_map_to_their_methods() {
         let cases: &[(Method, &str, Option<&str>, Class)] = &[
-            (Method::GET, "/v1/getinfo", Some("/lnrpc.Lightning/GetInfo"), R),
-            (Method::GET, "/v1/sessions", Some("/litrpc.Sessions/ListSessions"), R),
-            (Method::POST, "/v1/sessions", Some("/litrpc.Sessions/AddSession"), W),
+            (
+                Method::GET,
+                "/v1/getinfo",
+                Some("/lnrpc.Lightning/GetInfo"),
+                R,
+            ),
+            (
+                Method::GET,
+                "/v1/sessions",
+                Some("/litrpc.Sessions/ListSessions"),
+                R,
+            ),
+            (
+                Method::POST,
+                "/v1/sessions",
+                Some("/litrpc.Sessions/AddSession"),
+                W,
+            ),
             (
                 Method::DELETE,
                 "/v1/sessions/AqEh",
@@ -755,9 +749,24 @@ mod tests {
                 W,
             ),
             (Method::DELETE, "/v1/sessions/", None, W),
-            (Method::POST, "/v1/firewall/actions", Some("/litrpc.Firewall/ListActions"), R),
-            (Method::GET, "/v1/newaddress", Some("/lnrpc.Lightning/NewAddress"), W),
-            (Method::POST, "/v1/switch", Some("/lnrpc.Lightning/ForwardingHistory"), R),
+            (
+                Method::POST,
+                "/v1/firewall/actions",
+                Some("/litrpc.Firewall/ListActions"),
+                R,
+            ),
+            (
+                Method::GET,
+                "/v1/newaddress",
+                Some("/lnrpc.Lightning/NewAddress"),
+                W,
+            ),
+            (
+                Method::POST,
+                "/v1/switch",
+                Some("/lnrpc.Lightning/ForwardingHistory"),
+                R,
+            ),
             (
                 Method::DELETE,
                 "/v1/channels/abc/1",

@@ -1,7 +1,9 @@
 //! The router: the only place that maps paths to handlers. Every intercepted gRPC method is
 //! named here together with its REST twin; everything else goes to the raw passthrough.
-//! AddAutopilotSession goes to the autopilot policy in every protocol; the session-list and
-//! session-write routes are named for the session cache and pass through until it is installed.
+//! AddAutopilotSession goes to the autopilot policy in every protocol; the two session lists go
+//! to the session cache, and every session write (including AddAutopilotSession) has its answer
+//! passed through the cache, which invalidates itself before the caller sees a success. With
+//! the cache off (`[cache] enabled = false`) lists and writes pass through untouched.
 
 use std::{
     future::Future,
@@ -16,7 +18,9 @@ use tower::Service;
 use crate::{
     autopilot::add_session::AddSessionHandler,
     body::{Request, Response},
+    cache::Cache,
     error::Error,
+    grpc::Protocol,
     upstream::Upstream,
 };
 
@@ -108,12 +112,24 @@ fn key_segment(path: &str, prefix: &str) -> bool {
 pub struct Router {
     passthrough: Upstream,
     add_autopilot_session: Option<Arc<AddSessionHandler>>,
+    cache: Option<Cache>,
 }
 
 impl Router {
     /// A router whose every route is the raw passthrough to `upstream`.
     pub fn new(upstream: Upstream) -> Self {
-        Router { passthrough: upstream, add_autopilot_session: None }
+        Router {
+            passthrough: upstream,
+            add_autopilot_session: None,
+            cache: None,
+        }
+    }
+
+    /// Installs the session cache: it answers the list routes, and sees every session write's
+    /// answer. `None` (the cache is off) leaves those routes to pass through.
+    pub fn with_cache(mut self, cache: Option<Cache>) -> Self {
+        self.cache = cache;
+        self
     }
 
     /// Installs the AddAutopilotSession policy handler (gRPC, grpc-web and REST).
@@ -140,24 +156,50 @@ impl Service<Request> for Router {
                  for lnd's Subscribe* calls, or connect to litd directly for WebSocket REST streams",
             ))));
         }
-        match Route::classify(req.method(), req.uri().path()) {
-            Route::AddAutopilotSession => match &self.add_autopilot_session {
-                Some(h) => {
-                    let h = h.clone();
-                    Box::pin(async move { h.handle(req).await })
+        let route = Route::classify(req.method(), req.uri().path());
+        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        match route {
+            Route::AddAutopilotSession => {
+                let write: RouteFuture = match &self.add_autopilot_session {
+                    Some(h) => {
+                        let h = h.clone();
+                        Box::pin(async move { h.handle(req).await })
+                    }
+                    None => Box::pin(self.passthrough.forward(req)),
+                };
+                self.invalidating(protocol, write)
+            }
+            Route::ListSessions | Route::ListAutopilotSessions => match &self.cache {
+                Some(cache) => {
+                    let cache = cache.clone();
+                    Box::pin(async move { cache.list(route, req).await })
                 }
                 None => Box::pin(self.passthrough.forward(req)),
             },
-            // No handler installed yet for these intercepted routes: they pass through.
-            Route::ListSessions
-            | Route::ListAutopilotSessions
-            | Route::AddSession
-            | Route::RevokeSession
-            | Route::RevokeAutopilotSession
-            | Route::Passthrough => Box::pin(self.passthrough.forward(req)),
+            Route::AddSession | Route::RevokeSession | Route::RevokeAutopilotSession => {
+                let write = Box::pin(self.passthrough.forward(req));
+                self.invalidating(protocol, write)
+            }
+            Route::Passthrough => Box::pin(self.passthrough.forward(req)),
         }
     }
 }
+
+impl Router {
+    /// Hands a session write's answer to the cache, which invalidates itself before the caller
+    /// sees a success; without a cache the answer streams through as is.
+    fn invalidating(&self, protocol: Protocol, write: RouteFuture) -> RouteFuture {
+        match &self.cache {
+            Some(cache) => {
+                let cache = cache.clone();
+                Box::pin(async move { cache.after_write(protocol, write.await).await })
+            }
+            None => write,
+        }
+    }
+}
+
+type RouteFuture = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
 
 /// An HTTP/1.1 `Upgrade` request (WebSocket). litgate refuses these with a clear error rather
 /// than forwarding a request whose upgrade it cannot carry.

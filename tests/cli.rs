@@ -17,23 +17,40 @@ use litgate::{
 const BIN: &str = env!("CARGO_BIN_EXE_litgate");
 
 fn check_config(path: &std::path::Path) -> (i32, String) {
-    let out = Command::new(BIN).args(["check-config", "--config"]).arg(path).output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 #[test]
 fn shipped_config_is_ok() {
-    let (code, out) = check_config(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/litgate.toml")));
+    let (code, out) = check_config(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/litgate.toml"
+    )));
     assert_eq!((code, out.as_str()), (0, "ok\n"));
 }
 
 #[test]
 fn config_errors_are_named_one_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let unknown = write(dir.path(), "a.toml", "[upstream]\nadress = \"127.0.0.1:8443\"\n");
+    let unknown = write(
+        dir.path(),
+        "a.toml",
+        "[upstream]\nadress = \"127.0.0.1:8443\"\n",
+    );
     let (code, out) = check_config(&unknown);
     assert_eq!(code, 2);
-    assert!(out.starts_with("upstream.adress: unknown field `adress`"), "{out}");
+    assert!(
+        out.starts_with("upstream.adress: unknown field `adress`"),
+        "{out}"
+    );
 
     let several = write(
         dir.path(),
@@ -45,13 +62,23 @@ fn config_errors_are_named_one_per_line() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[0].starts_with("upstream.addr: "), "{out}");
-    assert!(lines[1].starts_with("privacy.deny_clear[0]: unknown privacy flag \"ClearAll\""), "{out}");
+    assert!(
+        lines[1].starts_with("privacy.deny_clear[0]: unknown privacy flag \"ClearAll\""),
+        "{out}"
+    );
     assert!(lines[2].starts_with("cache.max_stale: "), "{out}");
 
-    let bad_duration = write(dir.path(), "c.toml", "[autopilot]\ntimeout = \"ten seconds\"\n");
+    let bad_duration = write(
+        dir.path(),
+        "c.toml",
+        "[autopilot]\ntimeout = \"ten seconds\"\n",
+    );
     let (code, out) = check_config(&bad_duration);
     assert_eq!(code, 2);
-    assert!(out.starts_with("autopilot.timeout: invalid duration"), "{out}");
+    assert!(
+        out.starts_with("autopilot.timeout: invalid duration"),
+        "{out}"
+    );
 
     let (code, out) = check_config(&dir.path().join("missing.toml"));
     assert_eq!(code, 2);
@@ -60,14 +87,30 @@ fn config_errors_are_named_one_per_line() {
 
 #[tokio::test]
 async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
-    let litd = DemoLitd::start(DemoLitdConfig { tls: true, ..Default::default() }).unwrap();
+    let litd = DemoLitd::start(DemoLitdConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Fixed ports are not allowed: ask the OS for free ones, then hand them to the child.
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
     let (public, admin) = (port(), port());
     let toml = config_toml(dir.path(), &litd, "")
-        .replace("addr = \"127.0.0.1:0\"\ndrain_timeout", &format!("addr = \"127.0.0.1:{public}\"\ndrain_timeout"))
-        .replace("[admin]\naddr = \"127.0.0.1:0\"", &format!("[admin]\naddr = \"127.0.0.1:{admin}\""));
+        .replace(
+            "addr = \"127.0.0.1:0\"\ndrain_timeout",
+            &format!("addr = \"127.0.0.1:{public}\"\ndrain_timeout"),
+        )
+        .replace(
+            "[admin]\naddr = \"127.0.0.1:0\"",
+            &format!("[admin]\naddr = \"127.0.0.1:{admin}\""),
+        );
     let cfg = write(dir.path(), "litgate.toml", &toml);
     let mut child = Command::new(BIN)
         .args(["run", "--config"])
@@ -78,31 +121,58 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
         .unwrap();
     let live = format!("http://127.0.0.1:{admin}/live");
     let up = eventually(100, Duration::from_millis(50), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", admin)).await.is_ok() && admin_get(&live).await.0 == 200
+        tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .is_ok()
+            && admin_get(&live).await.0 == 200
     })
     .await;
-    assert!(up, "litgate came up: {}", std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default());
+    assert!(
+        up,
+        "litgate came up: {}",
+        std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+    );
     let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
     let mut echo = EchoClient::new(channel(([127, 0, 0, 1], public).into(), &cert).await);
     let mut stream = echo
-        .server_stream(EchoRequest { message: "drain".into(), count: 6, fail_code: 0, delay_ms: 150 })
+        .server_stream(EchoRequest {
+            message: "drain".into(),
+            count: 6,
+            fail_code: 0,
+            delay_ms: 150,
+        })
         .await
         .unwrap()
         .into_inner();
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.index, 0);
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
 
     let mut got = vec![first.index];
-    while let Some(r) = stream.message().await.expect("the in-flight stream finishes cleanly") {
+    while let Some(r) = stream
+        .message()
+        .await
+        .expect("the in-flight stream finishes cleanly")
+    {
         got.push(r.index);
     }
     assert_eq!(got, (0..6).collect::<Vec<_>>());
 
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", public)).await.is_err(), "stopped accepting");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", public))
+            .await
+            .is_err(),
+        "stopped accepting"
+    );
     litd.shutdown().await;
 }

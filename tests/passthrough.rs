@@ -23,14 +23,24 @@ async fn unary_response_is_byte_identical_to_direct() {
     let env = Env::start().await;
     let mac = env.macaroon();
     let req_body = grpc_frame(&ListSessionsRequest {});
-    let via = send(&h2_client(&env.gate_cert), grpc_request(&env.gate_uri(LIST_SESSIONS), req_body.clone(), Some(&mac))).await;
-    let direct =
-        send(&h2_client(env.litd.cert_pem().unwrap()), grpc_request(&env.litd_uri(LIST_SESSIONS), req_body, Some(&mac))).await;
+    let via = send(
+        &h2_client(&env.gate_cert),
+        grpc_request(&env.gate_uri(LIST_SESSIONS), req_body.clone(), Some(&mac)),
+    )
+    .await;
+    let direct = send(
+        &h2_client(env.litd.cert_pem().unwrap()),
+        grpc_request(&env.litd_uri(LIST_SESSIONS), req_body, Some(&mac)),
+    )
+    .await;
     assert_eq!(direct.grpc_status().as_deref(), Some("0"), "{direct:?}");
     assert_eq!(via.status, direct.status);
     assert_eq!(via.body, direct.body, "response bytes differ");
     assert_eq!(via.grpc_status(), direct.grpc_status());
-    assert_eq!(via.headers.get("content-type"), direct.headers.get("content-type"));
+    assert_eq!(
+        via.headers.get("content-type"),
+        direct.headers.get("content-type")
+    );
     let resp = ListSessionsResponse::decode(frames(via.body.clone())[0].1.clone()).unwrap();
     assert!(!resp.sessions.is_empty());
     assert_eq!(resp.sessions[0].local_public_key.len(), 33);
@@ -46,7 +56,12 @@ async fn server_stream_delivers_every_message_and_the_final_status() {
     let env = Env::start().await;
     let mut echo = EchoClient::new(env.gate_channel().await);
     let mut stream = echo
-        .server_stream(EchoRequest { message: "m".into(), count: 25, fail_code: 0, delay_ms: 0 })
+        .server_stream(EchoRequest {
+            message: "m".into(),
+            count: 25,
+            fail_code: 0,
+            delay_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -58,7 +73,12 @@ async fn server_stream_delivers_every_message_and_the_final_status() {
 
     // A stream that ends in an error status: messages first, then litd's status unchanged.
     let mut stream = echo
-        .server_stream(EchoRequest { message: "m".into(), count: 3, fail_code: Code::Aborted as i32, delay_ms: 0 })
+        .server_stream(EchoRequest {
+            message: "m".into(),
+            count: 3,
+            fail_code: Code::Aborted as i32,
+            delay_ms: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -79,18 +99,33 @@ async fn server_stream_delivers_every_message_and_the_final_status() {
 async fn client_and_bidi_streams() {
     let env = Env::start().await;
     let mut echo = EchoClient::new(env.gate_channel().await);
-    let msgs = ["a", "b", "c", "d"].map(|m| EchoRequest { message: m.into(), ..Default::default() });
-    let reply = echo.client_stream(tokio_stream::iter(msgs.clone())).await.unwrap().into_inner();
+    let msgs = ["a", "b", "c", "d"].map(|m| EchoRequest {
+        message: m.into(),
+        ..Default::default()
+    });
+    let reply = echo
+        .client_stream(tokio_stream::iter(msgs.clone()))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(reply.message, "a,b,c,d");
     assert_eq!(reply.index, 4);
 
     // Bidi: each reply arrives before the next request is sent (true streaming, no buffering).
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let mut replies = echo.bidi(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let mut replies = echo
+        .bidi(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
     for m in msgs {
         let text = m.message.clone();
         tx.send(m).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(5), replies.message()).await.expect("reply streams").unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), replies.message())
+            .await
+            .expect("reply streams")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.message, text);
     }
     drop(tx);
@@ -103,13 +138,21 @@ async fn rest_get_post_delete_with_the_macaroon_header() {
     let env = Env::start().await;
     let mac = env.macaroon();
     let client = h1_client(&env.gate_cert);
-    let get = |uri: String| http::Request::get(uri).header("Grpc-Metadata-Macaroon", mac.clone()).body(Full::new(Bytes::new())).unwrap();
+    let get = |uri: String| {
+        http::Request::get(uri)
+            .header("Grpc-Metadata-Macaroon", mac.clone())
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
 
     let list = send(&client, get(env.gate_uri("/v1/sessions"))).await;
     assert_eq!(list.status, 200, "{list:?}");
     let before = list.json()["sessions"].as_array().unwrap().len();
 
-    let expiry = (std::time::SystemTime::now() + Duration::from_secs(3600)).duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let expiry = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let body = serde_json::json!({"label": "via-rest", "session_type": "TYPE_MACAROON_READONLY",
         "expiry_timestamp_seconds": expiry.to_string(), "mailbox_server_addr": "mailbox.example:443"});
     let add = send(
@@ -127,10 +170,15 @@ async fn rest_get_post_delete_with_the_macaroon_header() {
     let key = session["local_public_key"].as_str().unwrap().to_string();
 
     let after = send(&client, get(env.gate_uri("/v1/sessions"))).await;
-    assert_eq!(after.json()["sessions"].as_array().unwrap().len(), before + 1);
+    assert_eq!(
+        after.json()["sessions"].as_array().unwrap().len(),
+        before + 1
+    );
 
     use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD.decode(&key).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(&key)
+        .unwrap();
     let url_key = base64::engine::general_purpose::URL_SAFE.encode(raw);
     let del = send(
         &client,
@@ -141,14 +189,27 @@ async fn rest_get_post_delete_with_the_macaroon_header() {
     )
     .await;
     assert_eq!(del.status, 200, "{del:?}");
-    let revoked = env.litd.sessions().into_iter().find(|s| s.label == "via-rest").unwrap();
-    assert_eq!(revoked.session_state, litgate::proto::litrpc::SessionState::StateRevoked as i32);
+    let revoked = env
+        .litd
+        .sessions()
+        .into_iter()
+        .find(|s| s.label == "via-rest")
+        .unwrap();
+    assert_eq!(
+        revoked.session_state,
+        litgate::proto::litrpc::SessionState::StateRevoked as i32
+    );
 
     // Every REST call reached litd with the caller's header.
     let rec = env.litd.received();
-    let rest: Vec<_> = rec.iter().filter(|r| r.path.starts_with("/v1/sessions")).collect();
+    let rest: Vec<_> = rec
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/sessions"))
+        .collect();
     assert_eq!(rest.len(), 4);
-    assert!(rest.iter().all(|r| r.macaroon.as_deref() == Some(mac.as_str())));
+    assert!(rest
+        .iter()
+        .all(|r| r.macaroon.as_deref() == Some(mac.as_str())));
     env.stop().await;
 }
 
@@ -168,8 +229,14 @@ async fn grpc_web_binary_and_text() {
     assert_eq!(resp.status, 200, "{resp:?}");
     let fs = frames(resp.body.clone());
     assert_eq!(fs[0].0, 0);
-    assert!(!ListSessionsResponse::decode(fs[0].1.clone()).unwrap().sessions.is_empty());
-    let trailer = fs.iter().find(|(f, _)| f & 0x80 != 0).expect("grpc-web trailer frame");
+    assert!(!ListSessionsResponse::decode(fs[0].1.clone())
+        .unwrap()
+        .sessions
+        .is_empty());
+    let trailer = fs
+        .iter()
+        .find(|(f, _)| f & 0x80 != 0)
+        .expect("grpc-web trailer frame");
     assert!(String::from_utf8_lossy(&trailer.1).contains("grpc-status:0"));
 
     use base64::Engine;
@@ -187,12 +254,21 @@ async fn grpc_web_binary_and_text() {
     let mut decoded = Vec::new();
     let mut rest = text.as_str();
     while !rest.is_empty() {
-        let end = rest.find('=').map(|i| rest[i..].find(|c| c != '=').map_or(rest.len(), |j| i + j)).unwrap_or(rest.len());
-        decoded.extend(b64.decode(&rest[..end]).unwrap_or_else(|e| panic!("{e}: {text}")));
+        let end = rest
+            .find('=')
+            .map(|i| rest[i..].find(|c| c != '=').map_or(rest.len(), |j| i + j))
+            .unwrap_or(rest.len());
+        decoded.extend(
+            b64.decode(&rest[..end])
+                .unwrap_or_else(|e| panic!("{e}: {text}")),
+        );
         rest = &rest[end..];
     }
     let fs = frames(Bytes::from(decoded));
-    assert!(!ListSessionsResponse::decode(fs[0].1.clone()).unwrap().sessions.is_empty());
+    assert!(!ListSessionsResponse::decode(fs[0].1.clone())
+        .unwrap()
+        .sessions
+        .is_empty());
     env.stop().await;
 }
 
@@ -201,18 +277,37 @@ async fn litd_auth_errors_reach_the_caller_unchanged() {
     let env = Env::start().await;
     for mac in [None, Some("0201ab")] {
         let body = grpc_frame(&ListSessionsRequest {});
-        let via = send(&h2_client(&env.gate_cert), grpc_request(&env.gate_uri(LIST_SESSIONS), body.clone(), mac)).await;
-        let direct =
-            send(&h2_client(env.litd.cert_pem().unwrap()), grpc_request(&env.litd_uri(LIST_SESSIONS), body, mac)).await;
+        let via = send(
+            &h2_client(&env.gate_cert),
+            grpc_request(&env.gate_uri(LIST_SESSIONS), body.clone(), mac),
+        )
+        .await;
+        let direct = send(
+            &h2_client(env.litd.cert_pem().unwrap()),
+            grpc_request(&env.litd_uri(LIST_SESSIONS), body, mac),
+        )
+        .await;
         assert_ne!(direct.grpc_status().as_deref(), Some("0"));
         assert_eq!(via.grpc_status(), direct.grpc_status());
         assert_eq!(via.grpc_message(), direct.grpc_message());
         assert_eq!(via.body, direct.body);
     }
     // REST too: same status and JSON body.
-    let get = |uri: String| http::Request::get(uri).body(Full::new(Bytes::new())).unwrap();
-    let via = send(&h1_client(&env.gate_cert), get(env.gate_uri("/v1/sessions"))).await;
-    let direct = send(&h1_client(env.litd.cert_pem().unwrap()), get(env.litd_uri("/v1/sessions"))).await;
+    let get = |uri: String| {
+        http::Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let via = send(
+        &h1_client(&env.gate_cert),
+        get(env.gate_uri("/v1/sessions")),
+    )
+    .await;
+    let direct = send(
+        &h1_client(env.litd.cert_pem().unwrap()),
+        get(env.litd_uri("/v1/sessions")),
+    )
+    .await;
     assert_ne!(direct.status, 200);
     assert_eq!((via.status, via.body), (direct.status, direct.body));
     env.stop().await;
@@ -221,12 +316,23 @@ async fn litd_auth_errors_reach_the_caller_unchanged() {
 #[tokio::test]
 async fn static_files_pass_through() {
     let env = Env::start().await;
-    let get = |uri: String| http::Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+    let get = |uri: String| {
+        http::Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
     let via = send(&h1_client(&env.gate_cert), get(env.gate_uri("/"))).await;
-    let direct = send(&h1_client(env.litd.cert_pem().unwrap()), get(env.litd_uri("/"))).await;
+    let direct = send(
+        &h1_client(env.litd.cert_pem().unwrap()),
+        get(env.litd_uri("/")),
+    )
+    .await;
     assert_eq!(via.status, 200);
     assert_eq!(via.body, direct.body);
-    assert_eq!(via.headers.get("content-type"), direct.headers.get("content-type"));
+    assert_eq!(
+        via.headers.get("content-type"),
+        direct.headers.get("content-type")
+    );
     env.stop().await;
 }
 
@@ -242,7 +348,13 @@ async fn websocket_upgrade_is_refused_clearly() {
         .unwrap();
     let resp = send(&h1_client(&env.gate_cert), req).await;
     assert_eq!(resp.status, 501);
-    assert!(resp.json()["message"].as_str().unwrap().contains("WebSocket"), "{resp:?}");
+    assert!(
+        resp.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("WebSocket"),
+        "{resp:?}"
+    );
     assert_eq!(env.litd.count("/v1/invoices/subscribe"), 0);
     env.stop().await;
 }
@@ -266,14 +378,23 @@ async fn one_upstream_connection_serves_many_calls() {
         c.await.unwrap().unwrap();
     }
     let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
-    assert_eq!(metric(&metrics, "litgate_upstream_connections_total"), 1.0, "{metrics}");
-    assert!(metric(&metrics, "litgate_requests_total") >= 40.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "litgate_upstream_connections_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "litgate_requests_total") >= 40.0,
+        "{metrics}"
+    );
     env.stop().await;
 }
 
 #[tokio::test]
 async fn litd_down_is_unavailable_promptly_and_recovery_works() {
-    let env = Env::start().await;
+    // The session cache would answer ListSessions from a fresh entry while litd is down
+    // (tests/cache.rs covers that); this test is about the passthrough.
+    let env = Env::start_with("[cache]\nenabled = false\n").await;
     let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
     let mut client = SessionsClient::new(env.gate_channel().await);
     let call = |client: &mut SessionsClient<tonic::transport::Channel>| {
@@ -286,19 +407,31 @@ async fn litd_down_is_unavailable_promptly_and_recovery_works() {
 
     env.litd.pause().await;
     // Bounded, not timed: connect_timeout is 1s; a hang would trip the 10s guard.
-    let err = tokio::time::timeout(Duration::from_secs(10), call(&mut client)).await.expect("answers promptly").unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(10), call(&mut client))
+        .await
+        .expect("answers promptly")
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
-    assert!(err.message().contains(&env.litd.addr().to_string()), "{}", err.message());
+    assert!(
+        err.message().contains(&env.litd.addr().to_string()),
+        "{}",
+        err.message()
+    );
 
     // REST callers get 503 with grpc-gateway's error shape, naming the address.
     let rest = send(
         &h1_client(&env.gate_cert),
-        http::Request::get(env.gate_uri("/v1/sessions")).body(Full::new(Bytes::new())).unwrap(),
+        http::Request::get(env.gate_uri("/v1/sessions"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
     )
     .await;
     assert_eq!(rest.status, 503);
     assert_eq!(rest.json()["code"], 14);
-    assert!(rest.json()["message"].as_str().unwrap().contains(&env.litd.addr().to_string()));
+    assert!(rest.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains(&env.litd.addr().to_string()));
 
     env.litd.resume().await.unwrap();
     let mut ok = false;
@@ -322,9 +455,17 @@ async fn ready_flips_with_litd_availability() {
     env.litd.pause().await;
     let (status, body) = admin_get(&env.admin_uri("/ready")).await;
     assert_eq!(status, 503);
-    assert!(body.contains("upstream:") && body.contains(&env.litd.addr().to_string()), "{body}");
+    assert!(
+        body.contains("upstream:") && body.contains(&env.litd.addr().to_string()),
+        "{body}"
+    );
     env.litd.resume().await.unwrap();
     let admin = env.admin_uri("/ready");
-    assert!(eventually(50, Duration::from_millis(100), || async { admin_get(&admin).await.0 == 200 }).await);
+    assert!(
+        eventually(50, Duration::from_millis(100), || async {
+            admin_get(&admin).await.0 == 200
+        })
+        .await
+    );
     env.stop().await;
 }

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use litgate::proto::litrpc::{
-    rule_value::Value, AddAutopilotSessionRequest, ChannelPolicyBounds, FeatureConfig, Rate, RateLimit, RuleValue, RulesMap,
+    rule_value::Value, AddAutopilotSessionRequest, ChannelPolicyBounds, FeatureConfig, Rate,
+    RateLimit, RuleValue, RulesMap,
 };
 use prost::Message;
 
@@ -23,21 +24,35 @@ const ADD: &str = "/litrpc.Autopilot/AddAutopilotSession";
 const REST_ADD: &str = "/v1/autopilot/sessions";
 
 fn in_hours(h: u64) -> u64 {
-    (SystemTime::now() + Duration::from_secs(h * 3600)).duration_since(UNIX_EPOCH).unwrap().as_secs()
+    (SystemTime::now() + Duration::from_secs(h * 3600))
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn rate_limit(ri: u32, rh: u32, wi: u32, wh: u32) -> RuleValue {
     RuleValue {
         value: Some(Value::RateLimit(RateLimit {
-            read_limit: Some(Rate { iterations: ri, num_hours: rh }),
-            write_limit: Some(Rate { iterations: wi, num_hours: wh }),
+            read_limit: Some(Rate {
+                iterations: ri,
+                num_hours: rh,
+            }),
+            write_limit: Some(Rate {
+                iterations: wi,
+                num_hours: wh,
+            }),
         })),
     }
 }
 
 fn feature(rules: &[(&str, RuleValue)]) -> FeatureConfig {
     FeatureConfig {
-        rules: Some(RulesMap { rules: rules.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }),
+        rules: Some(RulesMap {
+            rules: rules
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }),
         config: b"{}".to_vec(),
     }
 }
@@ -47,14 +62,25 @@ fn request(features: &[(&str, FeatureConfig)]) -> AddAutopilotSessionRequest {
         label: "policy-test".into(),
         expiry_timestamp_seconds: in_hours(24),
         mailbox_server_addr: "mailbox.example:443".into(),
-        features: features.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        features: features
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
         ..Default::default()
     }
 }
 
 /// Sends `msg` as gRPC and returns (grpc-status, message).
 async fn grpc(env: &Env, body: Bytes) -> Collected {
-    send(&h2_client(&env.gate_cert), grpc_request(&env.gate_uri(ADD), grpc_frame_raw(&body), Some(&env.macaroon()))).await
+    send(
+        &h2_client(&env.gate_cert),
+        grpc_request(
+            &env.gate_uri(ADD),
+            grpc_frame_raw(&body),
+            Some(&env.macaroon()),
+        ),
+    )
+    .await
 }
 
 fn grpc_frame_raw(msg: &[u8]) -> Bytes {
@@ -88,34 +114,76 @@ fn to_json(req: &AddAutopilotSessionRequest) -> serde_json::Value {
 }
 
 fn nothing_reached_litd(env: &Env) {
-    assert_eq!(env.litd.count(ADD) + env.litd.count(REST_ADD), 0, "litd was contacted");
-    assert!(env.autopilot.registrations().is_empty(), "a session was registered");
+    assert_eq!(
+        env.litd.count(ADD) + env.litd.count(REST_ADD),
+        0,
+        "litd was contacted"
+    );
+    assert!(
+        env.autopilot.registrations().is_empty(),
+        "a session was registered"
+    );
 }
 
 /// Each case: a request, the gRPC code, and a piece of the message.
-fn refusal_cases() -> Vec<(&'static str, AddAutopilotSessionRequest, tonic::Code, &'static str)> {
+fn refusal_cases() -> Vec<(
+    &'static str,
+    AddAutopilotSessionRequest,
+    tonic::Code,
+    &'static str,
+)> {
     use tonic::Code::*;
     let ok_rl = rate_limit(10, 1, 1, 1);
     let mut cases = vec![
-        ("empty features", request(&[]), InvalidArgument, "features: must include at least one feature"),
-        ("unknown feature", request(&[("AutoMagic", feature(&[]))]), FailedPrecondition, "AutoMagic is not a feature provided"),
+        (
+            "empty features",
+            request(&[]),
+            InvalidArgument,
+            "features: must include at least one feature",
+        ),
+        (
+            "unknown feature",
+            request(&[("AutoMagic", feature(&[]))]),
+            FailedPrecondition,
+            "AutoMagic is not a feature provided",
+        ),
     ];
     let mut past = request(&[("HealthCheck", feature(&[]))]);
     past.expiry_timestamp_seconds = 1_000;
-    cases.push(("expiry in the past", past, InvalidArgument, "expiry_timestamp_seconds: 1000 is not in the future"));
+    cases.push((
+        "expiry in the past",
+        past,
+        InvalidArgument,
+        "expiry_timestamp_seconds: 1000 is not in the future",
+    ));
     let mut far = request(&[("HealthCheck", feature(&[]))]);
     far.expiry_timestamp_seconds = in_hours(24 * 365);
-    cases.push(("expiry too far", far, FailedPrecondition, "beyond [autopilot.rules] max_expiry"));
+    cases.push((
+        "expiry too far",
+        far,
+        FailedPrecondition,
+        "beyond [autopilot.rules] max_expiry",
+    ));
     let mut gid = request(&[("HealthCheck", feature(&[]))]);
     gid.linked_group_id = vec![1, 2, 3];
-    cases.push(("group id length", gid, InvalidArgument, "linked_group_id: must be empty or exactly 4 bytes, got 3"));
+    cases.push((
+        "group id length",
+        gid,
+        InvalidArgument,
+        "linked_group_id: must be empty or exactly 4 bytes, got 3",
+    ));
     cases.push((
         "unknown rule",
-        request(&[("HealthCheck", feature(&[("off-chain-budget", ok_rl.clone())]))]),
+        request(&[(
+            "HealthCheck",
+            feature(&[("off-chain-budget", ok_rl.clone())]),
+        )]),
         InvalidArgument,
         "unknown rule off-chain-budget",
     ));
-    let wrong = RuleValue { value: Some(Value::ChanPolicyBounds(ChannelPolicyBounds::default())) };
+    let wrong = RuleValue {
+        value: Some(Value::ChanPolicyBounds(ChannelPolicyBounds::default())),
+    };
     cases.push((
         "wrong variant",
         request(&[("HealthCheck", feature(&[("rate-limit", wrong.clone())]))]),
@@ -130,24 +198,39 @@ fn refusal_cases() -> Vec<(&'static str, AddAutopilotSessionRequest, tonic::Code
     ));
     cases.push((
         "above server max",
-        request(&[("HealthCheck", feature(&[("rate-limit", rate_limit(10, 1, 11, 1))]))]),
+        request(&[(
+            "HealthCheck",
+            feature(&[("rate-limit", rate_limit(10, 1, 11, 1))]),
+        )]),
         FailedPrecondition,
         "write limit is not between the min and max",
     ));
     cases.push((
         "NaN rate",
-        request(&[("HealthCheck", feature(&[("rate-limit", rate_limit(0, 0, 1, 1))]))]),
+        request(&[(
+            "HealthCheck",
+            feature(&[("rate-limit", rate_limit(0, 0, 1, 1))]),
+        )]),
         InvalidArgument,
         "read_limit.num_hours must be positive",
     ));
     cases.push((
         "zero hours",
-        request(&[("HealthCheck", feature(&[("rate-limit", rate_limit(10, 1, 1, 0))]))]),
+        request(&[(
+            "HealthCheck",
+            feature(&[("rate-limit", rate_limit(10, 1, 1, 0))]),
+        )]),
         InvalidArgument,
         "write_limit.num_hours must be positive",
     ));
     let missing = RuleValue {
-        value: Some(Value::RateLimit(RateLimit { read_limit: Some(Rate { iterations: 10, num_hours: 1 }), write_limit: None })),
+        value: Some(Value::RateLimit(RateLimit {
+            read_limit: Some(Rate {
+                iterations: 10,
+                num_hours: 1,
+            }),
+            write_limit: None,
+        })),
     };
     cases.push((
         "missing write_limit",
@@ -156,19 +239,41 @@ fn refusal_cases() -> Vec<(&'static str, AddAutopilotSessionRequest, tonic::Code
         "write_limit is missing",
     ));
     let mut session_rules = request(&[("HealthCheck", feature(&[]))]);
-    session_rules.session_rules = Some(RulesMap { rules: HashMap::from([("rate-limit".to_string(), ok_rl.clone())]) });
-    cases.push(("session_rules", session_rules, InvalidArgument, "session_rules: litd ignores top-level session rules"));
+    session_rules.session_rules = Some(RulesMap {
+        rules: HashMap::from([("rate-limit".to_string(), ok_rl.clone())]),
+    });
+    cases.push((
+        "session_rules",
+        session_rules,
+        InvalidArgument,
+        "session_rules: litd ignores top-level session rules",
+    ));
     let mut both = request(&[("HealthCheck", feature(&[]))]);
     both.no_privacy_mapper = true;
     both.privacy_flags_set = true;
-    cases.push(("flags without mapper", both, InvalidArgument, "privacy flags can only be set when the privacy mapper is enabled"));
+    cases.push((
+        "flags without mapper",
+        both,
+        InvalidArgument,
+        "privacy flags can only be set when the privacy mapper is enabled",
+    ));
     let mut unknown_bits = request(&[("HealthCheck", feature(&[]))]);
     unknown_bits.privacy_flags_set = true;
     unknown_bits.privacy_flags = 1 << 9;
-    cases.push(("unknown flag bits", unknown_bits, InvalidArgument, "privacy_flags: unknown privacy flag bit 9"));
+    cases.push((
+        "unknown flag bits",
+        unknown_bits,
+        InvalidArgument,
+        "privacy_flags: unknown privacy flag bit 9",
+    ));
     let mut no_mapper = request(&[("HealthCheck", feature(&[]))]);
     no_mapper.no_privacy_mapper = true;
-    cases.push(("no privacy mapper", no_mapper, FailedPrecondition, "allow_no_privacy_mapper = false"));
+    cases.push((
+        "no privacy mapper",
+        no_mapper,
+        FailedPrecondition,
+        "allow_no_privacy_mapper = false",
+    ));
     cases.push((
         "above the operator cap",
         request(&[("HealthCheck", feature(&[("rate-limit", rate_limit(500, 1, 1, 1))]))]),
@@ -193,7 +298,8 @@ fn refusal_cases() -> Vec<(&'static str, AddAutopilotSessionRequest, tonic::Code
     cases
 }
 
-const POLICY: &str = "[autopilot.rules]\nrate_limit_read_max = { iterations = 100, num_hours = 1 }\n\
+const POLICY: &str =
+    "[autopilot.rules]\nrate_limit_read_max = { iterations = 100, num_hours = 1 }\n\
                       [privacy]\ndeny_clear = [\"ClearNetworkAddresses\"]\n";
 
 #[tokio::test]
@@ -201,19 +307,33 @@ async fn every_refusal_in_grpc_and_rest_reaches_nothing() {
     let env = Env::start_with(POLICY).await;
     for (name, req, code, text) in refusal_cases() {
         let r = grpc(&env, Bytes::from(req.encode_to_vec())).await;
-        assert_eq!(r.grpc_status(), Some((code as i32).to_string()), "{name}: {r:?}");
+        assert_eq!(
+            r.grpc_status(),
+            Some((code as i32).to_string()),
+            "{name}: {r:?}"
+        );
         let msg = r.grpc_message().unwrap();
         assert!(msg.contains(text), "{name}: {msg}");
 
         let r = rest(&env, &to_json(&req)).await;
         let json = r.json();
         assert_eq!(json["code"], code as i32, "{name} (REST): {json}");
-        assert_eq!(r.status.as_u16(), litgate::error::http_status(code).as_u16(), "{name}");
-        assert!(json["message"].as_str().unwrap().contains(text), "{name} (REST): {json}");
+        assert_eq!(
+            r.status.as_u16(),
+            litgate::error::http_status(code).as_u16(),
+            "{name}"
+        );
+        assert!(
+            json["message"].as_str().unwrap().contains(text),
+            "{name} (REST): {json}"
+        );
         assert_eq!(json["details"], serde_json::json!([]));
         nothing_reached_litd(&env);
     }
-    assert!(env.gate.store().approvals().unwrap().is_empty(), "nothing stored");
+    assert!(
+        env.gate.store().approvals().unwrap().is_empty(),
+        "nothing stored"
+    );
     env.stop().await;
 }
 
@@ -222,41 +342,78 @@ async fn refusals_in_grpc_web_and_bad_encodings() {
     let env = Env::start_with(POLICY).await;
     for (name, req, code, text) in refusal_cases().into_iter().take(4) {
         let r = grpc_web(&env, &req.encode_to_vec()).await;
-        assert_eq!(r.grpc_status(), Some((code as i32).to_string()), "{name}: {r:?}");
+        assert_eq!(
+            r.grpc_status(),
+            Some((code as i32).to_string()),
+            "{name}: {r:?}"
+        );
         assert!(r.grpc_message().unwrap().contains(text), "{name}");
     }
     // A compressed frame cannot be checked: refused, never forwarded unchecked.
-    let mut framed = grpc_frame_raw(&request(&[("HealthCheck", feature(&[]))]).encode_to_vec()).to_vec();
+    let mut framed =
+        grpc_frame_raw(&request(&[("HealthCheck", feature(&[]))]).encode_to_vec()).to_vec();
     framed[0] = 1;
-    let r = send(&h2_client(&env.gate_cert), grpc_request(&env.gate_uri(ADD), Bytes::from(framed), Some(&env.macaroon()))).await;
+    let r = send(
+        &h2_client(&env.gate_cert),
+        grpc_request(
+            &env.gate_uri(ADD),
+            Bytes::from(framed),
+            Some(&env.macaroon()),
+        ),
+    )
+    .await;
     assert_eq!(r.grpc_status().as_deref(), Some("12"));
     assert!(r.grpc_message().unwrap().contains("compressed"));
     // Malformed protobuf and malformed JSON.
     let r = grpc(&env, Bytes::from_static(&[0x2a, 0x09, 0x01])).await;
     assert_eq!(r.grpc_status().as_deref(), Some("3"));
-    assert!(r.grpc_message().unwrap().starts_with("malformed AddAutopilotSessionRequest"), "{r:?}");
+    assert!(
+        r.grpc_message()
+            .unwrap()
+            .starts_with("malformed AddAutopilotSessionRequest"),
+        "{r:?}"
+    );
     let req = http::Request::post(env.gate_uri(REST_ADD))
         .header("Grpc-Metadata-Macaroon", env.macaroon())
         .body(Full::new(Bytes::from_static(b"{\"features\": ")))
         .unwrap();
     let r = send(&h1_client(&env.gate_cert), req).await;
     assert_eq!(r.status, 400);
-    assert!(r.json()["message"].as_str().unwrap().contains("not valid JSON"));
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
     nothing_reached_litd(&env);
     env.stop().await;
 }
 
 fn received_request(env: &Env) -> (Bytes, AddAutopilotSessionRequest) {
     let rec = env.litd.received();
-    let r = rec.iter().rev().find(|r| r.path == ADD).expect("litd received the request");
+    let r = rec
+        .iter()
+        .rev()
+        .find(|r| r.path == ADD)
+        .expect("litd received the request");
     let payload = frames(r.body.clone()).remove(0).1;
-    (payload.clone(), AddAutopilotSessionRequest::decode(payload).unwrap())
+    (
+        payload.clone(),
+        AddAutopilotSessionRequest::decode(payload).unwrap(),
+    )
 }
 
 #[tokio::test]
 async fn approved_grpc_request_is_completed_and_keeps_unknown_fields() {
-    let env = Env::start_with("[autopilot.rules]\nrate_limit_read_max = { iterations = 5, num_hours = 1 }\n").await;
-    let req = request(&[("AutoFees", feature(&[])), ("HealthCheck", feature(&[("rate-limit", rate_limit(2, 1, 1, 1))]))]);
+    let env = Env::start_with(
+        "[autopilot.rules]\nrate_limit_read_max = { iterations = 5, num_hours = 1 }\n",
+    )
+    .await;
+    let req = request(&[
+        ("AutoFees", feature(&[])),
+        (
+            "HealthCheck",
+            feature(&[("rate-limit", rate_limit(2, 1, 1, 1))]),
+        ),
+    ]);
     let mut bytes = req.encode_to_vec();
     // A field from a newer client (number 99, varint 7) that prost does not know.
     bytes.extend_from_slice(&[0x98, 0x06, 0x07]);
@@ -264,17 +421,38 @@ async fn approved_grpc_request_is_completed_and_keeps_unknown_fields() {
     assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
 
     let (payload, got) = received_request(&env);
-    assert!(payload.windows(3).any(|w| w == [0x98, 0x06, 0x07]), "unknown field dropped");
+    assert!(
+        payload.windows(3).any(|w| w == [0x98, 0x06, 0x07]),
+        "unknown field dropped"
+    );
     assert!(got.privacy_flags_set);
-    assert_eq!(got.privacy_flags, 0x04 | 0x08, "union of the features' flags, explicit");
+    assert_eq!(
+        got.privacy_flags,
+        0x04 | 0x08,
+        "union of the features' flags, explicit"
+    );
     // AutoFees left rate-limit unset: the server default (read 10/h) capped to 5/h, explicit.
     let fees = got.features["AutoFees"].rules.as_ref().unwrap();
     assert_eq!(fees.rules["rate-limit"], rate_limit(5, 1, 1, 1));
-    assert_eq!(got.features["AutoFees"].config, b"{}", "the caller's config survives the patch");
+    assert_eq!(
+        got.features["AutoFees"].config, b"{}",
+        "the caller's config survives the patch"
+    );
     // HealthCheck's own value was within the caps: untouched.
-    assert_eq!(got.features["HealthCheck"].rules.as_ref().unwrap().rules["rate-limit"], rate_limit(2, 1, 1, 1));
+    assert_eq!(
+        got.features["HealthCheck"].rules.as_ref().unwrap().rules["rate-limit"],
+        rate_limit(2, 1, 1, 1)
+    );
     let rec = env.litd.received();
-    assert_eq!(rec.iter().rev().find(|r| r.path == ADD).unwrap().macaroon.as_deref(), Some(env.macaroon().as_str()));
+    assert_eq!(
+        rec.iter()
+            .rev()
+            .find(|r| r.path == ADD)
+            .unwrap()
+            .macaroon
+            .as_deref(),
+        Some(env.macaroon().as_str())
+    );
 
     let regs = env.autopilot.registrations();
     assert_eq!(regs.len(), 1);
@@ -294,7 +472,11 @@ async fn approved_rest_request_is_edited_in_place() {
     let r = rest(&env, &json).await;
     assert_eq!(r.status, 200, "{r:?}");
     let rec = env.litd.received();
-    let got = rec.iter().rev().find(|r| r.path == REST_ADD).expect("litd received it");
+    let got = rec
+        .iter()
+        .rev()
+        .find(|r| r.path == REST_ADD)
+        .expect("litd received it");
     let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(body["a_future_field"], serde_json::json!({"kept": true}));
     assert_eq!(body["privacy_flags"], "0");
@@ -323,7 +505,8 @@ async fn approved_grpc_web_text_request() {
     let rec = env.litd.received();
     let got = rec.iter().rev().find(|r| r.path == ADD).unwrap();
     let decoded = b64.decode(&got.body).unwrap();
-    let sent = AddAutopilotSessionRequest::decode(frames(Bytes::from(decoded)).remove(0).1).unwrap();
+    let sent =
+        AddAutopilotSessionRequest::decode(frames(Bytes::from(decoded)).remove(0).1).unwrap();
     assert!(sent.privacy_flags_set);
     assert_eq!(sent.privacy_flags, 0x0c);
     assert_eq!(env.autopilot.registrations().len(), 1);
@@ -332,9 +515,16 @@ async fn approved_grpc_web_text_request() {
 
 #[tokio::test]
 async fn catalogue_is_served_stale_then_refused_past_max_stale() {
-    let env = Env::start_opts("catalogue_ttl = \"10m\"\ncatalogue_max_stale = \"1h\"\n", "").await;
+    let env = Env::start_opts(
+        "catalogue_ttl = \"10m\"\ncatalogue_max_stale = \"1h\"\n",
+        "",
+    )
+    .await;
     let body = Bytes::from(request(&[("HealthCheck", feature(&[]))]).encode_to_vec());
-    assert_eq!(grpc(&env, body.clone()).await.grpc_status().as_deref(), Some("0"));
+    assert_eq!(
+        grpc(&env, body.clone()).await.grpc_status().as_deref(),
+        Some("0")
+    );
     let fetched = env.autopilot.count("ListFeatures");
 
     env.autopilot.pause().await;
@@ -343,16 +533,26 @@ async fn catalogue_is_served_stale_then_refused_past_max_stale() {
     // Past the TTL, the server down: the stale catalogue decides; litd is reached (and fails to
     // register with the server it cannot reach, which is litd's business).
     let r = grpc(&env, body.clone()).await;
-    assert_eq!(env.litd.count(ADD), 1, "policy passed on the stale catalogue: {r:?}");
+    assert_eq!(
+        env.litd.count(ADD),
+        1,
+        "policy passed on the stale catalogue: {r:?}"
+    );
     let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
-    assert!(metric(&metrics, "litgate_catalogue_stale_served_total") >= 1.0, "{metrics}");
+    assert!(
+        metric(&metrics, "litgate_catalogue_stale_served_total") >= 1.0,
+        "{metrics}"
+    );
 
     env.clock.advance(Duration::from_secs(2 * 3600));
     env.litd.clear_received();
     let r = grpc(&env, body.clone()).await;
     assert_eq!(r.grpc_status().as_deref(), Some("14"), "{r:?}");
     let msg = r.grpc_message().unwrap();
-    assert!(msg.contains(&env.autopilot.addr().to_string()) && msg.contains("catalogue_max_stale"), "{msg}");
+    assert!(
+        msg.contains(&env.autopilot.addr().to_string()) && msg.contains("catalogue_max_stale"),
+        "{msg}"
+    );
     assert_eq!(env.litd.count(ADD), 0);
 
     env.autopilot.resume().await.unwrap();
@@ -367,13 +567,20 @@ async fn linked_session_must_carry_the_flags_of_the_first() {
     let first = request(&[("AutoFees", feature(&[]))]);
     let r = grpc(&env, Bytes::from(first.encode_to_vec())).await;
     assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
-    let session = env.litd.sessions().into_iter().find(|s| s.label == "policy-test").unwrap();
+    let session = env
+        .litd
+        .sessions()
+        .into_iter()
+        .find(|s| s.label == "policy-test")
+        .unwrap();
     // litd refuses to link while the first session is active; revoke it through litgate.
-    let mut revoke = litgate::proto::litrpc::autopilot_client::AutopilotClient::new(env.gate_channel().await);
+    let mut revoke =
+        litgate::proto::litrpc::autopilot_client::AutopilotClient::new(env.gate_channel().await);
     let mut rr = tonic::Request::new(litgate::proto::litrpc::RevokeAutopilotSessionRequest {
         local_public_key: session.local_public_key.clone(),
     });
-    rr.metadata_mut().insert("macaroon", env.macaroon().parse().unwrap());
+    rr.metadata_mut()
+        .insert("macaroon", env.macaroon().parse().unwrap());
     revoke.revoke_autopilot_session(rr).await.unwrap();
 
     env.litd.clear_received();
@@ -381,7 +588,12 @@ async fn linked_session_must_carry_the_flags_of_the_first() {
     other_flags.linked_group_id = session.id.clone();
     let r = grpc(&env, Bytes::from(other_flags.encode_to_vec())).await;
     assert_eq!(r.grpc_status().as_deref(), Some("9"), "{r:?}");
-    assert!(r.grpc_message().unwrap().contains("a linked session must carry the flags of session"), "{r:?}");
+    assert!(
+        r.grpc_message()
+            .unwrap()
+            .contains("a linked session must carry the flags of session"),
+        "{r:?}"
+    );
     assert_eq!(env.litd.count(ADD), 0);
 
     let mut same = request(&[("AutoFees", feature(&[]))]);
@@ -393,13 +605,20 @@ async fn linked_session_must_carry_the_flags_of_the_first() {
     unknown.linked_group_id = vec![9, 9, 9, 9];
     let r = grpc(&env, Bytes::from(unknown.encode_to_vec())).await;
     assert_eq!(r.grpc_status().as_deref(), Some("9"));
-    assert!(r.grpc_message().unwrap().contains("litd has no autopilot session 09090909"));
+    assert!(r
+        .grpc_message()
+        .unwrap()
+        .contains("litd has no autopilot session 09090909"));
     env.stop().await;
 }
 
 #[tokio::test]
 async fn corrupt_or_foreign_data_dir_is_refused_and_left_untouched() {
-    let litd = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig { tls: true, ..Default::default() }).unwrap();
+    let litd = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data/db");
     std::fs::create_dir_all(&db).unwrap();
@@ -409,7 +628,10 @@ async fn corrupt_or_foreign_data_dir_is_refused_and_left_untouched() {
     // Foreign: files but no litgate marker.
     let before = snapshot(&db);
     let err = litgate::app::start(&cfg).await.unwrap_err().to_string();
-    assert!(err.contains(&db.display().to_string()) && err.contains("not a litgate store"), "{err}");
+    assert!(
+        err.contains(&db.display().to_string()) && err.contains("not a litgate store"),
+        "{err}"
+    );
     assert!(snapshot(&db) == before, "the data directory was modified");
     // Corrupt: a litgate store whose sled files are garbage.
     std::fs::write(db.join("LITGATE_STORE"), "litgate store schema 1\n").unwrap();

@@ -14,7 +14,6 @@ use prometheus_client::{
     registry::Registry,
 };
 use prost::Message;
-use tonic::Code;
 
 use super::{
     catalogue::Catalogue,
@@ -30,7 +29,8 @@ use crate::{
         wire, Protocol,
     },
     proto::litrpc::{
-        AddAutopilotSessionRequest, FeatureConfig, ListAutopilotSessionsRequest, ListAutopilotSessionsResponse, RulesMap,
+        AddAutopilotSessionRequest, FeatureConfig, ListAutopilotSessionsRequest,
+        ListAutopilotSessionsResponse, RulesMap,
     },
     router::LIST_AUTOPILOT_SESSIONS,
     store::{Approval, Store},
@@ -73,7 +73,15 @@ impl AddSessionHandler {
             "AddAutopilotSession requests approved or refused by litgate's policy, by reason",
             outcomes.clone(),
         );
-        AddSessionHandler { policy, catalogue, upstream, store, clock, max_message_bytes, outcomes }
+        AddSessionHandler {
+            policy,
+            catalogue,
+            upstream,
+            store,
+            clock,
+            max_message_bytes,
+            outcomes,
+        }
     }
 
     /// Handles one AddAutopilotSession request in any protocol.
@@ -81,36 +89,70 @@ impl AddSessionHandler {
         let protocol = Protocol::detect(req.headers(), req.uri().path());
         match self.decide_and_rewrite(protocol, req).await {
             Ok(forward) => {
-                self.outcomes.get_or_create(&OutcomeLabels { outcome: "approved", reason: "ok" }).inc();
+                self.outcomes
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "approved",
+                        reason: "ok",
+                    })
+                    .inc();
                 self.upstream.forward(forward).await
             }
             Err(refusal) => {
-                self.outcomes.get_or_create(&OutcomeLabels { outcome: "refused", reason: refusal.reason }).inc();
+                self.outcomes
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "refused",
+                        reason: refusal.reason,
+                    })
+                    .inc();
                 Err(refusal.error)
             }
         }
     }
 
-    async fn decide_and_rewrite(&self, protocol: Protocol, req: Request) -> Result<Request, Refusal> {
+    async fn decide_and_rewrite(
+        &self,
+        protocol: Protocol,
+        req: Request,
+    ) -> Result<Request, Refusal> {
         let (mut parts, body) = req.into_parts();
-        let raw = codec::read_body(body, self.max_message_bytes).await.map_err(|e| as_refusal("bad_body", e))?;
-        let unary = codec::decode_unary(protocol, &raw).map_err(|e| as_refusal("bad_encoding", e))?;
+        let raw = codec::read_body(body, self.max_message_bytes)
+            .await
+            .map_err(|e| as_refusal("bad_body", e))?;
+        let unary =
+            codec::decode_unary(protocol, &raw).map_err(|e| as_refusal("bad_encoding", e))?;
         let msg = match &unary {
-            Unary::Proto(b) => AddAutopilotSessionRequest::decode(b.clone())
-                .map_err(|e| as_refusal("malformed", Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}"))))?,
-            Unary::Json(obj) => serde_json::from_value(serde_json::Value::Object(obj.clone())).map_err(|e| {
-                as_refusal("malformed", Error::invalid(format!("malformed AddAutopilotSessionRequest JSON: {e}")))
+            Unary::Proto(b) => AddAutopilotSessionRequest::decode(b.clone()).map_err(|e| {
+                as_refusal(
+                    "malformed",
+                    Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}")),
+                )
             })?,
+            Unary::Json(obj) => serde_json::from_value(serde_json::Value::Object(obj.clone()))
+                .map_err(|e| {
+                    as_refusal(
+                        "malformed",
+                        Error::invalid(format!("malformed AddAutopilotSessionRequest JSON: {e}")),
+                    )
+                })?,
         };
 
         self.policy.check_request(&msg, self.clock.now())?;
-        let snapshot = self.catalogue.get().await.map_err(|e| as_refusal("catalogue_unavailable", e))?;
+        let snapshot = self
+            .catalogue
+            .get()
+            .await
+            .map_err(|e| as_refusal("catalogue_unavailable", e))?;
         let linked = if msg.linked_group_id.is_empty() {
             None
         } else {
-            Some(self.linked_session(&parts.headers, &msg.linked_group_id).await?)
+            Some(
+                self.linked_session(&parts.headers, &msg.linked_group_id)
+                    .await?,
+            )
         };
-        let decision = self.policy.decide(&msg, &snapshot.features, linked.as_ref())?;
+        let decision = self
+            .policy
+            .decide(&msg, &snapshot.features, linked.as_ref())?;
 
         let rewritten = match unary {
             Unary::Proto(b) => patch_proto(b, &msg, &decision)?.map(Unary::Proto),
@@ -121,11 +163,19 @@ impl AddSessionHandler {
             privacy_flags: decision.approved_flags,
             privacy: decision.privacy,
             linked_group_id: hex::encode(&msg.linked_group_id),
-            approved_at: self.clock.now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            approved_at: self
+                .clock
+                .now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
         };
-        self.store
-            .record_approval(&approval)
-            .map_err(|e| as_refusal("store", Error::Internal(format!("could not record the approval: {e}"))))?;
+        self.store.record_approval(&approval).map_err(|e| {
+            as_refusal(
+                "store",
+                Error::Internal(format!("could not record the approval: {e}")),
+            )
+        })?;
 
         let body = match rewritten {
             // Nothing to change: forward the caller's bytes as they came.
@@ -133,55 +183,63 @@ impl AddSessionHandler {
             Some(m) => codec::encode_unary(protocol, &m),
         };
         parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         Ok(Request::from_parts(parts, body::full(body)))
     }
 
     /// Asks litd, with the caller's credential, about the session a request links to.
-    async fn linked_session(&self, headers: &http::HeaderMap, group_id: &[u8]) -> Result<LinkedSession, Refusal> {
+    async fn linked_session(
+        &self,
+        headers: &http::HeaderMap,
+        group_id: &[u8],
+    ) -> Result<LinkedSession, Refusal> {
         let gid = hex::encode(group_id);
-        let mut req = http::Request::post(LIST_AUTOPILOT_SESSIONS)
-            .header(header::CONTENT_TYPE, "application/grpc")
-            .header(header::TE, "trailers")
-            .body(body::full(codec::frame(&ListAutopilotSessionsRequest {}.encode_to_vec())))
-            .map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
-        for (from, to) in [("macaroon", "macaroon"), ("grpc-metadata-macaroon", "macaroon"), ("authorization", "authorization")] {
+        let mut metadata = http::HeaderMap::new();
+        for (from, to) in [
+            ("macaroon", "macaroon"),
+            ("grpc-metadata-macaroon", "macaroon"),
+            ("authorization", "authorization"),
+        ] {
             if let Some(v) = headers.get(from) {
-                req.headers_mut().insert(to, v.clone());
+                metadata.insert(to, v.clone());
             }
         }
-        let resp = self.upstream.forward(req).await.map_err(|e| as_refusal("upstream", e))?;
-        let (parts, body) = resp.into_parts();
-        let collected = http_body_util::BodyExt::collect(body)
+        let list: ListAutopilotSessionsResponse = self
+            .upstream
+            .unary(
+                LIST_AUTOPILOT_SESSIONS,
+                &ListAutopilotSessionsRequest {},
+                metadata,
+            )
             .await
-            .map_err(|e| as_refusal("upstream", Error::Upstream { addr: self.upstream.addr().into(), reason: e.to_string() }))?;
-        let trailers = collected.trailers().cloned().unwrap_or_default();
-        let status = trailers.get("grpc-status").or_else(|| parts.headers.get("grpc-status"));
-        let code = status.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(Code::from);
-        if code != Some(Code::Ok) {
-            let message = trailers
-                .get("grpc-message")
-                .or_else(|| parts.headers.get("grpc-message"))
-                .and_then(|v| v.to_str().ok())
-                .map(|m| percent_encoding::percent_decode_str(m).decode_utf8_lossy().into_owned())
-                .unwrap_or_default();
-            return Err(as_refusal(
-                "linked_lookup_failed",
-                Error::client(
-                    code.unwrap_or(Code::Unknown),
-                    format!("linked_group_id: litd refused the lookup of session {gid}: {message}"),
+            .map_err(|e| match e {
+                Error::Client { code, message } => as_refusal(
+                    "linked_lookup_failed",
+                    Error::client(
+                        code,
+                        format!(
+                            "linked_group_id: litd refused the lookup of session {gid}: {message}"
+                        ),
+                    ),
                 ),
-            ));
-        }
-        let message = codec::unary_message(&collected.to_bytes()).map_err(|e| as_refusal("linked_lookup_failed", e))?;
-        let list = ListAutopilotSessionsResponse::decode(message).map_err(|e| {
-            as_refusal("linked_lookup_failed", Error::Upstream { addr: self.upstream.addr().into(), reason: e.to_string() })
-        })?;
-        let session = list.sessions.into_iter().find(|s| s.id == group_id).ok_or_else(|| Refusal {
-            reason: "linked_not_found",
-            error: Error::refused(format!("linked_group_id: litd has no autopilot session {gid}")),
-        })?;
-        Ok(LinkedSession { first_in_group: session.group_id == session.id, privacy_flags: session.privacy_flags })
+                other => as_refusal("upstream", other),
+            })?;
+        let session = list
+            .sessions
+            .into_iter()
+            .find(|s| s.id == group_id)
+            .ok_or_else(|| Refusal {
+                reason: "linked_not_found",
+                error: Error::refused(format!(
+                    "linked_group_id: litd has no autopilot session {gid}"
+                )),
+            })?;
+        Ok(LinkedSession {
+            first_in_group: session.group_id == session.id,
+            privacy_flags: session.privacy_flags,
+        })
     }
 }
 
@@ -190,8 +248,14 @@ fn as_refusal(reason: &'static str, error: Error) -> Refusal {
 }
 
 /// Appends the decision to the caller's protobuf bytes; `None` when nothing changes.
-fn patch_proto(orig: Bytes, msg: &AddAutopilotSessionRequest, d: &Decision) -> Result<Option<Bytes>, Refusal> {
-    let flags = d.write_flags.filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
+fn patch_proto(
+    orig: Bytes,
+    msg: &AddAutopilotSessionRequest,
+    d: &Decision,
+) -> Result<Option<Bytes>, Refusal> {
+    let flags = d
+        .write_flags
+        .filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
     if flags.is_none() && d.rate_limits.is_empty() {
         return Ok(None);
     }
@@ -200,15 +264,26 @@ fn patch_proto(orig: Bytes, msg: &AddAutopilotSessionRequest, d: &Decision) -> R
         // A map entry with the same key replaces the old one, so the new entry carries the
         // caller's FeatureConfig bytes with the rule appended (messages merge, and inside
         // RulesMap the `rate-limit` entry replaces any earlier one).
-        let originals = wire::map_values(&orig, 5)
-            .map_err(|e| as_refusal("malformed", Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}"))))?;
+        let originals = wire::map_values(&orig, 5).map_err(|e| {
+            as_refusal(
+                "malformed",
+                Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}")),
+            )
+        })?;
         for (feature, value) in &d.rate_limits {
-            let mut v = originals.get(feature).map(|b| b.to_vec()).unwrap_or_default();
+            let mut v = originals
+                .get(feature)
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
             let patch = FeatureConfig {
-                rules: Some(RulesMap { rules: HashMap::from([(RATE_LIMIT.to_string(), value.clone())]) }),
+                rules: Some(RulesMap {
+                    rules: HashMap::from([(RATE_LIMIT.to_string(), value.clone())]),
+                }),
                 config: Vec::new(),
             };
-            patch.encode(&mut v).map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
+            patch
+                .encode(&mut v)
+                .map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
             out.extend_from_slice(&wire::map_entry(5, feature, &v));
         }
     }
@@ -226,7 +301,9 @@ fn patch_json(
     d: &Decision,
 ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, Refusal> {
     use serde_json::Value;
-    let flags = d.write_flags.filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
+    let flags = d
+        .write_flags
+        .filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
     if flags.is_none() && d.rate_limits.is_empty() {
         return Ok(None);
     }
@@ -238,7 +315,8 @@ fn patch_json(
         obj.insert("privacy_flags_set".into(), Value::Bool(true));
     }
     for (feature, value) in &d.rate_limits {
-        let rule = serde_json::to_value(value).map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
+        let rule = serde_json::to_value(value)
+            .map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
         let features = object_at(&mut obj, "features");
         let fc = object_at(features, feature);
         let rules = object_at(fc, "rules");
@@ -253,7 +331,9 @@ fn object_at<'a>(
     obj: &'a mut serde_json::Map<String, serde_json::Value>,
     key: &str,
 ) -> &'a mut serde_json::Map<String, serde_json::Value> {
-    let slot = obj.entry(key.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+    let slot = obj
+        .entry(key.to_string())
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
     if !slot.is_object() {
         *slot = serde_json::Value::Object(Default::default());
     }

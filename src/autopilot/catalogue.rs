@@ -21,7 +21,7 @@ use super::client::Autopilot;
 use crate::{
     clock::SharedClock,
     error::Error,
-    proto::autopilotserverrpc::{Feature, ListFeaturesResponse},
+    proto::autopilotserverrpc::{Feature, ListFeaturesResponse, TermsResponse},
     store::{CatalogueRecord, Store},
 };
 
@@ -72,8 +72,16 @@ impl Catalogue {
         registry: &mut Registry,
     ) -> Arc<Self> {
         let metrics = CatalogueMetrics::default();
-        registry.register("litgate_catalogue_age_seconds", "Age of the feature catalogue in use", metrics.age_seconds.clone());
-        registry.register("litgate_catalogue_fetches", "Successful ListFeatures calls to the Autopilot server", metrics.fetches.clone());
+        registry.register(
+            "litgate_catalogue_age_seconds",
+            "Age of the feature catalogue in use",
+            metrics.age_seconds.clone(),
+        );
+        registry.register(
+            "litgate_catalogue_fetches",
+            "Successful ListFeatures calls to the Autopilot server",
+            metrics.fetches.clone(),
+        );
         registry.register(
             "litgate_catalogue_fetch_failures",
             "Failed ListFeatures calls to the Autopilot server",
@@ -123,6 +131,41 @@ impl Catalogue {
         }
     }
 
+    /// `Terms` for the relay: the stored answer while fresh, else the server's; while the
+    /// server is unreachable, the stored answer up to `max_stale`.
+    pub async fn terms(&self) -> Result<TermsResponse, Error> {
+        let stored = self.store.terms().ok().flatten().and_then(|rec| {
+            TermsResponse::decode(rec.response.as_slice())
+                .ok()
+                .map(|t| (rec.fetched_at, t))
+        });
+        if let Some((at, t)) = &stored {
+            if self.age(*at) < self.ttl {
+                return Ok(*t);
+            }
+        }
+        match self.client.terms().await {
+            Ok(t) => {
+                let rec = CatalogueRecord {
+                    fetched_at: self.clock.now(),
+                    response: t.encode_to_vec(),
+                };
+                if let Err(e) = self.store.put_terms(&rec) {
+                    tracing::warn!(error = %e, "could not store the Autopilot server's terms");
+                }
+                Ok(t)
+            }
+            Err(e) => match stored {
+                Some((at, t)) if self.age(at) <= self.max_stale => {
+                    self.metrics.stale_served.inc();
+                    tracing::warn!(error = %e, "Autopilot server unreachable; answering Terms from the store");
+                    Ok(t)
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
     /// Refreshes now (background task); errors are logged, the cached catalogue stays.
     pub async fn refresh(&self) {
         let _guard = self.refresh.lock().await;
@@ -143,7 +186,10 @@ impl Catalogue {
     }
 
     fn age(&self, fetched_at: SystemTime) -> Duration {
-        self.clock.now().duration_since(fetched_at).unwrap_or_default()
+        self.clock
+            .now()
+            .duration_since(fetched_at)
+            .unwrap_or_default()
     }
 
     fn fresh(&self) -> Option<Snapshot> {
@@ -151,7 +197,11 @@ impl Catalogue {
         let (at, features) = cur.as_ref()?;
         let age = self.age(*at);
         self.metrics.age_seconds.set(age.as_secs() as i64);
-        (age < self.ttl).then(|| Snapshot { fetched_at: *at, features: features.clone(), stale: false })
+        (age < self.ttl).then(|| Snapshot {
+            fetched_at: *at,
+            features: features.clone(),
+            stale: false,
+        })
     }
 
     async fn fetch(&self) -> Result<Snapshot, Error> {
@@ -164,14 +214,21 @@ impl Catalogue {
         };
         self.metrics.fetches.inc();
         let now = self.clock.now();
-        let rec = CatalogueRecord { fetched_at: now, response: resp.encode_to_vec() };
+        let rec = CatalogueRecord {
+            fetched_at: now,
+            response: resp.encode_to_vec(),
+        };
         if let Err(e) = self.store.put_catalogue(&rec) {
             tracing::warn!(error = %e, "could not store the feature catalogue");
         }
         let features = Arc::new(resp.features);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((now, features.clone()));
         self.metrics.age_seconds.set(0);
-        Ok(Snapshot { fetched_at: now, features, stale: false })
+        Ok(Snapshot {
+            fetched_at: now,
+            features,
+            stale: false,
+        })
     }
 
     fn stale_or(&self, err: Error) -> Result<Snapshot, Error> {
@@ -184,7 +241,11 @@ impl Catalogue {
                     error = %err,
                     "Autopilot server unreachable; using the stale feature catalogue"
                 );
-                Ok(Snapshot { fetched_at: *at, features: features.clone(), stale: true })
+                Ok(Snapshot {
+                    fetched_at: *at,
+                    features: features.clone(),
+                    stale: true,
+                })
             }
             Some((at, _)) => {
                 let reason = match err {

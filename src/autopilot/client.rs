@@ -10,7 +10,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::{
     config::AutopilotConfig,
     error::Error,
-    proto::autopilotserverrpc::{autopilot_client::AutopilotClient, ListFeaturesRequest, ListFeaturesResponse},
+    proto::autopilotserverrpc::{
+        autopilot_client::AutopilotClient, ListFeaturesRequest, ListFeaturesResponse, TermsRequest,
+        TermsResponse,
+    },
 };
 
 /// Why the client could not be built.
@@ -46,7 +49,10 @@ impl Autopilot {
     /// Builds the client; nothing is dialled until the first call.
     pub fn new(cfg: &AutopilotConfig) -> Result<Self, ClientError> {
         let addr = cfg.server.clone();
-        let bad = |reason: String| ClientError::Endpoint { addr: addr.clone(), reason };
+        let bad = |reason: String| ClientError::Endpoint {
+            addr: addr.clone(),
+            reason,
+        };
         let scheme = if cfg.plaintext { "http" } else { "https" };
         let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| bad(e.to_string()))?
@@ -56,18 +62,25 @@ impl Autopilot {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(false);
         if !cfg.plaintext {
-            let host = crate::config::host_port(&addr).map(|(h, _)| h.to_string()).unwrap_or_default();
+            let host = crate::config::host_port(&addr)
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_default();
             let mut tls = ClientTlsConfig::new().domain_name(host);
             tls = if cfg.tls_cert.as_os_str().is_empty() {
                 tls.with_native_roots()
             } else {
-                let pem = std::fs::read(&cfg.tls_cert)
-                    .map_err(|source| ClientError::Cert { path: cfg.tls_cert.display().to_string(), source })?;
+                let pem = std::fs::read(&cfg.tls_cert).map_err(|source| ClientError::Cert {
+                    path: cfg.tls_cert.display().to_string(),
+                    source,
+                })?;
                 tls.ca_certificate(Certificate::from_pem(pem))
             };
             ep = ep.tls_config(tls).map_err(|e| bad(e.to_string()))?;
         }
-        Ok(Autopilot { channel: ep.connect_lazy(), addr })
+        Ok(Autopilot {
+            channel: ep.connect_lazy(),
+            addr,
+        })
     }
 
     /// The configured server address (for messages).
@@ -80,21 +93,41 @@ impl Autopilot {
         AutopilotClient::new(self.channel.clone())
     }
 
+    /// `Terms`.
+    pub async fn terms(&self) -> Result<TermsResponse, Error> {
+        self.client()
+            .terms(TermsRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.unavailable(&s))
+    }
+
     /// `ListFeatures`.
     pub async fn list_features(&self) -> Result<ListFeaturesResponse, Error> {
-        self.client().list_features(ListFeaturesRequest {}).await.map(|r| r.into_inner()).map_err(|s| self.unavailable(&s))
+        self.client()
+            .list_features(ListFeaturesRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.unavailable(&s))
     }
 
     /// An UNAVAILABLE error naming the server, from a failed call.
     pub fn unavailable(&self, status: &tonic::Status) -> Error {
         let reason = match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown if status.message().contains("transport") => {
+            tonic::Code::Unavailable | tonic::Code::Unknown
+                if status.message().contains("transport") =>
+            {
                 format!("{} ({})", status.message(), describe_source(status))
             }
-            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => format!("no answer in time ({})", status.message()),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+                format!("no answer in time ({})", status.message())
+            }
             code => format!("{code:?}: {}", status.message()),
         };
-        Error::Autopilot { addr: self.addr.clone(), reason }
+        Error::Autopilot {
+            addr: self.addr.clone(),
+            reason,
+        }
     }
 }
 

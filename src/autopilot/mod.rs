@@ -7,6 +7,7 @@ pub mod add_session;
 pub mod catalogue;
 pub mod client;
 pub mod policy;
+pub mod relay;
 pub mod rules;
 
 pub use catalogue::{Catalogue, Snapshot};

@@ -32,7 +32,10 @@ pub struct Refusal {
 }
 
 fn refuse(reason: &'static str, code: Code, message: impl Into<String>) -> Refusal {
-    Refusal { reason, error: Error::client(code, message) }
+    Refusal {
+        reason,
+        error: Error::client(code, message),
+    }
 }
 
 fn invalid(reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -84,26 +87,47 @@ impl Policy {
             .iter()
             .filter_map(|n| PRIVACY_FLAG_NAMES.iter().position(|k| k == n))
             .fold(0u64, |m, bit| m | (1 << bit));
-        Policy { caps, privacy, deny_mask }
+        Policy {
+            caps,
+            privacy,
+            deny_mask,
+        }
     }
 
     /// Checks the parts that need neither the catalogue nor litd (cheap; run first so that a
     /// malformed request costs nothing else).
-    pub fn check_request(&self, req: &AddAutopilotSessionRequest, now: SystemTime) -> Result<(), Refusal> {
-        if req.session_rules.as_ref().is_some_and(|r| !r.rules.is_empty()) {
+    pub fn check_request(
+        &self,
+        req: &AddAutopilotSessionRequest,
+        now: SystemTime,
+    ) -> Result<(), Refusal> {
+        if req
+            .session_rules
+            .as_ref()
+            .is_some_and(|r| !r.rules.is_empty())
+        {
             return Err(invalid(
                 "session_rules",
                 "session_rules: litd ignores top-level session rules; put rules under features.<name>.rules",
             ));
         }
         if req.features.is_empty() {
-            return Err(invalid("no_features", "features: must include at least one feature"));
+            return Err(invalid(
+                "no_features",
+                "features: must include at least one feature",
+            ));
         }
-        let now_s = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now_s = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if req.expiry_timestamp_seconds <= now_s {
             return Err(invalid(
                 "expiry_past",
-                format!("expiry_timestamp_seconds: {} is not in the future", req.expiry_timestamp_seconds),
+                format!(
+                    "expiry_timestamp_seconds: {} is not in the future",
+                    req.expiry_timestamp_seconds
+                ),
             ));
         }
         let max = now_s.saturating_add(self.caps.max_expiry.as_secs());
@@ -125,13 +149,19 @@ impl Policy {
         }
         if req.privacy_flags_set {
             if let Some(bit) = rules::unknown_privacy_flag(req.privacy_flags) {
-                return Err(invalid("unknown_privacy_flag", format!("privacy_flags: unknown privacy flag bit {bit}")));
+                return Err(invalid(
+                    "unknown_privacy_flag",
+                    format!("privacy_flags: unknown privacy flag bit {bit}"),
+                ));
             }
         }
         if !req.linked_group_id.is_empty() && req.linked_group_id.len() != 4 {
             return Err(invalid(
                 "bad_group_id",
-                format!("linked_group_id: must be empty or exactly 4 bytes, got {}", req.linked_group_id.len()),
+                format!(
+                    "linked_group_id: must be empty or exactly 4 bytes, got {}",
+                    req.linked_group_id.len()
+                ),
             ));
         }
         if req.no_privacy_mapper && !self.privacy.allow_no_privacy_mapper {
@@ -252,7 +282,10 @@ impl Policy {
             if denied_bits != 0 {
                 return Err(denied(
                     "denied_flag",
-                    format!("privacy_flags: {} is forbidden by [privacy] deny_clear", rules::privacy_flags_text(denied_bits)),
+                    format!(
+                        "privacy_flags: {} is forbidden by [privacy] deny_clear",
+                        rules::privacy_flags_text(denied_bits)
+                    ),
                 ));
             }
             let extra = req.privacy_flags & !union;
@@ -301,10 +334,22 @@ impl Policy {
     }
 
     fn check_caps(&self, feature: &str, v: &RuleValue) -> Result<(), Refusal> {
-        let Some(Value::RateLimit(rl)) = &v.value else { return Ok(()) };
+        let Some(Value::RateLimit(rl)) = &v.value else {
+            return Ok(());
+        };
         for (class, rate, cap, key) in [
-            ("read", rl.read_limit, self.caps.rate_limit_read_max, "rate_limit_read_max"),
-            ("write", rl.write_limit, self.caps.rate_limit_write_max, "rate_limit_write_max"),
+            (
+                "read",
+                rl.read_limit,
+                self.caps.rate_limit_read_max,
+                "rate_limit_read_max",
+            ),
+            (
+                "write",
+                rl.write_limit,
+                self.caps.rate_limit_write_max,
+                "rate_limit_write_max",
+            ),
         ] {
             let rate = rate.unwrap_or_default();
             if per_hour(rate.iterations, rate.num_hours) > per_hour(cap.iterations, cap.num_hours) {
@@ -323,11 +368,18 @@ impl Policy {
 
     /// The server default with each class lowered to the operator's cap where it is above it.
     fn capped(&self, default: &RuleValue) -> RuleValue {
-        let Some(Value::RateLimit(rl)) = &default.value else { return default.clone() };
+        let Some(Value::RateLimit(rl)) = &default.value else {
+            return default.clone();
+        };
         let cap = |r: Option<Rate>, c: CapRate| {
             let r = r.unwrap_or_default();
-            if r.num_hours == 0 || per_hour(r.iterations, r.num_hours) > per_hour(c.iterations, c.num_hours) {
-                Rate { iterations: c.iterations, num_hours: c.num_hours }
+            if r.num_hours == 0
+                || per_hour(r.iterations, r.num_hours) > per_hour(c.iterations, c.num_hours)
+            {
+                Rate {
+                    iterations: c.iterations,
+                    num_hours: c.num_hours,
+                }
             } else {
                 r
             }
@@ -350,21 +402,39 @@ fn per_hour(iterations: u32, hours: u32) -> f64 {
 fn check_rule_value(feature: &str, rule: &str, value: &RuleValue) -> Result<(), Refusal> {
     let field = format!("features.{feature}.rules.{rule}");
     if !rules::is_known(rule) {
-        return Err(invalid("unknown_rule", format!("{field}: unknown rule {rule}, please upgrade")));
+        return Err(invalid(
+            "unknown_rule",
+            format!("{field}: unknown rule {rule}, please upgrade"),
+        ));
     }
     if let Some(Value::RateLimit(rl)) = &value.value {
-        for (class, r) in [("read_limit", rl.read_limit), ("write_limit", rl.write_limit)] {
+        for (class, r) in [
+            ("read_limit", rl.read_limit),
+            ("write_limit", rl.write_limit),
+        ] {
             match r {
-                None => return Err(invalid("bad_rate_limit", format!("{field}: {class} is missing"))),
+                None => {
+                    return Err(invalid(
+                        "bad_rate_limit",
+                        format!("{field}: {class} is missing"),
+                    ))
+                }
                 Some(r) if r.num_hours == 0 => {
-                    return Err(invalid("bad_rate_limit", format!("{field}: {class}.num_hours must be positive")))
+                    return Err(invalid(
+                        "bad_rate_limit",
+                        format!("{field}: {class}.num_hours must be positive"),
+                    ))
                 }
                 Some(_) => {}
             }
         }
     }
     rules::check_value(rule, value).map_err(|e| {
-        let reason = if e.contains("incorrect RuleValue type") { "wrong_rule_type" } else { "bad_rule_value" };
+        let reason = if e.contains("incorrect RuleValue type") {
+            "wrong_rule_type"
+        } else {
+            "bad_rule_value"
+        };
         invalid(reason, format!("{field}: {e}"))
     })
 }
@@ -374,7 +444,9 @@ fn parse_bound(feature: &str, rule: &str, which: &str, raw: &[u8]) -> Result<Rul
         refuse(
             "bad_catalogue",
             Code::Unavailable,
-            format!("the Autopilot server's {which} for {rule} of feature {feature} is unreadable: {e}"),
+            format!(
+                "the Autopilot server's {which} for {rule} of feature {feature} is unreadable: {e}"
+            ),
         )
     })
 }

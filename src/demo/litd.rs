@@ -129,7 +129,8 @@ impl std::fmt::Debug for Received {
 
 struct Inner {
     baker: MacaroonBaker,
-    autopilot: Option<AutopilotTarget>,
+    // Replaceable, so a test can point litd at litgate's relay once it listens.
+    autopilot: Mutex<Option<AutopilotTarget>>,
     sessions: Mutex<Vec<Session>>,
     received: Mutex<Vec<Received>>,
 }
@@ -169,7 +170,7 @@ impl DemoLitd {
         let macaroon = baker.bake_admin();
         let inner = Arc::new(Inner {
             baker,
-            autopilot: cfg.autopilot,
+            autopilot: Mutex::new(cfg.autopilot),
             sessions: Mutex::new(Vec::new()),
             received: Mutex::new(Vec::new()),
         });
@@ -261,6 +262,16 @@ impl DemoLitd {
     /// Adds a session row as is (tests: a given state, type or group).
     pub fn insert_session(&self, session: Session) {
         lock(&self.inner.sessions).push(session);
+    }
+
+    /// Points litd's autopilot client somewhere else (e.g. litgate's relay, once it listens),
+    /// as restarting litd with another `--autopilot.address` would.
+    pub fn set_autopilot(&self, target: Option<AutopilotTarget>) {
+        *self
+            .inner
+            .autopilot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = target;
     }
 
     /// Closes the listener and aborts every open connection; state is kept.
@@ -637,6 +648,13 @@ struct NewSession<'a> {
 }
 
 impl Inner {
+    fn autopilot_target(&self) -> Option<AutopilotTarget> {
+        self.autopilot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// A new session with a fresh key, id, pairing secret and mnemonic; the caller holds the
     /// sessions lock (ids must stay unique).
     fn new_session(sessions: &[Session], n: NewSession<'_>) -> Session {
@@ -777,7 +795,8 @@ impl Inner {
                 }
             }
         }
-        if let Some(target) = &self.autopilot {
+        let target = self.autopilot_target();
+        if let Some(target) = &target {
             // Best effort, errors only logged: as litd, for every session type.
             let req = aps::RevokeSessionRequest {
                 responder_pub_key: key.to_vec(),
@@ -1055,10 +1074,9 @@ impl Autopilot for Services {
         self.0.authorize(req.metadata(), "autopilot", "read")?;
         let target = self
             .0
-            .autopilot
-            .as_ref()
+            .autopilot_target()
             .ok_or_else(|| Status::unimplemented("autopilot is disabled"))?;
-        let features = list_server_features(target)
+        let features = list_server_features(&target)
             .await?
             .iter()
             .map(|(name, f)| Ok((name.clone(), convert_feature(f)?)))
@@ -1144,9 +1162,9 @@ async fn add_autopilot_session(
 
     // 5: the feature list, live.
     let target = inner
-        .autopilot
-        .as_ref()
+        .autopilot_target()
         .ok_or_else(|| Status::unimplemented("autopilot is disabled"))?;
+    let target = &target;
     let features = list_server_features(target).await?;
     let server_feature = |name: &str| {
         features.get(name).ok_or_else(|| {

@@ -49,11 +49,12 @@ addr = "127.0.0.1:0"
 [upstream]
 addr = "{litd}"
 tls_cert = "{cert}"
+macaroon = "{mac}"
 [autopilot]
 server = "{ap}"
 plaintext = true
 [autopilot.relay]
-addr = ""
+addr = "127.0.0.1:0"
 [store]
 data_dir = "{data}"
 [admin]
@@ -62,10 +63,16 @@ addr = "127.0.0.1:0"
         litd = litd.addr(),
         cert = litd_cert.display(),
         ap = autopilot.addr(),
+        mac = mac_hex.display(),
         data = dir.join("litgate").display(),
     );
     let config = Config::parse(&toml)?;
     let gate = app::start(&config).await?;
+    let relay = gate.relay_addr.ok_or("the demo runs the relay")?;
+    litd.set_autopilot(Some(AutopilotTarget {
+        addr: relay,
+        tls_cert_pem: None,
+    }));
     let gate_cert = gate.cert_path.clone().ok_or("demo runs TLS")?;
     let port = gate.public_addr.port();
 
@@ -92,7 +99,8 @@ addr = "127.0.0.1:0"
 litgate demo: everything below runs in this process, on loopback.
 
   litgate public face  https://{public}   (gRPC, grpc-web, REST; cert {gate_cert})
-  litgate admin        http://{admin}     (/live /ready /metrics)
+  litgate admin        http://{admin}     (/live /ready /metrics /registrations)
+  litgate relay        {relay}        (demo litd's --autopilot.address)
   demo litd            https://{litd}     (cert {litd_cert})
   demo Autopilot       {ap}        (plaintext gRPC)
   macaroon             {mac_hex} (hex)  {mac_bin} (binary, for litcli)
@@ -113,6 +121,12 @@ Try (in another terminal):
   # litcli
   litcli --rpcserver=127.0.0.1:{port} --tlscertpath={gate_cert} --macaroonpath={mac_bin} sessions list
 
+  # an autopilot session: policy on the public face, registration through the relay
+  curl --cacert {gate_cert} -H "Grpc-Metadata-Macaroon: $(cat {mac_hex})" \
+       -d '{{"label":"demo","expiry_timestamp_seconds":"{expiry}","mailbox_server_addr":"mailbox.terminal.lightning.today:443","features":{{"AutoFees":{{}}}}}}' \
+       https://127.0.0.1:{port}/v1/autopilot/sessions
+  cargo run --release -- registrations --admin {admin}
+
   # metrics
   curl http://{admin}/metrics
 
@@ -127,6 +141,11 @@ Ctrl-C stops the demo.
         mac_hex = mac_hex.display(),
         mac_bin = litd_mac_bin.display(),
         n = listed.sessions.len(),
+        relay = relay,
+        expiry = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() + 7 * 24 * 3600)
+            .unwrap_or(0),
     );
 
     let _ = tokio::signal::ctrl_c().await;

@@ -15,18 +15,29 @@ use crate::{body::Body, error::Error};
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(Error::client(
-            tonic::Code::ResourceExhausted,
-            format!("request body is larger than the {limit}-byte limit (listen.max_message_bytes)"),
-        )),
-        Err(e) => Err(Error::invalid(format!("could not read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Error::client(
+                tonic::Code::ResourceExhausted,
+                format!(
+                    "request body is larger than the {limit}-byte limit (listen.max_message_bytes)"
+                ),
+            ))
+        }
+        Err(e) => Err(Error::invalid(format!(
+            "could not read the request body: {e}"
+        ))),
     }
 }
 
 /// The single message of a unary gRPC / grpc-web request body (after grpc-web-text decoding).
 pub fn unary_message(body: &Bytes) -> Result<Bytes, Error> {
     if body.len() < 5 {
-        return Err(Error::invalid("malformed gRPC frame: shorter than the 5-byte header"));
+        return Err(Error::invalid(
+            "malformed gRPC frame: shorter than the 5-byte header",
+        ));
     }
     let flag = body[0];
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
@@ -37,7 +48,9 @@ pub fn unary_message(body: &Bytes) -> Result<Bytes, Error> {
         ));
     }
     if flag != 0 {
-        return Err(Error::invalid(format!("malformed gRPC frame: unknown flags {flag:#04x}")));
+        return Err(Error::invalid(format!(
+            "malformed gRPC frame: unknown flags {flag:#04x}"
+        )));
     }
     if body.len() < 5 + len {
         return Err(Error::invalid(format!(
@@ -62,7 +75,8 @@ pub fn frame(msg: &[u8]) -> Bytes {
 
 /// Decodes a grpc-web-text body: base64, possibly as several padded chunks.
 pub fn decode_web_text(body: &Bytes) -> Result<Bytes, Error> {
-    let text = std::str::from_utf8(body).map_err(|_| Error::invalid("grpc-web-text body is not base64 text"))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Error::invalid("grpc-web-text body is not base64 text"))?;
     let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
@@ -73,7 +87,9 @@ pub fn decode_web_text(body: &Bytes) -> Result<Bytes, Error> {
             Some(i) => rest[i..].find(|c| c != '=').map_or(rest.len(), |j| i + j),
             None => rest.len(),
         };
-        let chunk = b64.decode(&rest[..end]).map_err(|e| Error::invalid(format!("grpc-web-text body is not valid base64: {e}")))?;
+        let chunk = b64
+            .decode(&rest[..end])
+            .map_err(|e| Error::invalid(format!("grpc-web-text body is not valid base64: {e}")))?;
         out.extend_from_slice(&chunk);
         rest = &rest[end..];
     }
@@ -141,8 +157,14 @@ mod tests {
         assert!(e.to_string().contains("compressed"));
         let mut two = f.to_vec();
         two.extend_from_slice(&f);
-        assert!(unary_message(&Bytes::from(two)).unwrap_err().to_string().contains("more than one"));
-        assert!(unary_message(&f.slice(..7)).unwrap_err().to_string().contains("header says 5 bytes"));
+        assert!(unary_message(&Bytes::from(two))
+            .unwrap_err()
+            .to_string()
+            .contains("more than one"));
+        assert!(unary_message(&f.slice(..7))
+            .unwrap_err()
+            .to_string()
+            .contains("header says 5 bytes"));
     }
 
     #[test]

@@ -50,7 +50,11 @@ pub fn fields(msg: &Bytes) -> Result<Vec<Field>, WireError> {
                 return Err(WireError(format!("field {number} uses deprecated groups")))
             }
         }
-        out.push(Field { number, wire_type, payload });
+        out.push(Field {
+            number,
+            wire_type,
+            payload,
+        });
     }
     Ok(out)
 }
@@ -67,13 +71,17 @@ fn skip(buf: &mut Bytes, n: usize) -> Result<(), WireError> {
 /// occurs more than once, the last entry (as every decoder keeps).
 pub fn map_values(msg: &Bytes, number: u32) -> Result<HashMap<String, Bytes>, WireError> {
     let mut out = HashMap::new();
-    for f in fields(msg)?.into_iter().filter(|f| f.number == number && f.wire_type == WireType::LengthDelimited) {
+    for f in fields(msg)?
+        .into_iter()
+        .filter(|f| f.number == number && f.wire_type == WireType::LengthDelimited)
+    {
         let mut key = String::new();
         let mut value = Bytes::new();
         for e in fields(&f.payload)? {
             match (e.number, e.wire_type) {
                 (1, WireType::LengthDelimited) => {
-                    key = String::from_utf8(e.payload.to_vec()).map_err(|_| WireError("map key is not UTF-8".into()))?
+                    key = String::from_utf8(e.payload.to_vec())
+                        .map_err(|_| WireError("map key is not UTF-8".into()))?
                 }
                 (2, WireType::LengthDelimited) => value = e.payload,
                 _ => {}
@@ -110,9 +118,19 @@ mod tests {
     #[test]
     fn map_values_returns_the_last_entry_per_key() {
         let mut req = AddAutopilotSessionRequest::default();
-        req.features.insert("A".into(), FeatureConfig { rules: None, config: b"{\"x\":1}".to_vec() });
+        req.features.insert(
+            "A".into(),
+            FeatureConfig {
+                rules: None,
+                config: b"{\"x\":1}".to_vec(),
+            },
+        );
         let mut bytes = req.encode_to_vec();
-        let later = FeatureConfig { rules: None, config: b"{}".to_vec() }.encode_to_vec();
+        let later = FeatureConfig {
+            rules: None,
+            config: b"{}".to_vec(),
+        }
+        .encode_to_vec();
         bytes.extend(map_entry(5, "A", &later));
         let vals = map_values(&Bytes::from(bytes.clone()), 5).unwrap();
         assert_eq!(vals["A"], Bytes::from(later));

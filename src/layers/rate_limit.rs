@@ -134,7 +134,10 @@ impl Config {
             } else if let Some(first) = seen.insert(m.path.as_str(), i) {
                 err(
                     &format!("{key}.path"),
-                    format!("{:?} is already limited by rate_limit.method[{first}]", m.path),
+                    format!(
+                        "{:?} is already limited by rate_limit.method[{first}]",
+                        m.path
+                    ),
                 );
             }
             rate(err, &format!("{key}.limit"), m.limit);
@@ -173,12 +176,8 @@ enum Key {
     Peer(IpAddr),
 }
 
-type Keyed<C> = governor::RateLimiter<
-    Key,
-    DashMapStateStore<Key>,
-    C,
-    NoOpMiddleware<<C as Clock>::Instant>,
->;
+type Keyed<C> =
+    governor::RateLimiter<Key, DashMapStateStore<Key>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// One limit: its configured rate, its buckets (none when blocked) and its counters.
 struct Limit<C: Clock> {
@@ -240,7 +239,10 @@ struct Accepted(Arc<RwLock<Identities>>);
 
 impl Accepted {
     fn get(&self, id: &[u8]) -> Option<Bytes> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).get(id)
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
     }
 
     fn insert(&self, id: &[u8]) {
@@ -251,7 +253,11 @@ impl Accepted {
     }
 
     fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).set.len()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set
+            .len()
     }
 }
 
@@ -351,15 +357,20 @@ impl<C: Clock + Clone> Limiter<C> {
 
     /// Decides one request: `Ok` lets it through (counted against its limit), `Err` is the
     /// refusal to answer with. Reads only the method, the path and the [`Caller`] extension.
-    pub fn check(&self, method: &Method, path: &str, caller: Option<&Caller>) -> Result<Admitted, Error> {
+    pub fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        caller: Option<&Caller>,
+    ) -> Result<Admitted, Error> {
         if !self.enabled {
             return Ok(Admitted::default());
         }
         self.maybe_sweep();
-        let grpc = methods::grpc_method(method, path);
+        let (grpc, class) = methods::classify(method, path);
         let index = match grpc.and_then(|g| self.overrides.get(g)) {
             Some(&i) => i,
-            None => match methods::class(method, path) {
+            None => match class {
                 Class::Read => 0,
                 Class::Write => 1,
             },
@@ -456,7 +467,12 @@ impl<C: Clock + Clone> Limiter<C> {
         if now >= due
             && self
                 .next_sweep
-                .compare_exchange(due, now + self.sweep_every, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    due,
+                    now + self.sweep_every,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             self.sweep();
@@ -470,11 +486,15 @@ impl<C: Clock + Clone> Limiter<C> {
             .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         Key::Peer(match ip {
             IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_v4)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_v4))
+                    .unwrap_or(0);
                 IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
             }
             IpAddr::V6(v6) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix_v6)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_v6))
+                    .unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
             }
         })
@@ -601,14 +621,14 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let admitted =
-            match self
-                .limiter
-                .check(req.method(), req.uri().path(), req.extensions().get::<Caller>())
-            {
-                Ok(a) => a,
-                Err(e) => return Box::pin(std::future::ready(Err(e))),
-            };
+        let admitted = match self.limiter.check(
+            req.method(),
+            req.uri().path(),
+            req.extensions().get::<Caller>(),
+        ) {
+            Ok(a) => a,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let Some(id) = admitted.observe else {
             return Box::pin(self.inner.call(req));
         };
@@ -703,7 +723,9 @@ impl HttpBody for Observed {
             match &polled {
                 Poll::Ready(Some(Ok(frame))) => {
                     let verdict = match (&mut this.watch, frame.trailers_ref(), frame.data_ref()) {
-                        (Watch::Trailers, Some(t), _) => Some(t.get("grpc-status").is_some_and(|v| v.as_bytes() == b"0")),
+                        (Watch::Trailers, Some(t), _) => {
+                            Some(t.get("grpc-status").is_some_and(|v| v.as_bytes() == b"0"))
+                        }
                         (Watch::WebFrames(scan), _, Some(data)) => scan.feed(data.clone()),
                         _ => None,
                     };
@@ -865,7 +887,11 @@ mod tests {
         for _ in 0..3 {
             grpc(&l, GET_INFO, &c).unwrap();
         }
-        let Err(Error::RateLimited { message, retry_after }) = grpc(&l, GET_INFO, &c) else {
+        let Err(Error::RateLimited {
+            message,
+            retry_after,
+        }) = grpc(&l, GET_INFO, &c)
+        else {
             panic!("4th read admitted");
         };
         // One read every 20 minutes refills the bucket.
@@ -955,7 +981,10 @@ mod tests {
         else {
             panic!("REST twin escaped the override");
         };
-        assert!(message.contains("/litrpc.Autopilot/AddAutopilotSession limit 2 per 1h"), "{message}");
+        assert!(
+            message.contains("/litrpc.Autopilot/AddAutopilotSession limit 2 per 1h"),
+            "{message}"
+        );
         // Other writes still use the write limit.
         grpc(&l, ADD_INVOICE, &who).unwrap();
     }
@@ -994,7 +1023,10 @@ mod tests {
         let Err(Error::RateLimited { message, .. }) = grpc(&l, GET_INFO, &a) else {
             panic!("5th read on one identity admitted");
         };
-        assert!(message.ends_with("for this credential; retry after 900s"), "{message}");
+        assert!(
+            message.ends_with("for this credential; retry after 900s"),
+            "{message}"
+        );
         // The address bucket of `a` still has room (it paid only for the first call).
         assert_eq!(allowed_n(&l, GET_INFO, &caller("192.0.2.1:5000", None)), 3);
     }
@@ -1011,7 +1043,13 @@ mod tests {
                 caveats: Vec::new(),
                 signature: Bytes::from_static(&[0; 32]),
             };
-            if grpc(&l, GET_INFO, &caller("[2001:db8:1:2:3::9]:443", Some(&forged))).is_ok() {
+            if grpc(
+                &l,
+                GET_INFO,
+                &caller("[2001:db8:1:2:3::9]:443", Some(&forged)),
+            )
+            .is_ok()
+            {
                 admitted += 1;
             }
         }
@@ -1035,8 +1073,14 @@ mod tests {
         let c = caller("192.0.2.1:5000", Some(&forged));
         // litd answers SubServerStatus (whitelisted) and unknown methods without looking at
         // the macaroon: an OK there proves nothing.
-        assert!(grpc(&l, "/litrpc.Status/SubServerStatus", &c).unwrap().observe.is_none());
-        assert!(grpc(&l, "/litgatetest.Echo/Unary", &c).unwrap().observe.is_none());
+        assert!(grpc(&l, "/litrpc.Status/SubServerStatus", &c)
+            .unwrap()
+            .observe
+            .is_none());
+        assert!(grpc(&l, "/litgatetest.Echo/Unary", &c)
+            .unwrap()
+            .observe
+            .is_none());
         assert!(grpc(&l, GET_INFO, &c).unwrap().observe.is_some());
     }
 
@@ -1156,16 +1200,30 @@ mod tests {
         let mac = MacaroonBaker::new().bake_admin();
         let c = caller("192.0.2.1:1", Some(&mac));
 
-        let resp = svc.clone().oneshot(request(GET_INFO, "application/grpc", c.clone())).await.unwrap();
+        let resp = svc
+            .clone()
+            .oneshot(request(GET_INFO, "application/grpc", c.clone()))
+            .await
+            .unwrap();
         // Acceptance waits for the trailers.
         assert_eq!(l.identities(), 0);
         resp.into_body().collect().await.unwrap();
         assert_eq!(l.identities(), 1);
 
         // Now keyed by identity: two more reads, then refused without calling inner.
-        svc.clone().oneshot(request(GET_INFO, "application/grpc", c.clone())).await.unwrap();
-        svc.clone().oneshot(request(GET_INFO, "application/grpc", c.clone())).await.unwrap();
-        let err = svc.clone().oneshot(request(GET_INFO, "application/grpc", c)).await.unwrap_err();
+        svc.clone()
+            .oneshot(request(GET_INFO, "application/grpc", c.clone()))
+            .await
+            .unwrap();
+        svc.clone()
+            .oneshot(request(GET_INFO, "application/grpc", c.clone()))
+            .await
+            .unwrap();
+        let err = svc
+            .clone()
+            .oneshot(request(GET_INFO, "application/grpc", c))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
@@ -1179,10 +1237,13 @@ mod tests {
         // Trailers-only error: not accepted.
         let svc = RateLimitLayer::new(l.clone()).layer(tower::service_fn(|_req: Request| async {
             let mut r = Response::new(crate::body::empty());
-            r.headers_mut().insert("grpc-status", HeaderValue::from_static("2"));
+            r.headers_mut()
+                .insert("grpc-status", HeaderValue::from_static("2"));
             Ok::<_, Error>(r)
         }));
-        svc.oneshot(request(GET_INFO, "application/grpc", c.clone())).await.unwrap();
+        svc.oneshot(request(GET_INFO, "application/grpc", c.clone()))
+            .await
+            .unwrap();
         assert_eq!(l.identities(), 0);
 
         // grpc-web: a message frame, then a trailer frame split across chunks.
@@ -1197,7 +1258,10 @@ mod tests {
             let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
             Ok::<_, Error>(Response::new(crate::body::boxed(body)))
         }));
-        let resp = svc.oneshot(request(GET_INFO, "application/grpc-web+proto", c)).await.unwrap();
+        let resp = svc
+            .oneshot(request(GET_INFO, "application/grpc-web+proto", c))
+            .await
+            .unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 8 + 5 + 32, "body passes through unchanged");
         assert_eq!(l.identities(), 1);

@@ -2,11 +2,19 @@
 //! This is the only module that imports `sled`; everything else uses the typed methods below.
 //!
 //! Layout (schema version [`SCHEMA_VERSION`]): named trees
-//! - `meta`: `schema` → version (u32, big-endian);
-//! - `catalogue`: `features` → the Autopilot server's `ListFeaturesResponse` and when it was
-//!   fetched ([`CatalogueRecord`]);
+//! - `meta`: `schema` → version (u32, big-endian); `cache_salt` → 32 random bytes, the HKDF
+//!   salt of the session cache; `cache_generation` → u64 BE, bumped (durably) by every session
+//!   write so that older cache entries are invalid;
+//! - `catalogue`: `features` → the Autopilot server's `ListFeaturesResponse`, `terms` → its
+//!   `TermsResponse`, each with when it was fetched ([`CatalogueRecord`]);
 //! - `approvals`: approval id (u64 BE) → [`Approval`], the features and privacy flags that the
-//!   AddAutopilotSession policy approved, for the relay to hold `RegisterSession` to.
+//!   AddAutopilotSession policy approved, for the relay to hold `RegisterSession` to;
+//! - `ledger`: responder public key (33 bytes) → [`LedgerEntry`], every registration that went
+//!   through the relay;
+//! - `cache`: the session cache (`crate::cache`): lookup id (32 bytes, HKDF of the caller's
+//!   credential) ‖ route ‖ protocol ‖ variant digest → a sealed entry (clear header with
+//!   generation and freshness bounds, then a ChaCha20-Poly1305 ciphertext). Opaque here: the
+//!   store neither reads nor can read an entry.
 //!
 //! A directory that is corrupt, locked by another process, of an unknown schema, or not a
 //! litgate store is refused with a message saying which and what to do; it is never deleted
@@ -25,6 +33,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const CATALOGUE_KEY: &[u8] = b"features";
+const TERMS_KEY: &[u8] = b"terms";
+const CACHE_SALT_KEY: &[u8] = b"cache_salt";
+const CACHE_GENERATION_KEY: &[u8] = b"cache_generation";
 
 /// Why the store could not be opened or used. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +116,38 @@ pub struct Approval {
     pub approved_at: u64,
 }
 
+/// One registration that went through the relay. Holds public keys and metadata only: no
+/// pairing secret, no macaroon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// The session's local public key (hex): `responder_pub_key`.
+    pub responder_key: String,
+    /// The session id litd derives from the key (hex of bytes 1..5).
+    pub session_id: String,
+    /// The group id (hex): the first session's id for linked sessions, else `session_id`.
+    pub group_id: String,
+    /// Feature names, sorted.
+    pub features: Vec<String>,
+    /// The privacy flags registered.
+    pub privacy_flags: u64,
+    /// litd's version, `major.minor.patch`.
+    pub lit_version: String,
+    /// lnd's version, `major.minor.patch`.
+    pub lnd_version: String,
+    /// Unix seconds of the registration.
+    pub registered_at: u64,
+    /// The server's initiator key (hex).
+    pub initiator_key: String,
+    /// Unix seconds of the last ActivateSession, if any.
+    pub last_activation: Option<u64>,
+    /// `ok` or the server's error for the last ActivateSession.
+    pub last_activation_outcome: Option<String>,
+    /// Unix seconds when revoked at the server (by litd or by reconciliation).
+    pub revoked_at: Option<u64>,
+    /// Who revoked: `litd` or `reconciliation`.
+    pub revoked_by: Option<String>,
+}
+
 /// The open store. Cheap to clone (sled handles are reference counted).
 #[derive(Clone)]
 pub struct Store {
@@ -112,11 +155,15 @@ pub struct Store {
     db: sled::Db,
     catalogue: sled::Tree,
     approvals: sled::Tree,
+    ledger: sled::Tree,
+    cache: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,11 +177,17 @@ impl Store {
         let marker = path.join(MARKER_FILE);
         match std::fs::metadata(&path) {
             Ok(m) if !m.is_dir() => {
-                return Err(StoreError::Foreign { path, detail: "a file where the db directory should be".into() })
+                return Err(StoreError::Foreign {
+                    path,
+                    detail: "a file where the db directory should be".into(),
+                })
             }
             Ok(_) => {
                 let empty = std::fs::read_dir(&path)
-                    .map_err(|e| StoreError::Io { path: path.clone(), detail: e.to_string() })?
+                    .map_err(|e| StoreError::Io {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    })?
                     .next()
                     .is_none();
                 if empty {
@@ -142,9 +195,16 @@ impl Store {
                 } else {
                     match std::fs::read_to_string(&marker) {
                         Ok(text) => {
-                            let found = text.trim().strip_prefix(MARKER_PREFIX).map(str::trim).unwrap_or("(unreadable)");
+                            let found = text
+                                .trim()
+                                .strip_prefix(MARKER_PREFIX)
+                                .map(str::trim)
+                                .unwrap_or("(unreadable)");
                             if found != SCHEMA_VERSION.to_string() {
-                                return Err(StoreError::UnknownSchema { path, found: found.to_string() });
+                                return Err(StoreError::UnknownSchema {
+                                    path,
+                                    found: found.to_string(),
+                                });
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -153,23 +213,41 @@ impl Store {
                                 detail: format!("it has files but no {MARKER_FILE} marker"),
                             })
                         }
-                        Err(e) => return Err(StoreError::Io { path, detail: e.to_string() }),
+                        Err(e) => {
+                            return Err(StoreError::Io {
+                                path,
+                                detail: e.to_string(),
+                            })
+                        }
                     }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&path).map_err(|e| StoreError::Io { path: path.clone(), detail: e.to_string() })?;
+                std::fs::create_dir_all(&path).map_err(|e| StoreError::Io {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
                 write_marker(&path, &marker)?;
             }
-            Err(e) => return Err(StoreError::Io { path, detail: e.to_string() }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path,
+                    detail: e.to_string(),
+                })
+            }
         }
-        let db = sled::Config::new().path(&path).open().map_err(|e| classify(&path, e))?;
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| classify(&path, e))?;
         let meta = db.open_tree("meta").map_err(|e| classify(&path, e))?;
         match meta.get(SCHEMA_KEY).map_err(|e| classify(&path, e))? {
             Some(v) => {
                 let found = <[u8; 4]>::try_from(v.as_ref()).ok().map(u32::from_be_bytes);
                 if found != Some(SCHEMA_VERSION) {
-                    let found = found.map(|v| v.to_string()).unwrap_or_else(|| "(unreadable)".into());
+                    let found = found
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "(unreadable)".into());
                     return Err(StoreError::UnknownSchema { path, found });
                 }
             }
@@ -182,15 +260,28 @@ impl Store {
                     .filter(|n| n.as_ref() != b"__sled__default" && n.as_ref() != b"meta")
                     .collect();
                 if !others.is_empty() || !db.is_empty() {
-                    return Err(StoreError::UnknownSchema { path, found: "none (not written by litgate)".into() });
+                    return Err(StoreError::UnknownSchema {
+                        path,
+                        found: "none (not written by litgate)".into(),
+                    });
                 }
-                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes()).map_err(|e| classify(&path, e))?;
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                    .map_err(|e| classify(&path, e))?;
                 meta.flush().map_err(|e| classify(&path, e))?;
             }
         }
         let catalogue = db.open_tree("catalogue").map_err(|e| classify(&path, e))?;
         let approvals = db.open_tree("approvals").map_err(|e| classify(&path, e))?;
-        Ok(Store { path, db, catalogue, approvals })
+        let ledger = db.open_tree("ledger").map_err(|e| classify(&path, e))?;
+        let cache = db.open_tree("cache").map_err(|e| classify(&path, e))?;
+        Ok(Store {
+            path,
+            db,
+            catalogue,
+            approvals,
+            ledger,
+            cache,
+        })
     }
 
     /// The database directory.
@@ -200,30 +291,62 @@ impl Store {
 
     /// The stored catalogue, if any. An unreadable record counts as none.
     pub fn catalogue(&self) -> Result<Option<CatalogueRecord>, StoreError> {
-        let Some(v) = self.catalogue.get(CATALOGUE_KEY).map_err(|e| self.err(e))? else { return Ok(None) };
+        self.timed(CATALOGUE_KEY)
+    }
+
+    /// Replaces the stored catalogue.
+    pub fn put_catalogue(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
+        self.put_timed(CATALOGUE_KEY, rec)
+    }
+
+    /// The stored `TermsResponse`, if any.
+    pub fn terms(&self) -> Result<Option<CatalogueRecord>, StoreError> {
+        self.timed(TERMS_KEY)
+    }
+
+    /// Replaces the stored `TermsResponse`.
+    pub fn put_terms(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
+        self.put_timed(TERMS_KEY, rec)
+    }
+
+    fn timed(&self, key: &[u8]) -> Result<Option<CatalogueRecord>, StoreError> {
+        let Some(v) = self.catalogue.get(key).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
         if v.len() < 8 {
             return Ok(None);
         }
         let (at, response) = v.split_at(8);
         let secs = u64::from_be_bytes(<[u8; 8]>::try_from(at).unwrap_or_default());
-        Ok(Some(CatalogueRecord { fetched_at: UNIX_EPOCH + Duration::from_secs(secs), response: response.to_vec() }))
+        Ok(Some(CatalogueRecord {
+            fetched_at: UNIX_EPOCH + Duration::from_secs(secs),
+            response: response.to_vec(),
+        }))
     }
 
-    /// Replaces the stored catalogue.
-    pub fn put_catalogue(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
-        let secs = rec.fetched_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    fn put_timed(&self, key: &[u8], rec: &CatalogueRecord) -> Result<(), StoreError> {
+        let secs = rec
+            .fetched_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let mut v = Vec::with_capacity(8 + rec.response.len());
         v.extend_from_slice(&secs.to_be_bytes());
         v.extend_from_slice(&rec.response);
-        self.catalogue.insert(CATALOGUE_KEY, v).map_err(|e| self.err(e))?;
+        self.catalogue.insert(key, v).map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Records an approval; returns its id.
     pub fn record_approval(&self, a: &Approval) -> Result<u64, StoreError> {
         let id = self.db.generate_id().map_err(|e| self.err(e))?;
-        let v = serde_json::to_vec(a).map_err(|e| StoreError::Io { path: self.path.clone(), detail: e.to_string() })?;
-        self.approvals.insert(id.to_be_bytes(), v).map_err(|e| self.err(e))?;
+        let v = serde_json::to_vec(a).map_err(|e| StoreError::Io {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
+        self.approvals
+            .insert(id.to_be_bytes(), v)
+            .map_err(|e| self.err(e))?;
         Ok(id)
     }
 
@@ -232,9 +355,51 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.approvals.iter() {
             let (k, v) = kv.map_err(|e| self.err(e))?;
-            let Ok(id) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) else { continue };
+            let Ok(id) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) else {
+                continue;
+            };
             if let Ok(a) = serde_json::from_slice(&v) {
                 out.push((id, a));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an approval (consumed by a registration, or expired).
+    pub fn remove_approval(&self, id: u64) -> Result<(), StoreError> {
+        self.approvals
+            .remove(id.to_be_bytes())
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The ledger entry for a responder key.
+    pub fn ledger_get(&self, responder_key: &[u8]) -> Result<Option<LedgerEntry>, StoreError> {
+        let Some(v) = self.ledger.get(responder_key).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&v).ok())
+    }
+
+    /// Writes a ledger entry, durably (the ledger must survive a crash right after).
+    pub fn ledger_put(&self, responder_key: &[u8], entry: &LedgerEntry) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(entry).map_err(|e| StoreError::Io {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
+        self.ledger
+            .insert(responder_key, v)
+            .map_err(|e| self.err(e))?;
+        self.ledger.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Every ledger entry, by responder key.
+    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.ledger.iter() {
+            let (_, v) = kv.map_err(|e| self.err(e))?;
+            if let Ok(e) = serde_json::from_slice(&v) {
+                out.push(e);
             }
         }
         Ok(out)
@@ -247,7 +412,130 @@ impl Store {
 
     /// A cheap liveness check for `/ready`: a read of the schema key.
     pub fn check(&self) -> Result<(), StoreError> {
-        self.db.open_tree("meta").and_then(|m| m.get(SCHEMA_KEY)).map(|_| ()).map_err(|e| self.err(e))
+        self.db
+            .open_tree("meta")
+            .and_then(|m| m.get(SCHEMA_KEY))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The session cache's HKDF salt: 32 random bytes kept in `meta`, created on first use.
+    pub fn cache_salt(&self) -> Result<[u8; 32], StoreError> {
+        let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
+        if let Some(v) = meta.get(CACHE_SALT_KEY).map_err(|e| self.err(e))? {
+            if let Ok(salt) = <[u8; 32]>::try_from(v.as_ref()) {
+                return Ok(salt);
+            }
+        }
+        let mut salt = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut salt);
+        meta.insert(CACHE_SALT_KEY, &salt)
+            .map_err(|e| self.err(e))?;
+        meta.flush().map_err(|e| self.err(e))?;
+        Ok(salt)
+    }
+
+    /// The session cache's generation (0 when never bumped).
+    pub fn cache_generation(&self) -> Result<u64, StoreError> {
+        let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
+        let v = meta.get(CACHE_GENERATION_KEY).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Moves the session cache's generation on and flushes it to disk before returning, so no
+    /// crash can bring back an entry written before the bump; returns the new generation.
+    pub fn bump_cache_generation(&self) -> Result<u64, StoreError> {
+        let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
+        let next = meta
+            .update_and_fetch(CACHE_GENERATION_KEY, |old| {
+                let n = old
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some(n.wrapping_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(|e| self.err(e))?;
+        meta.flush().map_err(|e| self.err(e))?;
+        Ok(next
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// A session-cache entry.
+    pub fn cache_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .cache
+            .get(key)
+            .map_err(|e| self.err(e))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Writes a session-cache entry; returns the size (key + value) of the one it replaced.
+    pub fn cache_put(&self, key: &[u8], value: &[u8]) -> Result<Option<usize>, StoreError> {
+        let old = self.cache.insert(key, value).map_err(|e| self.err(e))?;
+        Ok(old.map(|v| key.len() + v.len()))
+    }
+
+    /// Removes a session-cache entry; returns its size (key + value) if there was one.
+    pub fn cache_remove(&self, key: &[u8]) -> Result<Option<usize>, StoreError> {
+        let old = self.cache.remove(key).map_err(|e| self.err(e))?;
+        Ok(old.map(|v| key.len() + v.len()))
+    }
+
+    /// Removes every session-cache entry whose key starts with `prefix`; returns how many and
+    /// their total size.
+    pub fn cache_remove_prefix(&self, prefix: &[u8]) -> Result<(usize, usize), StoreError> {
+        let mut keys = Vec::new();
+        for kv in self.cache.scan_prefix(prefix) {
+            keys.push(kv.map_err(|e| self.err(e))?.0);
+        }
+        self.cache_remove_keys(keys)
+    }
+
+    /// Removes every session-cache entry for which `keep(key, value)` is false; returns how many
+    /// and their total size.
+    pub fn cache_retain(
+        &self,
+        mut keep: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(usize, usize), StoreError> {
+        let mut keys = Vec::new();
+        for kv in self.cache.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            if !keep(&k, &v) {
+                keys.push(k);
+            }
+        }
+        self.cache_remove_keys(keys)
+    }
+
+    fn cache_remove_keys(&self, keys: Vec<sled::IVec>) -> Result<(usize, usize), StoreError> {
+        let (mut n, mut bytes) = (0, 0);
+        for k in keys {
+            if let Some(size) = self.cache_remove(&k)? {
+                n += 1;
+                bytes += size;
+            }
+        }
+        Ok((n, bytes))
+    }
+
+    /// Removes every session-cache entry (not atomic: the generation is what invalidates).
+    pub fn cache_clear(&self) -> Result<(), StoreError> {
+        self.cache.clear().map_err(|e| self.err(e))
+    }
+
+    /// How many session-cache entries there are and their total size (key + value), by a scan.
+    pub fn cache_usage(&self) -> Result<(usize, usize), StoreError> {
+        let (mut n, mut bytes) = (0, 0);
+        for kv in self.cache.iter() {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            n += 1;
+            bytes += k.len() + v.len();
+        }
+        Ok((n, bytes))
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -259,18 +547,32 @@ const MARKER_FILE: &str = "LITGATE_STORE";
 const MARKER_PREFIX: &str = "litgate store schema";
 
 fn write_marker(path: &Path, marker: &Path) -> Result<(), StoreError> {
-    std::fs::write(marker, format!("{MARKER_PREFIX} {SCHEMA_VERSION}\n"))
-        .map_err(|e| StoreError::Io { path: path.to_path_buf(), detail: e.to_string() })
+    std::fs::write(marker, format!("{MARKER_PREFIX} {SCHEMA_VERSION}\n")).map_err(|e| {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }
+    })
 }
 
 fn classify(path: &Path, e: sled::Error) -> StoreError {
     let path = path.to_path_buf();
     match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::Locked { path },
-        sled::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock => StoreError::Locked { path },
-        sled::Error::Corruption { .. } => StoreError::Corrupt { path, detail: e.to_string() },
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked { path }
+        }
+        sled::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock => {
+            StoreError::Locked { path }
+        }
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            path,
+            detail: e.to_string(),
+        },
         sled::Error::Unsupported(s) => StoreError::Corrupt { path, detail: s },
-        other => StoreError::Io { path, detail: other.to_string() },
+        other => StoreError::Io {
+            path,
+            detail: other.to_string(),
+        },
     }
 }
 
@@ -283,7 +585,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            let rec = CatalogueRecord { fetched_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000), response: vec![1, 2, 3] };
+            let rec = CatalogueRecord {
+                fetched_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+                response: vec![1, 2, 3],
+            };
             s.put_catalogue(&rec).unwrap();
             let a = Approval {
                 features: vec!["AutoFees".into()],
@@ -313,18 +618,35 @@ mod tests {
     fn unknown_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
-        std::fs::write(dir.path().join("db").join(MARKER_FILE), "litgate store schema 99\n").unwrap();
+        std::fs::write(
+            dir.path().join("db").join(MARKER_FILE),
+            "litgate store schema 99\n",
+        )
+        .unwrap();
         let err = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::UnknownSchema { ref found, .. } if found == "99"), "{err}");
+        assert!(
+            matches!(err, StoreError::UnknownSchema { ref found, .. } if found == "99"),
+            "{err}"
+        );
         // The meta tree is checked too.
-        std::fs::write(dir.path().join("db").join(MARKER_FILE), "litgate store schema 1\n").unwrap();
+        std::fs::write(
+            dir.path().join("db").join(MARKER_FILE),
+            "litgate store schema 1\n",
+        )
+        .unwrap();
         {
             let db = sled::open(dir.path().join("db")).unwrap();
-            db.open_tree("meta").unwrap().insert(SCHEMA_KEY, &7u32.to_be_bytes()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(SCHEMA_KEY, &7u32.to_be_bytes())
+                .unwrap();
             db.flush().unwrap();
         }
         let err = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::UnknownSchema { ref found, .. } if found == "7"), "{err}");
+        assert!(
+            matches!(err, StoreError::UnknownSchema { ref found, .. } if found == "7"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -343,9 +665,16 @@ mod tests {
     fn corrupt_store_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::open(dir.path()).unwrap());
-        std::fs::write(dir.path().join("db/conf"), b"garbage that is not sled's config").unwrap();
+        std::fs::write(
+            dir.path().join("db/conf"),
+            b"garbage that is not sled's config",
+        )
+        .unwrap();
         let err = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Io { .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Corrupt { .. } | StoreError::Io { .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -355,7 +684,10 @@ mod tests {
         std::fs::write(dir.path().join("db/notes.txt"), b"mine").unwrap();
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("db")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("db"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["notes.txt"]);
     }
 }

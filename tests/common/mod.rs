@@ -39,7 +39,13 @@ pub struct Env {
 
 /// The TOML that points litgate at `litd` and the Autopilot server at `autopilot`, with
 /// `autopilot_keys` added under `[autopilot]` and `extra` appended (whole extra tables).
-pub fn config_toml_with(dir: &Path, litd: &DemoLitd, autopilot: SocketAddr, autopilot_keys: &str, extra: &str) -> String {
+pub fn config_toml_with(
+    dir: &Path,
+    litd: &DemoLitd,
+    autopilot: SocketAddr,
+    autopilot_keys: &str,
+    extra: &str,
+) -> String {
     config_toml(dir, litd, &format!("[autopilot]\nserver = \"{autopilot}\"\nplaintext = true\ntimeout = \"2s\"\n{autopilot_keys}\n{extra}"))
 }
 
@@ -86,18 +92,128 @@ impl Env {
         Self::start_opts("", extra).await
     }
 
+    /// A fake Autopilot server, litgate with its relay on, and a fake litd whose autopilot
+    /// client goes through the relay (litd's `--autopilot.address` = the relay); litgate has
+    /// its own macaroon for reconciliation.
+    pub async fn start_relay(extra: &str) -> Env {
+        Self::start_relay_opts("", extra, true).await
+    }
+
+    /// Same, choosing the relay keys and whether litgate gets a macaroon.
+    pub async fn start_relay_opts(relay_keys: &str, extra: &str, with_macaroon: bool) -> Env {
+        let autopilot =
+            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
+        let litd = DemoLitd::start(DemoLitdConfig {
+            tls: true,
+            ..Default::default()
+        })
+        .expect("demo litd starts");
+        let dir = tempfile::tempdir().unwrap();
+        let mac = dir.path().join("litgate.macaroon");
+        std::fs::write(&mac, litd.macaroon_hex()).unwrap();
+        let mut toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", extra).replace(
+            "[autopilot.relay]\naddr = \"\"",
+            &format!("[autopilot.relay]\naddr = \"127.0.0.1:0\"\n{relay_keys}"),
+        );
+        if with_macaroon {
+            toml = toml.replace(
+                "connect_timeout = \"1s\"",
+                &format!("connect_timeout = \"1s\"\nmacaroon = \"{}\"", mac.display()),
+            );
+        }
+        let config =
+            Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+        let clock = ManualClock::new();
+        let gate = app::start_with_clock(&config, std::sync::Arc::new(clock.clone()))
+            .await
+            .expect("litgate starts");
+        let relay = gate.relay_addr.expect("relay on");
+        litd.set_autopilot(Some(litgate::demo::AutopilotTarget {
+            addr: relay,
+            tls_cert_pem: None,
+        }));
+        let gate_cert = std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
+        Env {
+            litd,
+            autopilot,
+            gate,
+            dir,
+            gate_cert,
+            config,
+            clock,
+        }
+    }
+
+    /// Stops litgate and starts it again on the same config and data directory. sled's lock
+    /// goes with the last handle of the old process's store, so the start is retried (bounded).
+    pub async fn restart_gate(self) -> Env {
+        let Env {
+            litd,
+            autopilot,
+            gate,
+            dir,
+            config,
+            clock,
+            ..
+        } = self;
+        gate.shutdown().await;
+        let mut last = None;
+        for _ in 0..100 {
+            match app::start_with_clock(&config, std::sync::Arc::new(clock.clone())).await {
+                Ok(gate) => {
+                    if let Some(relay) = gate.relay_addr {
+                        litd.set_autopilot(Some(litgate::demo::AutopilotTarget {
+                            addr: relay,
+                            tls_cert_pem: None,
+                        }));
+                    }
+                    let gate_cert =
+                        std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
+                    return Env {
+                        litd,
+                        autopilot,
+                        gate,
+                        dir,
+                        gate_cert,
+                        config,
+                        clock,
+                    };
+                }
+                Err(e) => last = Some(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("litgate did not restart: {last:?}");
+    }
+
     /// Same, with keys for `[autopilot]` and extra TOML tables.
     pub async fn start_opts(autopilot_keys: &str, extra: &str) -> Env {
-        let autopilot = DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
-        let litd = DemoLitd::start(DemoLitdConfig { tls: true, autopilot: Some(autopilot.target()), ..Default::default() })
-            .expect("demo litd starts");
+        let autopilot =
+            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
+        let litd = DemoLitd::start(DemoLitdConfig {
+            tls: true,
+            autopilot: Some(autopilot.target()),
+            ..Default::default()
+        })
+        .expect("demo litd starts");
         let dir = tempfile::tempdir().unwrap();
         let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), autopilot_keys, extra);
-        let config = Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+        let config =
+            Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
         let clock = ManualClock::new();
-        let gate = app::start_with_clock(&config, std::sync::Arc::new(clock.clone())).await.expect("litgate starts");
+        let gate = app::start_with_clock(&config, std::sync::Arc::new(clock.clone()))
+            .await
+            .expect("litgate starts");
         let gate_cert = std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
-        Env { litd, autopilot, gate, dir, gate_cert, config, clock }
+        Env {
+            litd,
+            autopilot,
+            gate,
+            dir,
+            gate_cert,
+            config,
+            clock,
+        }
     }
 
     pub fn gate_uri(&self, path: &str) -> String {
@@ -167,7 +283,9 @@ pub fn h2_client(cert_pem: &[u8]) -> HttpClient {
         .https_or_http()
         .enable_http2()
         .build();
-    Client::builder(TokioExecutor::new()).http2_only(true).build(https)
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(https)
 }
 
 /// An HTTP/1.1-only client trusting `cert_pem` (REST and the Terminal UI's grpc-web).
@@ -204,20 +322,33 @@ impl Collected {
             .as_ref()
             .and_then(|t| t.get("grpc-message"))
             .or_else(|| self.headers.get("grpc-message"))
-            .map(|v| percent_encoding::percent_decode_str(v.to_str().unwrap()).decode_utf8_lossy().into_owned())
+            .map(|v| {
+                percent_encoding::percent_decode_str(v.to_str().unwrap())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
 pub async fn send(client: &HttpClient, req: http::Request<Full<Bytes>>) -> Collected {
-    let resp = client.request(req).await.expect("request reaches the server");
+    let resp = client
+        .request(req)
+        .await
+        .expect("request reaches the server");
     let (parts, body) = resp.into_parts();
     let collected = body.collect().await.expect("body completes");
     let trailers = collected.trailers().cloned();
-    Collected { status: parts.status, headers: parts.headers, body: collected.to_bytes(), trailers }
+    Collected {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    }
 }
 
 /// One gRPC length-prefixed message.
@@ -244,7 +375,9 @@ pub fn frames(mut body: Bytes) -> Vec<(u8, Bytes)> {
 
 /// A gRPC request (h2) for `path` with `body` and optional macaroon.
 pub fn grpc_request(uri: &str, body: Bytes, macaroon: Option<&str>) -> http::Request<Full<Bytes>> {
-    let mut b = http::Request::post(uri).header("content-type", "application/grpc").header("te", "trailers");
+    let mut b = http::Request::post(uri)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
     if let Some(m) = macaroon {
         b = b.header("macaroon", m);
     }
@@ -268,8 +401,12 @@ where
 
 /// A plain HTTP/1.1 GET (admin endpoints).
 pub async fn admin_get(uri: &str) -> (u16, String) {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let resp = client.get(uri.parse().unwrap()).await.expect("admin answers");
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let resp = client
+        .get(uri.parse().unwrap())
+        .await
+        .expect("admin answers");
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -289,4 +426,3 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
-

@@ -1,0 +1,1138 @@
+//! The session cache (`design.md` §6): answers `ListSessions` and `ListAutopilotSessions`, in
+//! gRPC, grpc-web, grpc-web-text and REST, from sled when litd already gave the same caller the
+//! same answer, and invalidates everything on every session write that goes through litgate.
+//! Owns `[cache]`. Sits in the router, after identity and the rate limiter: the router hands it
+//! the two list routes, and wraps the four write routes (AddSession, RevokeSession,
+//! AddAutopilotSession, RevokeAutopilotSession) with [`Cache::after_write`].
+//!
+//! Those answers carry every session's pairing secret, so this is a security boundary first:
+//!
+//! - **Key**: an HKDF-SHA256 id of the caller's *full* credential (so an attenuated copy, which
+//!   shares the macaroon identifier, is another caller here) ‖ route ‖ protocol ‖ a digest of the
+//!   request headers that shape the answer's bytes (content type, accept, accept encodings). No
+//!   credential, or a request that is not the canonical empty list request, bypasses the cache.
+//!   Only answers litd gave with OK (grpc-status 0, HTTP 200) are stored, so a hit goes only to
+//!   a credential litd accepted for exactly that entry.
+//! - **Value**: the answer as bytes (status, content type and encoding headers, body, trailers),
+//!   sealed with ChaCha20-Poly1305 under a key derived from the credential ([`crypto`]), with a
+//!   random nonce and the key plus the clear header as associated data. The sled file alone gives
+//!   neither the way to find an entry nor to read it; an entry that does not open is a miss
+//!   (counted), never an error. A hit decrypts and replays bytes: no protobuf work.
+//! - **Freshness**: `ttl`, the earliest expiry of any created/in-use session in the answer
+//!   (decoded once, when stored), and the credential's `time-before` caveat. A session write
+//!   through litgate bumps a generation persisted (and flushed) in the store: every entry of an
+//!   older generation is invalid, including one a concurrent miss was about to write.
+//! - **Single flight**: concurrent misses for one key share one upstream call, made by a spawned
+//!   task so that a caller hanging up does not cancel it for the others.
+//! - **Stale**: when litd cannot be reached, an entry up to `max_stale` past its freshness (never
+//!   past the credential's `time-before`) is served with `litgate-cache: stale`. A non-OK answer
+//!   from litd to a list call drops every entry of that credential, so nothing stale is served
+//!   to a credential litd has refused.
+//!
+//! It must never log, count or return a credential, a derived key or a cached body.
+
+pub mod crypto;
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use self::crypto::{CredentialKeys, ID_LEN};
+use crate::{
+    body::{self, Request, Response},
+    clock::SharedClock,
+    error::Error,
+    grpc::{codec, Protocol},
+    layers::identity::Caller,
+    router::Route,
+    store::{Store, StoreError},
+};
+
+/// Response header (gRPC: initial metadata) marking an answer served stale while litd was down.
+pub const STALE_HEADER: &str = "litgate-cache";
+/// The value of [`STALE_HEADER`].
+pub const STALE_VALUE: &str = "stale";
+
+/// A list request is a few bytes; anything near this is not one worth caching or reading.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Entry layout version (first byte of every stored value).
+const ENTRY_VERSION: u8 = 1;
+/// version (1) ‖ generation (8) ‖ fresh_until ms (8) ‖ hard_until ms (8).
+const HEADER_LEN: usize = 25;
+/// The answer headers worth replaying; everything else (dates, CORS for one origin, lengths)
+/// is either recomputed by hyper or not the same for every caller of the key.
+const KEPT_HEADERS: [&str; 3] = ["content-type", "grpc-encoding", "grpc-accept-encoding"];
+
+/// `[cache]`: the session-list cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Whether the cache is on; off, the router passes the list calls through untouched.
+    pub enabled: bool,
+    /// How long an answer is fresh (bounded further by session expiry and `time-before`).
+    #[serde(with = "crate::config::duration")]
+    pub ttl: Duration,
+    /// How long past its freshness an answer may be served, marked stale, while litd is
+    /// unreachable.
+    #[serde(with = "crate::config::duration")]
+    pub max_stale: Duration,
+    /// Most entries kept (one per credential, route and encoding). When full, expired entries
+    /// are swept; if it is still full, the new answer is served but not stored.
+    pub max_entries: usize,
+    /// Largest answer stored, in bytes; larger answers are served but not stored.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(5),
+            max_stale: Duration::from_secs(300),
+            max_entries: 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
+        if self.ttl.is_zero() {
+            err("cache.ttl", "must be greater than zero".into());
+        }
+        if self.max_stale < self.ttl {
+            err("cache.max_stale", "must be at least cache.ttl".into());
+        }
+        if self.max_entries == 0 {
+            err(
+                "cache.max_entries",
+                "must be positive (use enabled = false to turn the cache off)".into(),
+            );
+        }
+        if self.max_entry_bytes == 0 {
+            err("cache.max_entry_bytes", "must be positive".into());
+        }
+    }
+}
+
+/// The cache's Prometheus metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Answers served fresh from the cache.
+    pub hits: Counter,
+    /// Cacheable calls that went to litd (or waited for a call that did).
+    pub misses: Counter,
+    /// Answers served stale because litd was unreachable.
+    pub stale: Counter,
+    /// Calls that could not use the cache (no credential, not the canonical request).
+    pub bypasses: Counter,
+    /// Entries that did not authenticate (tampered, truncated, foreign): each was a miss.
+    pub undecryptable: Counter,
+    /// Entries in the store.
+    pub entries: Gauge,
+    /// Bytes of those entries (keys and sealed values).
+    pub bytes: Gauge,
+}
+
+impl Metrics {
+    /// Registers every cache metric in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics::default();
+        registry.register(
+            "litgate_cache_hits",
+            "Session lists served fresh from the cache",
+            m.hits.clone(),
+        );
+        registry.register(
+            "litgate_cache_misses",
+            "Cacheable session lists that went to litd",
+            m.misses.clone(),
+        );
+        registry.register(
+            "litgate_cache_stale",
+            "Session lists served stale (marked) while litd was unreachable",
+            m.stale.clone(),
+        );
+        registry.register(
+            "litgate_cache_bypasses",
+            "Session lists that could not use the cache (no credential, non-canonical request)",
+            m.bypasses.clone(),
+        );
+        registry.register(
+            "litgate_cache_undecryptable",
+            "Cache entries that failed authentication and were treated as misses",
+            m.undecryptable.clone(),
+        );
+        registry.register(
+            "litgate_cache_entries",
+            "Entries in the session cache",
+            m.entries.clone(),
+        );
+        registry.register(
+            "litgate_cache_bytes",
+            "Bytes of the session cache's entries (keys and sealed values)",
+            m.bytes.clone(),
+        );
+        m
+    }
+}
+
+type Forward = Arc<
+    dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>> + Send + Sync,
+>;
+
+/// The session cache. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("ttl", &self.inner.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Store,
+    clock: SharedClock,
+    forward: Forward,
+    upstream_label: String,
+    ttl: Duration,
+    max_stale: Duration,
+    max_entries: usize,
+    max_entry_bytes: usize,
+    salt: [u8; 32],
+    generation: AtomicU64,
+    inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
+    metrics: Metrics,
+}
+
+/// Where the callers sharing one in-flight upstream call wait for its outcome.
+type Waiter = watch::Receiver<Option<Arc<Outcome>>>;
+
+/// What one upstream call for a key ended in, shared by every caller waiting on it.
+enum Outcome {
+    /// litd answered (OK or not).
+    Answer(Arc<Captured>),
+    /// litd could not be reached, or the answer broke off.
+    Unreachable(String),
+}
+
+/// An upstream answer read to the end.
+#[derive(Debug, Clone, PartialEq)]
+struct Captured {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+/// What a lookup found.
+enum Lookup {
+    Fresh(Captured),
+    Stale(Captured),
+    Absent,
+}
+
+/// How litd answered, as far as the bytes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Ok,
+    NotOk,
+    Unknown,
+}
+
+impl Cache {
+    /// Builds the cache over `store`, forwarding misses to `upstream` (litd; `label` names it
+    /// in errors), and registers its metrics.
+    pub fn new<S>(
+        cfg: &Config,
+        store: Store,
+        clock: SharedClock,
+        upstream: S,
+        label: impl Into<String>,
+        registry: &mut Registry,
+    ) -> Result<Cache, StoreError>
+    where
+        S: tower::Service<Request, Response = Response, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let metrics = Metrics::register(registry);
+        Self::with_metrics(cfg, store, clock, upstream, label, metrics)
+    }
+
+    /// Same as [`new`](Self::new), with metrics the caller registered (or not).
+    pub fn with_metrics<S>(
+        cfg: &Config,
+        store: Store,
+        clock: SharedClock,
+        upstream: S,
+        label: impl Into<String>,
+        metrics: Metrics,
+    ) -> Result<Cache, StoreError>
+    where
+        S: tower::Service<Request, Response = Response, Error = Error>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let salt = store.cache_salt()?;
+        let generation = store.cache_generation()?;
+        let (entries, bytes) = store.cache_usage()?;
+        metrics.entries.set(entries as i64);
+        metrics.bytes.set(bytes as i64);
+        let forward: Forward = Arc::new(move |req| {
+            let mut svc = upstream.clone();
+            Box::pin(async move {
+                std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+                svc.call(req).await
+            })
+        });
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                forward,
+                upstream_label: label.into(),
+                ttl: cfg.ttl,
+                max_stale: cfg.max_stale,
+                max_entries: cfg.max_entries,
+                max_entry_bytes: cfg.max_entry_bytes,
+                salt,
+                generation: AtomicU64::new(generation),
+                inflight: Mutex::new(HashMap::new()),
+                metrics,
+            }),
+        })
+    }
+
+    /// The metrics (tests and benches read them).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Answers a `ListSessions` or `ListAutopilotSessions` call (`route`), in any protocol: from
+    /// the cache when it may, else from litd (one call per key at a time), else stale.
+    pub async fn list(&self, route: Route, req: Request) -> Result<Response, Error> {
+        let inner = &self.inner;
+        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let caller = match req.extensions().get::<Caller>() {
+            Some(c) => c.clone(),
+            None => Caller::from_parts(req.headers(), None),
+        };
+        let (Some(route_tag), Some(protocol_tag), Some(credential)) =
+            (route_tag(route), protocol_tag(protocol), caller.credential)
+        else {
+            inner.metrics.bypasses.inc();
+            return (inner.forward)(req).await;
+        };
+        if !shape_ok(protocol, req.method(), req.uri()) {
+            inner.metrics.bypasses.inc();
+            return (inner.forward)(req).await;
+        }
+        let (parts, body) = req.into_parts();
+        let raw = codec::read_body(body, MAX_REQUEST_BYTES).await?;
+        let req = Request::from_parts(parts, body::full(raw.clone()));
+        if !is_empty_list_request(protocol, &raw) {
+            inner.metrics.bypasses.inc();
+            return (inner.forward)(req).await;
+        }
+
+        let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
+        let key = cache_key(keys.id(), route_tag, protocol_tag, req.headers());
+        if let Lookup::Fresh(c) = inner.lookup(&key, &keys) {
+            inner.metrics.hits.inc();
+            return Ok(replay(c, false));
+        }
+        inner.metrics.misses.inc();
+        let hard_until = credential.time_before().map(ms).unwrap_or(u64::MAX);
+        let outcome = self
+            .fetch_shared(key.clone(), keys, protocol, hard_until, req)
+            .await;
+        match &*outcome {
+            Outcome::Answer(c) => Ok(replay(Captured::clone(c), false)),
+            Outcome::Unreachable(reason) => {
+                // Looked up again: a refusal seen meanwhile has dropped the entry.
+                let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
+                match inner.lookup(&key, &keys) {
+                    Lookup::Fresh(c) => {
+                        inner.metrics.hits.inc();
+                        Ok(replay(c, false))
+                    }
+                    Lookup::Stale(c) => {
+                        inner.metrics.stale.inc();
+                        tracing::warn!(
+                            route = route.label(),
+                            "litd unreachable: serving a stale session list"
+                        );
+                        Ok(replay(c, true))
+                    }
+                    Lookup::Absent => Err(Error::Upstream {
+                        addr: inner.upstream_label.clone(),
+                        reason: reason.clone(),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Completes a session write (`result` is litd's answer to AddSession, RevokeSession,
+    /// AddAutopilotSession or RevokeAutopilotSession, or the policy's refusal) and invalidates
+    /// every entry before the caller sees the answer, unless litd clearly refused the write.
+    /// The answer is read to the end for that (write answers are small) and replayed unchanged.
+    pub async fn after_write(
+        &self,
+        protocol: Protocol,
+        result: Result<Response, Error>,
+    ) -> Result<Response, Error> {
+        let resp = result?;
+        let (parts, body) = resp.into_parts();
+        let collected = match body.collect().await {
+            Ok(c) => c,
+            Err(e) => {
+                // The write may have happened: invalidate, as for a success.
+                self.invalidate().await;
+                return Err(Error::Upstream {
+                    addr: self.inner.upstream_label.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let trailers = collected.trailers().cloned();
+        let captured = Captured {
+            status: parts.status,
+            headers: parts.headers.clone(),
+            body: collected.to_bytes(),
+            trailers,
+        };
+        if verdict(protocol, &captured) != Verdict::NotOk {
+            self.invalidate().await;
+        }
+        let mut resp = replay(captured, false);
+        *resp.version_mut() = parts.version;
+        resp.extensions_mut().extend(parts.extensions);
+        Ok(resp)
+    }
+
+    /// Invalidates every entry: bumps the persisted generation (flushed to disk), then removes
+    /// the entries. A store failure still invalidates this process's view.
+    pub async fn invalidate(&self) {
+        let inner = self.inner.clone();
+        let bumped = tokio::task::spawn_blocking(move || {
+            let r = inner.store.bump_cache_generation();
+            match r {
+                Ok(g) => {
+                    inner.generation.fetch_max(g, Ordering::SeqCst);
+                }
+                Err(ref e) => {
+                    inner.generation.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "session cache: could not persist the generation bump");
+                }
+            }
+            if let Err(e) = inner.store.cache_clear() {
+                tracing::warn!(error = %e, "session cache: could not clear old entries");
+            }
+            inner.refresh_gauges();
+        })
+        .await;
+        if bumped.is_err() {
+            self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    async fn fetch_shared(
+        &self,
+        key: Vec<u8>,
+        keys: CredentialKeys,
+        protocol: Protocol,
+        hard_until: u64,
+        req: Request,
+    ) -> Arc<Outcome> {
+        let mut rx = {
+            let mut map = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match map.get(&key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    map.insert(key.clone(), rx.clone());
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move {
+                        // An answer stored just before this task became the leader.
+                        let outcome = match inner.lookup(&key, &keys) {
+                            Lookup::Fresh(c) => Outcome::Answer(Arc::new(c)),
+                            _ => {
+                                inner
+                                    .fetch_and_store(&key, &keys, protocol, hard_until, req)
+                                    .await
+                            }
+                        };
+                        // Stored before the key leaves the map: a later miss finds the entry.
+                        inner
+                            .inflight
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&key);
+                        let _ = tx.send(Some(Arc::new(outcome)));
+                    });
+                    rx
+                }
+            }
+        };
+        let shared = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone());
+        shared.unwrap_or_else(|| {
+            Arc::new(Outcome::Unreachable(
+                "the upstream call for this list failed".into(),
+            ))
+        })
+    }
+}
+
+impl Inner {
+    fn now_ms(&self) -> u64 {
+        ms(self.clock.now())
+    }
+
+    fn refresh_gauges(&self) {
+        match self.store.cache_usage() {
+            Ok((n, b)) => {
+                self.metrics.entries.set(n as i64);
+                self.metrics.bytes.set(b as i64);
+            }
+            Err(e) => tracing::warn!(error = %e, "session cache: could not measure the store"),
+        }
+    }
+
+    fn remove(&self, key: &[u8]) {
+        match self.store.cache_remove(key) {
+            Ok(Some(size)) => {
+                self.metrics.entries.dec();
+                self.metrics.bytes.dec_by(size as i64);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "session cache: could not remove an entry"),
+        }
+    }
+
+    fn lookup(&self, key: &[u8], keys: &CredentialKeys) -> Lookup {
+        let value = match self.store.cache_get(key) {
+            Ok(Some(v)) => v,
+            Ok(None) => return Lookup::Absent,
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache: read failed; treating as a miss");
+                return Lookup::Absent;
+            }
+        };
+        let Some(h) = EntryHeader::parse(&value) else {
+            self.metrics.undecryptable.inc();
+            self.remove(key);
+            return Lookup::Absent;
+        };
+        if h.generation != self.generation.load(Ordering::SeqCst) {
+            self.remove(key);
+            return Lookup::Absent;
+        }
+        let mut aad = Vec::with_capacity(key.len() + HEADER_LEN);
+        aad.extend_from_slice(key);
+        aad.extend_from_slice(&value[..HEADER_LEN]);
+        let Some(captured) = keys
+            .open(&aad, &value[HEADER_LEN..])
+            .ok()
+            .and_then(|p| decode_captured(Bytes::from(p)))
+        else {
+            self.metrics.undecryptable.inc();
+            self.remove(key);
+            return Lookup::Absent;
+        };
+        let now = self.now_ms();
+        if now < h.fresh_until {
+            Lookup::Fresh(captured)
+        } else if now < h.stale_until(self.max_stale) {
+            Lookup::Stale(captured)
+        } else {
+            self.remove(key);
+            Lookup::Absent
+        }
+    }
+
+    async fn fetch_and_store(
+        &self,
+        key: &[u8],
+        keys: &CredentialKeys,
+        protocol: Protocol,
+        hard_until: u64,
+        req: Request,
+    ) -> Outcome {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let resp = match (self.forward)(req).await {
+            Ok(r) => r,
+            Err(Error::Upstream { reason, .. }) => return Outcome::Unreachable(reason),
+            Err(e) => return Outcome::Unreachable(e.to_string()),
+        };
+        let (parts, body) = resp.into_parts();
+        let collected = match body.collect().await {
+            Ok(c) => c,
+            Err(e) => return Outcome::Unreachable(format!("the answer broke off: {e}")),
+        };
+        let trailers = collected.trailers().cloned();
+        let mut captured = Captured {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        };
+        captured.headers.remove(header::CONTENT_LENGTH);
+        match verdict(protocol, &captured) {
+            Verdict::Ok => {
+                captured.headers = kept_headers(&captured.headers);
+                self.store_answer(key, keys, protocol, hard_until, generation, &captured);
+            }
+            Verdict::NotOk => {
+                // litd refused this credential (a list call has no arguments to refuse): no
+                // entry of it may be served, not even stale.
+                let dropped = self.store.cache_remove_prefix(&key[..ID_LEN]);
+                match dropped {
+                    Ok((n, b)) => {
+                        self.metrics.entries.dec_by(n as i64);
+                        self.metrics.bytes.dec_by(b as i64);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session cache: could not drop a refused credential's entries")
+                    }
+                }
+            }
+            Verdict::Unknown => {}
+        }
+        Outcome::Answer(Arc::new(captured))
+    }
+
+    fn store_answer(
+        &self,
+        key: &[u8],
+        keys: &CredentialKeys,
+        protocol: Protocol,
+        hard_until: u64,
+        generation: u64,
+        captured: &Captured,
+    ) {
+        if captured.body.len() > self.max_entry_bytes {
+            return;
+        }
+        let now = self.now_ms();
+        let Some(earliest_expiry) = earliest_active_expiry(protocol, &captured.body) else {
+            tracing::debug!("session cache: answer not decodable for freshness; not stored");
+            return;
+        };
+        let fresh_until = (now.saturating_add(self.ttl.as_millis() as u64))
+            .min(
+                earliest_expiry
+                    .map(|s| s.saturating_mul(1000))
+                    .unwrap_or(u64::MAX),
+            )
+            .min(hard_until);
+        if fresh_until <= now {
+            return;
+        }
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // A session write completed while litd was answering: the answer may predate it.
+            return;
+        }
+        if self.metrics.entries.get() as usize >= self.max_entries && !self.make_room(now) {
+            tracing::debug!("session cache: full; answer served but not stored");
+            return;
+        }
+        let header = EntryHeader {
+            generation,
+            fresh_until,
+            hard_until,
+        }
+        .encode();
+        let mut aad = Vec::with_capacity(key.len() + HEADER_LEN);
+        aad.extend_from_slice(key);
+        aad.extend_from_slice(&header);
+        let mut value = header.to_vec();
+        value.extend_from_slice(&keys.seal(&aad, &encode_captured(now, captured)));
+        match self.store.cache_put(key, &value) {
+            Ok(old) => {
+                let new = (key.len() + value.len()) as i64;
+                match old {
+                    Some(old) => {
+                        self.metrics.bytes.inc_by(new - old as i64);
+                    }
+                    None => {
+                        self.metrics.entries.inc();
+                        self.metrics.bytes.inc_by(new);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "session cache: could not store an answer"),
+        }
+    }
+
+    /// Sweeps entries that can no longer be served; true when there is room afterwards.
+    fn make_room(&self, now: u64) -> bool {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let swept = self.store.cache_retain(|_, v| {
+            EntryHeader::parse(v)
+                .is_some_and(|h| h.generation == generation && now < h.stale_until(self.max_stale))
+        });
+        if let Err(e) = swept {
+            tracing::warn!(error = %e, "session cache: sweep failed");
+        }
+        self.refresh_gauges();
+        (self.metrics.entries.get() as usize) < self.max_entries
+    }
+}
+
+/// The clear header of a stored entry (authenticated as associated data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EntryHeader {
+    generation: u64,
+    /// Unix ms until which the entry is fresh.
+    fresh_until: u64,
+    /// Unix ms after which it may not be served at all (the credential's `time-before`).
+    hard_until: u64,
+}
+
+impl EntryHeader {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = ENTRY_VERSION;
+        h[1..9].copy_from_slice(&self.generation.to_be_bytes());
+        h[9..17].copy_from_slice(&self.fresh_until.to_be_bytes());
+        h[17..25].copy_from_slice(&self.hard_until.to_be_bytes());
+        h
+    }
+
+    fn parse(v: &[u8]) -> Option<Self> {
+        if v.len() < HEADER_LEN || v[0] != ENTRY_VERSION {
+            return None;
+        }
+        let u = |r: std::ops::Range<usize>| <[u8; 8]>::try_from(&v[r]).ok().map(u64::from_be_bytes);
+        Some(EntryHeader {
+            generation: u(1..9)?,
+            fresh_until: u(9..17)?,
+            hard_until: u(17..25)?,
+        })
+    }
+
+    fn stale_until(&self, max_stale: Duration) -> u64 {
+        self.fresh_until
+            .saturating_add(max_stale.as_millis() as u64)
+            .min(self.hard_until)
+    }
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn route_tag(route: Route) -> Option<u8> {
+    match route {
+        Route::ListSessions => Some(1),
+        Route::ListAutopilotSessions => Some(2),
+        _ => None,
+    }
+}
+
+fn protocol_tag(protocol: Protocol) -> Option<u8> {
+    match protocol {
+        Protocol::Grpc => Some(1),
+        Protocol::GrpcWeb => Some(2),
+        Protocol::GrpcWebText => Some(3),
+        Protocol::Rest => Some(4),
+        Protocol::Http => None,
+    }
+}
+
+/// id ‖ route ‖ protocol ‖ 16 bytes of SHA-256 over the request headers that shape the bytes
+/// of the answer (exact content type, accept, and the encodings the caller accepts).
+fn cache_key(id: &[u8; ID_LEN], route: u8, protocol: u8, headers: &HeaderMap) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for name in [
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "grpc-accept-encoding",
+    ] {
+        for v in headers.get_all(name) {
+            h.update(name.as_bytes());
+            h.update(b":");
+            h.update(v.as_bytes());
+        }
+        h.update(b"\n");
+    }
+    let variant = h.finalize();
+    let mut key = Vec::with_capacity(ID_LEN + 2 + 16);
+    key.extend_from_slice(id);
+    key.push(route);
+    key.push(protocol);
+    key.extend_from_slice(&variant[..16]);
+    key
+}
+
+/// The method and URI of a canonical list call: POST for the gRPC family, a plain GET (no
+/// query) for REST.
+fn shape_ok(protocol: Protocol, method: &Method, uri: &http::Uri) -> bool {
+    match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => method == Method::POST,
+        Protocol::Rest => method == Method::GET && uri.query().is_none_or(str::is_empty),
+        Protocol::Http => false,
+    }
+}
+
+/// Whether `body` is the empty request message (an uncompressed empty frame, or no REST body);
+/// anything else is forwarded for litd to judge, never answered from the cache.
+fn is_empty_list_request(protocol: Protocol, body: &Bytes) -> bool {
+    match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb => {
+            codec::unary_message(body).is_ok_and(|m| m.is_empty())
+        }
+        Protocol::GrpcWebText => codec::decode_web_text(body)
+            .and_then(|b| codec::unary_message(&b))
+            .is_ok_and(|m| m.is_empty()),
+        Protocol::Rest => body.iter().all(u8::is_ascii_whitespace),
+        Protocol::Http => false,
+    }
+}
+
+fn kept_headers(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in KEPT_HEADERS {
+        for v in h.get_all(name) {
+            out.append(HeaderName::from_static(name), v.clone());
+        }
+    }
+    out
+}
+
+/// litd's verdict on an answer: HTTP 200 for REST; grpc-status in trailers, the head
+/// (trailers-only) or the grpc-web trailer frame for the gRPC family.
+fn verdict(protocol: Protocol, c: &Captured) -> Verdict {
+    let code = |s: &str| {
+        if s.trim() == "0" {
+            Verdict::Ok
+        } else {
+            Verdict::NotOk
+        }
+    };
+    match protocol {
+        Protocol::Rest | Protocol::Http => {
+            if c.status == StatusCode::OK {
+                Verdict::Ok
+            } else {
+                Verdict::NotOk
+            }
+        }
+        _ if c.status != StatusCode::OK => Verdict::NotOk,
+        _ => {
+            let head = c
+                .trailers
+                .as_ref()
+                .and_then(|t| t.get("grpc-status"))
+                .or_else(|| c.headers.get("grpc-status"));
+            if let Some(v) = head {
+                return v.to_str().map_or(Verdict::NotOk, code);
+            }
+            if protocol == Protocol::Grpc {
+                return Verdict::Unknown;
+            }
+            let Some(frames) = grpc_web_frames(protocol, &c.body) else {
+                return Verdict::Unknown;
+            };
+            frames
+                .iter()
+                .filter(|(flag, _)| flag & 0x80 != 0)
+                .find_map(|(_, payload)| {
+                    String::from_utf8_lossy(payload)
+                        .split("\r\n")
+                        .find_map(|line| {
+                            let (k, v) = line.split_once(':')?;
+                            k.trim()
+                                .eq_ignore_ascii_case("grpc-status")
+                                .then(|| code(v))
+                        })
+                })
+                .unwrap_or(Verdict::Unknown)
+        }
+    }
+}
+
+/// The frames of a gRPC / grpc-web body (grpc-web-text decoded first); `None` when malformed.
+fn grpc_web_frames(protocol: Protocol, body: &Bytes) -> Option<Vec<(u8, Bytes)>> {
+    let mut b = if protocol == Protocol::GrpcWebText {
+        codec::decode_web_text(body).ok()?
+    } else {
+        body.clone()
+    };
+    let mut out = Vec::new();
+    while b.has_remaining() {
+        if b.remaining() < 5 {
+            return None;
+        }
+        let flag = b.get_u8();
+        let len = b.get_u32() as usize;
+        if b.remaining() < len {
+            return None;
+        }
+        out.push((flag, b.split_to(len)));
+    }
+    Some(out)
+}
+
+/// The fields of `Session` that bound freshness; prost skips the rest (pairing secrets
+/// included) without copying them out.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionFreshness {
+    #[prost(int32, tag = "2")]
+    session_state: i32,
+    #[prost(uint64, tag = "4")]
+    expiry_timestamp_seconds: u64,
+}
+
+/// `ListSessionsResponse` and `ListAutopilotSessionsResponse` (same shape: field 1, sessions).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ListFreshness {
+    #[prost(message, repeated, tag = "1")]
+    sessions: Vec<SessionFreshness>,
+}
+
+/// Created (0) and InUse (1): the states litd will move on by itself at expiry.
+fn is_active(state: i32) -> bool {
+    state == 0 || state == 1
+}
+
+/// The earliest `expiry_timestamp_seconds` of a created/in-use session in an OK answer:
+/// `Some(None)` when there is none, `None` when the answer cannot be decoded (then it is not
+/// stored: litgate cannot tell how long it stays true).
+fn earliest_active_expiry(protocol: Protocol, body: &Bytes) -> Option<Option<u64>> {
+    use prost::Message;
+    let expiries: Vec<u64> = match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => {
+            let frames = grpc_web_frames(protocol, body)?;
+            let mut data = frames.into_iter().filter(|(flag, _)| flag & 0x80 == 0);
+            let (flag, msg) = data.next()?;
+            if flag != 0 || data.next().is_some() {
+                // Compressed, or not one message: not something litgate can vouch for.
+                return None;
+            }
+            ListFreshness::decode(msg)
+                .ok()?
+                .sessions
+                .into_iter()
+                .filter(|s| is_active(s.session_state))
+                .map(|s| s.expiry_timestamp_seconds)
+                .collect()
+        }
+        Protocol::Rest => {
+            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+            let sessions = match v.get("sessions") {
+                None | Some(serde_json::Value::Null) => return Some(None),
+                Some(serde_json::Value::Array(a)) => a,
+                Some(_) => return None,
+            };
+            let mut out = Vec::new();
+            for s in sessions {
+                let field = |a: &str, b: &str| s.get(a).or_else(|| s.get(b));
+                let state = match field("session_state", "sessionState") {
+                    None => 0,
+                    Some(serde_json::Value::Number(n)) => {
+                        n.as_i64().and_then(|n| i32::try_from(n).ok())?
+                    }
+                    Some(serde_json::Value::String(name)) => match name.as_str() {
+                        "STATE_CREATED" => 0,
+                        "STATE_IN_USE" => 1,
+                        "STATE_REVOKED" => 2,
+                        "STATE_EXPIRED" => 3,
+                        "STATE_RESERVED" => 4,
+                        _ => return None,
+                    },
+                    Some(_) => return None,
+                };
+                if !is_active(state) {
+                    continue;
+                }
+                let expiry = match field("expiry_timestamp_seconds", "expiryTimestampSeconds") {
+                    None => 0,
+                    Some(serde_json::Value::String(t)) => t.parse().ok()?,
+                    Some(serde_json::Value::Number(n)) => n.as_u64()?,
+                    Some(_) => return None,
+                };
+                out.push(expiry);
+            }
+            out
+        }
+        Protocol::Http => return None,
+    };
+    // An expiry of 0 is "unset", not 1970.
+    Some(expiries.into_iter().filter(|e| *e > 0).min())
+}
+
+fn put_headers(out: &mut BytesMut, h: Option<&HeaderMap>) {
+    let Some(h) = h else {
+        out.put_u8(0);
+        return;
+    };
+    out.put_u8(1);
+    out.put_u16(h.len() as u16);
+    for (k, v) in h {
+        out.put_u16(k.as_str().len() as u16);
+        out.put_slice(k.as_str().as_bytes());
+        out.put_u32(v.len() as u32);
+        out.put_slice(v.as_bytes());
+    }
+}
+
+fn get_headers(b: &mut Bytes) -> Option<Option<HeaderMap>> {
+    if !b.has_remaining() {
+        return None;
+    }
+    if b.get_u8() == 0 {
+        return Some(None);
+    }
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = b.get_u16();
+    let mut h = HeaderMap::with_capacity(n as usize);
+    for _ in 0..n {
+        if b.remaining() < 2 {
+            return None;
+        }
+        let kl = b.get_u16() as usize;
+        if b.remaining() < kl + 4 {
+            return None;
+        }
+        let k = HeaderName::from_bytes(&b.split_to(kl)).ok()?;
+        let vl = b.get_u32() as usize;
+        if b.remaining() < vl {
+            return None;
+        }
+        let v = HeaderValue::from_maybe_shared(b.split_to(vl)).ok()?;
+        h.append(k, v);
+    }
+    Some(Some(h))
+}
+
+/// stored_at ms ‖ status ‖ headers ‖ body length ‖ body ‖ trailers (the sealed plaintext).
+fn encode_captured(stored_at: u64, c: &Captured) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(c.body.len() + 256);
+    out.put_u64(stored_at);
+    out.put_u16(c.status.as_u16());
+    put_headers(&mut out, Some(&c.headers));
+    out.put_u32(c.body.len() as u32);
+    out.put_slice(&c.body);
+    put_headers(&mut out, c.trailers.as_ref());
+    out.to_vec()
+}
+
+fn decode_captured(mut b: Bytes) -> Option<Captured> {
+    if b.remaining() < 10 {
+        return None;
+    }
+    let _stored_at = b.get_u64();
+    let status = StatusCode::from_u16(b.get_u16()).ok()?;
+    let headers = get_headers(&mut b)??;
+    if b.remaining() < 4 {
+        return None;
+    }
+    let len = b.get_u32() as usize;
+    if b.remaining() < len {
+        return None;
+    }
+    // A slice of the decrypted buffer: the body is not copied again.
+    let body = b.split_to(len);
+    let trailers = get_headers(&mut b)?;
+    b.is_empty().then_some(Captured {
+        status,
+        headers,
+        body,
+        trailers,
+    })
+}
+
+/// A response replaying captured bytes; `stale` adds the `litgate-cache: stale` header.
+fn replay(c: Captured, stale: bool) -> Response {
+    let mut resp = Response::new(body::boxed(Replay {
+        data: Some(c.body),
+        trailers: c.trailers,
+    }));
+    *resp.status_mut() = c.status;
+    *resp.headers_mut() = c.headers;
+    if stale {
+        resp.headers_mut()
+            .insert(STALE_HEADER, HeaderValue::from_static(STALE_VALUE));
+    }
+    resp
+}
+
+/// A body of one data frame and optional trailers, with an exact size.
+struct Replay {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take().filter(|d| !d.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.as_ref().is_none_or(Bytes::is_empty) && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,653 @@
+//! Unit tests of the session cache against a scripted `tower::service_fn` upstream.
+
+use std::sync::atomic::AtomicUsize;
+
+use prost::Message;
+
+use super::*;
+use crate::{
+    clock::{Clock, ManualClock},
+    proto::litrpc::{ListSessionsResponse, Session},
+};
+
+const MAC: &str = "0201036c6e640206034944454e5400000620a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2";
+
+/// What the scripted upstream does on its next call.
+#[derive(Clone)]
+enum Step {
+    Ok(Vec<Session>),
+    Refuse,
+    Down,
+}
+
+struct Script {
+    steps: Mutex<Vec<Step>>,
+    calls: AtomicUsize,
+    delay: Duration,
+}
+
+fn session(secret: &[u8], state: i32, expiry: u64) -> Session {
+    Session {
+        label: "s".into(),
+        session_state: state,
+        expiry_timestamp_seconds: expiry,
+        pairing_secret: secret.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn grpc_ok(sessions: Vec<Session>) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(
+        "x-litd-extra",
+        HeaderValue::from_static("dropped when stored"),
+    );
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    replay(
+        Captured {
+            status: StatusCode::OK,
+            headers,
+            body: codec::frame(&ListSessionsResponse { sessions }.encode_to_vec()),
+            trailers: Some(trailers),
+        },
+        false,
+    )
+}
+
+fn grpc_refused() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from_static("2"));
+    headers.insert(
+        "grpc-message",
+        HeaderValue::from_static("verification failed: signature mismatch"),
+    );
+    replay(
+        Captured {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::new(),
+            trailers: None,
+        },
+        false,
+    )
+}
+
+fn scripted(
+    script: Arc<Script>,
+) -> impl tower::Service<Request, Response = Response, Error = Error, Future: Send> + Clone + Send + Sync
+{
+    tower::service_fn(move |_req: Request| {
+        let script = script.clone();
+        async move {
+            script.calls.fetch_add(1, Ordering::SeqCst);
+            if !script.delay.is_zero() {
+                tokio::time::sleep(script.delay).await;
+            }
+            let step = {
+                let mut steps = script.steps.lock().unwrap();
+                if steps.len() > 1 {
+                    steps.remove(0)
+                } else {
+                    steps[0].clone()
+                }
+            };
+            match step {
+                Step::Ok(s) => Ok(grpc_ok(s)),
+                Step::Refuse => Ok(grpc_refused()),
+                Step::Down => Err(Error::Upstream {
+                    addr: "litd".into(),
+                    reason: "connection refused".into(),
+                }),
+            }
+        }
+    })
+}
+
+struct Harness {
+    cache: Cache,
+    script: Arc<Script>,
+    clock: ManualClock,
+    store: Store,
+    _dir: tempfile::TempDir,
+}
+
+fn harness(cfg: Config, steps: Vec<Step>, delay: Duration) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let clock = ManualClock::new();
+    let script = Arc::new(Script {
+        steps: Mutex::new(steps),
+        calls: AtomicUsize::new(0),
+        delay,
+    });
+    let cache = Cache::with_metrics(
+        &cfg,
+        store.clone(),
+        Arc::new(clock.clone()),
+        scripted(script.clone()),
+        "litd",
+        Metrics::default(),
+    )
+    .unwrap();
+    Harness {
+        cache,
+        script,
+        clock,
+        store,
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    fn calls(&self) -> usize {
+        self.script.calls.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, steps: Vec<Step>) {
+        *self.script.steps.lock().unwrap() = steps;
+    }
+
+    async fn list_with(
+        &self,
+        mac: Option<&str>,
+        body: Bytes,
+    ) -> Result<(HeaderMap, Bytes, Option<HeaderMap>), Error> {
+        let mut b = http::Request::post(crate::router::LIST_SESSIONS)
+            .header("content-type", "application/grpc");
+        if let Some(m) = mac {
+            b = b.header("macaroon", m);
+        }
+        let resp = self
+            .cache
+            .list(Route::ListSessions, b.body(body::full(body)).unwrap())
+            .await?;
+        let (parts, body) = resp.into_parts();
+        let c = body.collect().await.unwrap();
+        let trailers = c.trailers().cloned();
+        Ok((parts.headers, c.to_bytes(), trailers))
+    }
+
+    async fn list(&self) -> Result<(HeaderMap, Bytes, Option<HeaderMap>), Error> {
+        self.list_with(Some(MAC), codec::frame(b"")).await
+    }
+}
+
+fn far() -> u64 {
+    ms(SystemTime::now()) / 1000 + 86_400
+}
+
+#[tokio::test]
+async fn a_hit_replays_bytes_and_trailers_without_calling_upstream() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"secret-one", 0, far())])],
+        Duration::ZERO,
+    );
+    let (head1, body1, trailers1) = h.list().await.unwrap();
+    let (head2, body2, trailers2) = h.list().await.unwrap();
+    assert_eq!(h.calls(), 1);
+    assert_eq!(body1, body2);
+    assert_eq!(trailers1.unwrap()["grpc-status"], "0");
+    assert_eq!(trailers2.unwrap()["grpc-status"], "0");
+    assert_eq!(head2[header::CONTENT_TYPE], "application/grpc");
+    assert_eq!(
+        head1, head2,
+        "the leader's answer and a hit carry the same headers"
+    );
+    assert!(head2.get("x-litd-extra").is_none());
+    assert!(head2.get(STALE_HEADER).is_none());
+    let m = h.cache.metrics();
+    assert_eq!((m.hits.get(), m.misses.get(), m.entries.get()), (1, 1, 1));
+    assert!(m.bytes.get() > body1.len() as i64);
+}
+
+#[tokio::test]
+async fn single_flight_fifty_concurrent_misses_make_one_call() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::from_millis(200),
+    );
+    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (cache, barrier) = (h.cache.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let req = http::Request::post(crate::router::LIST_SESSIONS)
+                .header("content-type", "application/grpc")
+                .header("macaroon", MAC)
+                .body(body::full(codec::frame(b"")))
+                .unwrap();
+            let resp = cache.list(Route::ListSessions, req).await.unwrap();
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }));
+    }
+    let mut bodies = Vec::new();
+    for t in tasks {
+        bodies.push(t.await.unwrap());
+    }
+    assert_eq!(h.calls(), 1, "one upstream call for 50 concurrent misses");
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert!(
+        h.cache.inner.inflight.lock().unwrap().is_empty(),
+        "the in-flight map cleans itself up"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::from_millis(100),
+    );
+    let first = tokio::spawn({
+        let cache = h.cache.clone();
+        async move {
+            let req = http::Request::post(crate::router::LIST_SESSIONS)
+                .header("content-type", "application/grpc")
+                .header("macaroon", MAC)
+                .body(body::full(codec::frame(b"")))
+                .unwrap();
+            cache.list(Route::ListSessions, req).await.map(|_| ())
+        }
+    });
+    // Let the first caller become the leader, then drop it.
+    while h.calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    first.abort();
+    assert!(h.list().await.is_ok());
+    assert_eq!(h.calls(), 1);
+}
+
+#[tokio::test]
+async fn ttl_then_stale_while_down_then_nothing_past_max_stale() {
+    let cfg = Config {
+        ttl: Duration::from_secs(5),
+        max_stale: Duration::from_secs(60),
+        ..Config::default()
+    };
+    let h = harness(
+        cfg,
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    let (_, fresh, _) = h.list().await.unwrap();
+    h.set(vec![Step::Down]);
+    // Fresh: served while down, unmarked, no call.
+    let (head, _, _) = h.list().await.unwrap();
+    assert!(head.get(STALE_HEADER).is_none());
+    assert_eq!(h.calls(), 1);
+    // Past the TTL: litd is tried, then the stale entry is served, marked.
+    h.clock.advance(Duration::from_secs(6));
+    let (head, body, trailers) = h.list().await.unwrap();
+    assert_eq!(h.calls(), 2);
+    assert_eq!(head[STALE_HEADER], "stale");
+    assert_eq!(body, fresh);
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    assert_eq!(h.cache.metrics().stale.get(), 1);
+    // Past max_stale: unavailable.
+    h.clock.advance(Duration::from_secs(60));
+    let err = h.list().await.unwrap_err();
+    assert!(matches!(err, Error::Upstream { .. }), "{err}");
+    assert_eq!(h.cache.metrics().entries.get(), 0);
+}
+
+#[tokio::test]
+async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    h.list().await.unwrap();
+    // Another protocol's entry for the same credential goes too.
+    let web = http::Request::post(crate::router::LIST_SESSIONS)
+        .header("content-type", "application/grpc-web+proto")
+        .header("macaroon", MAC)
+        .body(body::full(codec::frame(b"")))
+        .unwrap();
+    h.cache.list(Route::ListSessions, web).await.unwrap();
+    assert_eq!(h.cache.metrics().entries.get(), 2);
+    h.clock.advance(Duration::from_secs(6));
+    h.set(vec![Step::Refuse]);
+    let (head, _, _) = h.list().await.unwrap();
+    assert_eq!(
+        head["grpc-status"], "2",
+        "litd's refusal reaches the caller unchanged"
+    );
+    assert_eq!(h.cache.metrics().entries.get(), 0);
+    assert_eq!(h.store.cache_usage().unwrap().0, 0);
+    h.set(vec![Step::Down]);
+    assert!(matches!(h.list().await, Err(Error::Upstream { .. })));
+    assert_eq!(h.cache.metrics().stale.get(), 0);
+}
+
+#[tokio::test]
+async fn freshness_is_bounded_by_session_expiry_and_time_before() {
+    let now = ms(SystemTime::now()) / 1000;
+    let cfg = Config {
+        ttl: Duration::from_secs(3600),
+        max_stale: Duration::from_secs(7200),
+        ..Config::default()
+    };
+    // A revoked session expiring sooner does not count; the created one at +60s does.
+    let h = harness(
+        cfg.clone(),
+        vec![Step::Ok(vec![
+            session(b"a", 2, now + 10),
+            session(b"b", 0, now + 60),
+        ])],
+        Duration::ZERO,
+    );
+    h.list().await.unwrap();
+    h.clock.advance(Duration::from_secs(30));
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 1, "a hit before the earliest active expiry");
+    h.clock.advance(Duration::from_secs(31));
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 2, "past the session's expiry: a miss");
+
+    // time-before: fresh until the caveat, never served (even stale) past it.
+    let h = harness(
+        cfg,
+        vec![Step::Ok(vec![session(b"a", 0, far())])],
+        Duration::ZERO,
+    );
+    let base = crate::macaroon::Macaroon::from_hex(MAC).unwrap();
+    let until = crate::macaroon::format_rfc3339(h.clock.now() + Duration::from_secs(20));
+    let mac = crate::demo::attenuate(&base, &format!("time-before {until}")).to_hex();
+    h.list_with(Some(&mac), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&mac), codec::frame(b"")).await.unwrap();
+    assert_eq!(h.calls(), 1);
+    h.clock.advance(Duration::from_secs(21));
+    h.set(vec![Step::Down]);
+    assert!(matches!(
+        h.list_with(Some(&mac), codec::frame(b"")).await,
+        Err(Error::Upstream { .. })
+    ));
+    assert_eq!(h.cache.metrics().stale.get(), 0);
+}
+
+#[tokio::test]
+async fn no_credential_or_a_non_canonical_request_bypasses() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    h.list_with(None, codec::frame(b"")).await.unwrap();
+    h.list_with(None, codec::frame(b"")).await.unwrap();
+    // Unknown fields in the request: litd judges it, the cache stays out.
+    h.list_with(Some(MAC), codec::frame(&[0x08, 0x01]))
+        .await
+        .unwrap();
+    h.list_with(Some(MAC), codec::frame(&[0x08, 0x01]))
+        .await
+        .unwrap();
+    assert_eq!(h.calls(), 4);
+    let m = h.cache.metrics();
+    assert_eq!((m.bypasses.get(), m.hits.get(), m.entries.get()), (4, 0, 0));
+}
+
+#[tokio::test]
+async fn a_tampered_entry_is_a_counted_miss() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    let (_, good, _) = h.list().await.unwrap();
+    let mut entries = Vec::new();
+    h.store
+        .cache_retain(|k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+    let (k, mut v) = entries.pop().unwrap();
+    let last = v.len() - 1;
+    v[last] ^= 0x40;
+    h.store.cache_put(&k, &v).unwrap();
+    let (_, body, _) = h.list().await.unwrap();
+    assert_eq!(body, good);
+    assert_eq!(h.calls(), 2);
+    assert_eq!(h.cache.metrics().undecryptable.get(), 1);
+    // The header is authenticated too: extending freshness is detected.
+    let mut entries = Vec::new();
+    h.store
+        .cache_retain(|k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+    let (k, mut v) = entries.pop().unwrap();
+    v[9..17].copy_from_slice(&u64::MAX.to_be_bytes());
+    h.store.cache_put(&k, &v).unwrap();
+    h.list().await.unwrap();
+    assert_eq!((h.calls(), h.cache.metrics().undecryptable.get()), (3, 2));
+}
+
+#[tokio::test]
+async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::from_millis(100),
+    );
+    let cache = h.cache.clone();
+    let miss = tokio::spawn(async move {
+        let req = http::Request::post(crate::router::LIST_SESSIONS)
+            .header("content-type", "application/grpc")
+            .header("macaroon", MAC)
+            .body(body::full(codec::frame(b"")))
+            .unwrap();
+        cache.list(Route::ListSessions, req).await.map(|_| ())
+    });
+    while h.calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    h.cache.invalidate().await;
+    miss.await.unwrap().unwrap();
+    assert_eq!(
+        h.store.cache_usage().unwrap().0,
+        0,
+        "an answer older than the write is not stored"
+    );
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 2);
+}
+
+#[tokio::test]
+async fn writes_invalidate_unless_litd_refused_them() {
+    let h = harness(
+        Config::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    h.list().await.unwrap();
+    h.cache
+        .after_write(Protocol::Grpc, Ok(grpc_refused()))
+        .await
+        .unwrap();
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 1, "a refused write invalidates nothing");
+    let before = h.store.cache_generation().unwrap();
+    let resp = h
+        .cache
+        .after_write(Protocol::Grpc, Ok(grpc_ok(vec![])))
+        .await
+        .unwrap();
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(
+        collected.trailers().unwrap()["grpc-status"],
+        "0",
+        "the write's answer is replayed whole"
+    );
+    assert_eq!(h.store.cache_generation().unwrap(), before + 1);
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 2);
+    // A policy refusal (an error, nothing reached litd) invalidates nothing.
+    assert!(h
+        .cache
+        .after_write(Protocol::Grpc, Err(Error::refused("no")))
+        .await
+        .is_err());
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 2);
+}
+
+#[tokio::test]
+async fn a_full_cache_sweeps_then_serves_without_storing() {
+    let cfg = Config {
+        max_entries: 1,
+        ..Config::default()
+    };
+    let h = harness(
+        cfg,
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    h.list().await.unwrap();
+    let other = crate::demo::attenuate(
+        &crate::macaroon::Macaroon::from_hex(MAC).unwrap(),
+        "time-before 2999-01-01T00:00:00Z",
+    )
+    .to_hex();
+    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    assert_eq!(
+        h.calls(),
+        3,
+        "another credential misses, and is not stored while full"
+    );
+    assert_eq!(h.cache.metrics().entries.get(), 1);
+    // Once the first entry can no longer be served, it is swept to make room.
+    h.clock.advance(Duration::from_secs(400));
+    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    assert_eq!(h.calls(), 4);
+}
+
+#[test]
+fn rest_and_grpc_web_freshness_and_verdicts() {
+    let json = br#"{"sessions":[
+        {"session_state":"STATE_REVOKED","expiry_timestamp_seconds":"100"},
+        {"session_state":"STATE_CREATED","expiry_timestamp_seconds":"500"},
+        {"sessionState":"STATE_IN_USE","expiryTimestampSeconds":"300"}]}"#;
+    assert_eq!(
+        earliest_active_expiry(Protocol::Rest, &Bytes::from_static(json)),
+        Some(Some(300))
+    );
+    assert_eq!(
+        earliest_active_expiry(Protocol::Rest, &Bytes::from_static(b"{\"sessions\":[]}")),
+        Some(None)
+    );
+    assert_eq!(
+        earliest_active_expiry(Protocol::Rest, &Bytes::from_static(b"not json")),
+        None
+    );
+
+    let msg = ListSessionsResponse {
+        sessions: vec![session(b"x", 0, 700), session(b"y", 3, 10)],
+    }
+    .encode_to_vec();
+    let mut web = codec::frame(&msg).to_vec();
+    let trailer = b"grpc-status:0\r\ngrpc-message:\r\n";
+    web.push(0x80);
+    web.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
+    web.extend_from_slice(trailer);
+    let web = Bytes::from(web);
+    assert_eq!(
+        earliest_active_expiry(Protocol::GrpcWeb, &web),
+        Some(Some(700))
+    );
+    let text = codec::encode_web_text(&web);
+    assert_eq!(
+        earliest_active_expiry(Protocol::GrpcWebText, &text),
+        Some(Some(700))
+    );
+    // A compressed frame is not decoded, so not stored.
+    let mut gz = codec::frame(&msg).to_vec();
+    gz[0] = 1;
+    assert_eq!(
+        earliest_active_expiry(Protocol::Grpc, &Bytes::from(gz)),
+        None
+    );
+
+    let cap = |protocol, status: u16, body: Bytes| {
+        verdict(
+            protocol,
+            &Captured {
+                status: StatusCode::from_u16(status).unwrap(),
+                headers: HeaderMap::new(),
+                body,
+                trailers: None,
+            },
+        )
+    };
+    assert_eq!(cap(Protocol::GrpcWeb, 200, web.clone()), Verdict::Ok);
+    assert_eq!(cap(Protocol::GrpcWebText, 200, text), Verdict::Ok);
+    let bad = Bytes::from([&[0x80u8, 0, 0, 0, 14][..], b"grpc-status:16"].concat());
+    assert_eq!(cap(Protocol::GrpcWeb, 200, bad), Verdict::NotOk);
+    assert_eq!(cap(Protocol::Grpc, 200, Bytes::new()), Verdict::Unknown);
+    assert_eq!(cap(Protocol::Rest, 200, Bytes::new()), Verdict::Ok);
+    assert_eq!(cap(Protocol::Rest, 401, Bytes::new()), Verdict::NotOk);
+}
+
+#[test]
+fn captured_round_trips_and_rejects_truncation() {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let c = Captured {
+        status: StatusCode::OK,
+        headers,
+        body: Bytes::from_static(b"body"),
+        trailers: Some(trailers),
+    };
+    let enc = encode_captured(1, &c);
+    assert_eq!(decode_captured(Bytes::from(enc.clone())), Some(c));
+    for cut in 0..enc.len() {
+        assert_eq!(
+            decode_captured(Bytes::from(enc[..cut].to_vec())),
+            None,
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn key_separates_credentials_routes_protocols_and_encodings() {
+    let a = CredentialKeys::derive(b"salt", b"a");
+    let b = CredentialKeys::derive(b"salt", b"b");
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc-web+proto"),
+    );
+    let base = cache_key(a.id(), 1, 2, &h);
+    assert_eq!(base.len(), ID_LEN + 18);
+    assert_ne!(base, cache_key(b.id(), 1, 2, &h));
+    assert_ne!(base, cache_key(a.id(), 2, 2, &h));
+    assert_ne!(base, cache_key(a.id(), 1, 3, &h));
+    let mut gz = h.clone();
+    gz.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
+    assert_ne!(base, cache_key(a.id(), 1, 2, &gz));
+    assert_eq!(base, cache_key(a.id(), 1, 2, &h));
+}

@@ -1,0 +1,331 @@
+//! The relay face (issue: registration relay): litd registers its autopilot sessions through
+//! litgate; the ledger, the privacy policy at registration, withheld revocations, and
+//! reconciliation of orphaned registrations.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::*;
+use litgate::proto::{
+    autopilotserverrpc::{
+        autopilot_client::AutopilotClient as ServerClient, ActivateSessionRequest,
+        RegisterSessionRequest,
+    },
+    litrpc::{
+        autopilot_client::AutopilotClient, sessions_client::SessionsClient,
+        AddAutopilotSessionRequest, FeatureConfig, RevokeAutopilotSessionRequest,
+        RevokeSessionRequest, SessionType,
+    },
+};
+use tonic::{metadata::MetadataValue, Code};
+
+fn add_request(feature: &str) -> AddAutopilotSessionRequest {
+    AddAutopilotSessionRequest {
+        label: "relay-test".into(),
+        expiry_timestamp_seconds: (SystemTime::now() + Duration::from_secs(86400))
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        mailbox_server_addr: "mailbox.example:443".into(),
+        features: [(
+            feature.to_string(),
+            FeatureConfig {
+                rules: None,
+                config: b"{}".to_vec(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+fn with_mac<T>(env: &Env, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
+    r.metadata_mut().insert("macaroon", mac);
+    r
+}
+
+async fn relay_client(env: &Env) -> ServerClient<tonic::transport::Channel> {
+    let ch =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", env.gate.relay_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    ServerClient::new(ch)
+}
+
+#[tokio::test]
+async fn add_session_goes_through_the_relay_into_the_ledger() {
+    let env = Env::start_relay("").await;
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    let session = client
+        .add_autopilot_session(with_mac(&env, add_request("AutoFees")))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+
+    let regs = env.autopilot.registrations();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(
+        regs[0].request.privacy_flags, 0x0c,
+        "the flags the server received"
+    );
+    assert_eq!(regs[0].request.responder_pub_key, session.local_public_key);
+
+    let ledger = env.gate.store().ledger().unwrap();
+    assert_eq!(ledger.len(), 1);
+    let e = &ledger[0];
+    assert_eq!(e.responder_key, hex::encode(&session.local_public_key));
+    assert_eq!(e.session_id, hex::encode(&session.id));
+    assert_eq!(e.group_id, hex::encode(&session.group_id));
+    assert_eq!(e.features, ["AutoFees"]);
+    assert_eq!(e.privacy_flags, 0x0c);
+    assert_eq!(e.lit_version, "0.17.2");
+    assert_eq!(e.initiator_key, hex::encode(env.autopilot.initiator_key()));
+    assert!(e.revoked_at.is_none());
+
+    // The admin view: JSON, no secrets.
+    let (status, body) = admin_get(&env.admin_uri("/registrations")).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json["registrations"][0]["session_id"],
+        hex::encode(&session.id)
+    );
+    let secret_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&session.pairing_secret)
+    };
+    assert!(!body.contains(&hex::encode(&session.pairing_secret)) && !body.contains(&secret_b64));
+    assert!(!body.contains(&env.macaroon()));
+
+    // Revoking it goes to the server and marks the ledger.
+    client
+        .revoke_autopilot_session(with_mac(
+            &env,
+            RevokeAutopilotSessionRequest {
+                local_public_key: session.local_public_key.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        env.autopilot.revocations(),
+        vec![session.local_public_key.clone()]
+    );
+    let e = &env.gate.store().ledger().unwrap()[0];
+    assert_eq!(e.revoked_by.as_deref(), Some("litd"));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn registration_with_a_denied_flag_never_reaches_the_server() {
+    let env = Env::start_relay("[privacy]\ndeny_clear = [\"ClearNetworkAddresses\"]\n").await;
+    // A client that bypasses the public face and talks to litd directly.
+    let mut direct = AutopilotClient::new(env.litd_channel().await);
+    let err = direct
+        .add_autopilot_session(with_mac(&env, add_request("AutoOpen")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("error registering session with autopilot server"),
+        "{err:?}"
+    );
+    assert!(err.message().contains("ClearNetworkAddresses"), "{err:?}");
+    assert!(env.autopilot.registrations().is_empty());
+    assert_eq!(env.autopilot.count("RegisterSession"), 0);
+    assert!(env.gate.store().ledger().unwrap().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn revocation_of_a_non_autopilot_session_never_reaches_the_server() {
+    let env = Env::start_relay("").await;
+    let victim = env
+        .litd
+        .sessions()
+        .into_iter()
+        .find(|s| s.session_type == SessionType::TypeMacaroonAdmin as i32)
+        .unwrap();
+    let mut sessions = SessionsClient::new(env.gate_channel().await);
+    sessions
+        .revoke_session(with_mac(
+            &env,
+            RevokeSessionRequest {
+                local_public_key: victim.local_public_key.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    // litd announced it (that is litd's leak); litgate answered and kept the key.
+    assert!(
+        env.autopilot.revocations().is_empty(),
+        "a non-autopilot key reached the server"
+    );
+    assert_eq!(env.autopilot.count("RevokeSession"), 0);
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    assert!(
+        metrics.contains(
+            "litgate_relay_calls_total{method=\"RevokeSession\",outcome=\"answered_locally\"} 1"
+        ),
+        "{metrics}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn reconciliation_revokes_orphaned_registrations_only() {
+    let env = Env::start_relay("").await;
+    // A live session, registered through the relay by litd.
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    let live = client
+        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    // An orphan: registered at the server (through the relay) but litd has no such session,
+    // as when litd fails after registering.
+    let mut orphan_key = vec![0x02];
+    orphan_key.extend_from_slice(&[7u8; 32]);
+    let mut relay = relay_client(&env).await;
+    relay
+        .register_session(RegisterSessionRequest {
+            responder_pub_key: orphan_key.clone(),
+            mailbox_addr: "mailbox.example:443".into(),
+            feature_configs: [("HealthCheck".to_string(), b"{}".to_vec())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(env.autopilot.registrations().len(), 2);
+
+    // Young registrations are left alone (their AddAutopilotSession may still be running).
+    let report = env.gate.reconcile_now().await.unwrap().unwrap();
+    assert_eq!((report.checked, report.revoked), (2, 0));
+    env.clock.advance(Duration::from_secs(600));
+    let report = env.gate.reconcile_now().await.unwrap().unwrap();
+    assert_eq!((report.checked, report.revoked, report.failed), (2, 1, 0));
+    assert_eq!(env.autopilot.revocations(), vec![orphan_key.clone()]);
+    let ledger = env.gate.store().ledger().unwrap();
+    let orphan = ledger
+        .iter()
+        .find(|e| e.responder_key == hex::encode(&orphan_key))
+        .unwrap();
+    assert_eq!(orphan.revoked_by.as_deref(), Some("reconciliation"));
+    let kept = ledger
+        .iter()
+        .find(|e| e.responder_key == hex::encode(&live.local_public_key))
+        .unwrap();
+    assert!(kept.revoked_at.is_none());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn reconciliation_is_off_without_a_macaroon_and_ready_says_so() {
+    let env = Env::start_relay_opts("", "", false).await;
+    assert!(env.gate.reconcile_now().await.is_none());
+    let (status, body) = admin_get(&env.admin_uri("/ready")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("reconcile: off"), "{body}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn server_down_gives_litd_unavailable_promptly() {
+    let env = Env::start_relay("").await;
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    // One session while the server is up, so the catalogue is fresh.
+    client
+        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .await
+        .unwrap();
+    let mut relay = relay_client(&env).await;
+    env.autopilot.pause().await;
+    let call = relay.activate_session(ActivateSessionRequest {
+        responder_pub_key: vec![2; 33],
+    });
+    let err = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("answers promptly")
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // litd's own registration fails cleanly: the policy passes on the fresh catalogue, litd
+    // registers through the relay, and the relay's UNAVAILABLE reaches litd.
+    let err = client
+        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("error registering session with autopilot server"),
+        "{err:?}"
+    );
+    assert_eq!(
+        env.gate.store().ledger().unwrap().len(),
+        1,
+        "no ledger entry for a failed registration"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_ledger_survives_a_restart() {
+    let env = Env::start_relay("").await;
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    client
+        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .await
+        .unwrap();
+    let before = env.gate.store().ledger().unwrap();
+    assert_eq!(before.len(), 1);
+    let env = env.restart_gate().await;
+    assert_eq!(env.gate.store().ledger().unwrap(), before);
+    let (_, body) = admin_get(&env.admin_uri("/registrations")).await;
+    assert!(body.contains(&before[0].session_id));
+    let _ = Bytes::new();
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn registrations_command_prints_the_ledger() {
+    let env = Env::start_relay("").await;
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    let session = client
+        .add_autopilot_session(with_mac(&env, add_request("AutoFees")))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let admin = env.gate.admin_addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
+            .args(["registrations", "--admin", &admin])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("SESSION") && lines[0].contains("FEATURES"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(&hex::encode(&session.id))
+            && lines[1].contains("ClearChanIDs|ClearTimeStamps"),
+        "{text}"
+    );
+    env.stop().await;
+}
