@@ -3,26 +3,34 @@
 //! litgate: an autopilot registration proxy sidecar for Lightning Terminal (litd).
 //!
 //! ```text
-//!  clients: litcli, Terminal UI, apps, scripts       (gRPC, grpc-web, REST; TLS; macaroon)
+//!  clients: litcli, Terminal UI, apps, scripts    (gRPC, grpc-web, REST; TLS; macaroon)
 //!    |
 //!    v
-//!  litgate public face :8445                          server.rs (TLS, ALPN h2 + http/1.1)
-//!    trace > rescue > metrics > identity > router     layers/, router.rs (app::public_stack)
-//!      router: AddAutopilotSession, ListSessions, ListAutopilotSessions, session writes
-//!              (named, passing through until their handlers land); everything else:
-//!              raw passthrough                        upstream/
+//!  public face :8445                     server.rs (TLS, ALPN h2 + http/1.1), app::public_stack
+//!    trace > rescue > metrics > identity > rate limit > router          layers/, router.rs
+//!      router: AddAutopilotSession ........ autopilot/add_session.rs (policy.rs, catalogue.rs)
+//!              ListSessions, ListAutopilotSessions ......... cache/ (sled, per credential)
+//!              AddSession, Revoke*Session ........... invalidate the cache, pass through
+//!              anything else ....................... raw passthrough, upstream/
 //!    |
 //!    v  HTTPS, litd's tls.cert pinned, one pooled HTTP/2 connection
 //!  litd 127.0.0.1:8443
+//!    |  litd's autopilot client (autopilot.address = the relay)
+//!    v
+//!  relay face :12010                      autopilot/relay.rs (ledger, reconciliation)
+//!    |  one pooled channel                autopilot/client.rs
+//!    v
+//!  Autopilot server
 //!
-//!  litgate admin face :9445   /live  /ready  /metrics  admin.rs
+//!  admin face :9445   /live /ready /metrics /registrations                         admin.rs
 //! ```
 //!
 //! A request enters through [`server::serve`], gets a span ([`layers::trace`]), is counted
-//! ([`layers::metrics`]), has its caller read ([`layers::identity`]), and is dispatched by
-//! [`router::Router`]; anything not intercepted is forwarded as bytes by
-//! [`upstream::Upstream`], bodies and trailers streaming both ways. Errors become responses
-//! in one place, [`layers::rescue`], in the caller's protocol ([`grpc`]).
+//! ([`layers::metrics`]), has its caller read ([`layers::identity`]) and limited
+//! ([`layers::rate_limit`]), and is dispatched by [`router::Router`]; anything not intercepted
+//! is forwarded as bytes by [`upstream::Upstream`], bodies and trailers streaming both ways.
+//! Errors become responses in one place, [`layers::rescue`], in the caller's protocol
+//! ([`grpc`]). Persistent state lives behind [`store::Store`], the only user of sled.
 
 pub mod admin;
 pub mod app;

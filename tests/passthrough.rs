@@ -469,3 +469,110 @@ async fn ready_flips_with_litd_availability() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn plaintext_listener_serves_h2c_and_http1() {
+    let litd = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(dir.path(), &litd, "").replacen(
+        "[listen]\n",
+        "[listen]\nplaintext = true\n",
+        1,
+    );
+    let cfg = litgate::config::Config::parse(&toml).unwrap();
+    let gate = litgate::app::start(&cfg).await.unwrap();
+    assert!(gate.cert_path.is_none());
+    // gRPC over h2c (prior knowledge).
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", gate.public_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let reply = EchoClient::new(ch)
+        .unary(EchoRequest {
+            message: "h2c".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().message, "h2c");
+    // REST over plain HTTP/1.1.
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::get(format!("http://{}/v1/sessions", gate.public_addr))
+        .header("Grpc-Metadata-Macaroon", litd.macaroon_hex())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_11);
+    gate.shutdown().await;
+    litd.shutdown().await;
+}
+
+/// As a native sidecar litgate starts before litd has written its tls.cert, and litd renews
+/// its certificate: the pin is read when a connection needs it, and re-read when it changed.
+#[tokio::test]
+async fn pinned_cert_is_read_late_and_follows_renewal() {
+    let litd = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(dir.path(), &litd, "");
+    let cert_path = dir.path().join("litd-tls.cert");
+    std::fs::remove_file(&cert_path).unwrap();
+    let cfg = litgate::config::Config::parse(&toml).unwrap();
+    let gate = litgate::app::start(&cfg)
+        .await
+        .expect("starts without litd's cert");
+    let admin = format!("http://{}/ready", gate.admin_addr);
+    let (status, body) = admin_get(&admin).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("tls.cert"), "{body}");
+
+    std::fs::write(&cert_path, litd.cert_pem().unwrap()).unwrap();
+    let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
+    let mut echo = EchoClient::new(channel(gate.public_addr, &cert).await);
+    let ping = |m: &str| EchoRequest {
+        message: m.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        echo.unary(ping("first"))
+            .await
+            .unwrap()
+            .into_inner()
+            .message,
+        "first"
+    );
+
+    // litd restarts with a renewed certificate on the same address.
+    let addr = litd.addr();
+    litd.shutdown().await;
+    let renewed = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig {
+        tls: true,
+        addr: Some(addr),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_ne!(renewed.cert_pem(), None);
+    std::fs::write(&cert_path, renewed.cert_pem().unwrap()).unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        if echo.unary(ping("renewed")).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "litgate follows litd's renewed certificate");
+    gate.shutdown().await;
+    renewed.shutdown().await;
+}

@@ -158,14 +158,16 @@ impl Upstream {
 
         let (tls, https) = if cfg.plaintext {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(pinned::client_config(Vec::new())?)
+                .with_tls_config(pinned::client_config(Arc::new(pinned::NoTls(
+                    crate::tls::provider(),
+                )))?)
                 .https_or_http()
                 .enable_http2()
                 .wrap_connector(http);
             (None, https)
         } else {
-            let certs = crate::tls::load_certs(&cfg.tls_cert)?;
-            let tls = pinned::client_config(certs)?;
+            let verifier = PinnedVerifier::new(cfg.tls_cert.clone())?;
+            let tls = pinned::client_config(Arc::new(verifier))?;
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_only()

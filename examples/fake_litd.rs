@@ -1,0 +1,67 @@
+//! A standalone fake litd and fake Autopilot server, for end-to-end load runs against a
+//! separately started `litgate run` (see `benches/load.sh`).
+//!
+//! Starts `litgate::demo::DemoAutopilot` (plaintext h2c) and `litgate::demo::DemoLitd` (TLS,
+//! self-signed for `localhost`/`127.0.0.1`) whose autopilot client registers directly with that
+//! fake Autopilot server, writes `DIR/tls.cert`, `DIR/lit.macaroon` and `DIR/lit.macaroon.hex`,
+//! prints the addresses and runs until killed (SIGTERM) or interrupted (Ctrl-C). The fakes keep
+//! every session and recorded request in memory; that is fine for a bounded run.
+//!
+//! ```sh
+//! cargo run --release --example fake_litd -- \
+//!     --litd-addr 127.0.0.1:18443 --autopilot-addr 127.0.0.1:18010 --dir /tmp/fake-litd
+//! ```
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+use litgate::demo::{
+    AutopilotTarget, DemoAutopilot, DemoAutopilotConfig, DemoLitd, DemoLitdConfig,
+};
+
+/// Fake litd (TLS) + fake Autopilot server (plaintext) on loopback.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Where the fake litd listens (TLS); port 0: the OS chooses.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    litd_addr: SocketAddr,
+    /// Where the fake Autopilot server listens (plaintext gRPC); port 0: the OS chooses.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    autopilot_addr: SocketAddr,
+    /// Directory for tls.cert, lit.macaroon and lit.macaroon.hex.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let autopilot = DemoAutopilot::start(DemoAutopilotConfig {
+        tls: false,
+        addr: Some(args.autopilot_addr),
+    })?;
+    let litd = DemoLitd::start(DemoLitdConfig {
+        tls: true,
+        autopilot: Some(AutopilotTarget {
+            addr: autopilot.addr(),
+            tls_cert_pem: None,
+        }),
+        addr: Some(args.litd_addr),
+    })?;
+    let (cert, mac) = litd.write_files(&args.dir)?;
+    let mac_hex = args.dir.join("lit.macaroon.hex");
+    litd.write_macaroon_hex(&mac_hex)?;
+    println!(
+        "litd={} autopilot={} cert={} macaroon={} macaroon_hex={}",
+        litd.addr(),
+        autopilot.addr(),
+        cert.display(),
+        mac.display(),
+        mac_hex.display()
+    );
+    // SIGTERM keeps its default action (the process ends); Ctrl-C stops the fakes first.
+    tokio::signal::ctrl_c().await?;
+    litd.shutdown().await;
+    autopilot.shutdown().await;
+    Ok(())
+}
