@@ -220,6 +220,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "target": args.target,
         "concurrency": args.concurrency,
+        "warmup": args.warmup,
         "count": us.len(),
         "errors": errors,
         "first_error": first,

@@ -143,18 +143,6 @@ impl Default for RulesConfig {
     }
 }
 
-/// The privacy-mapper flag names, by bit (`spec/lit-behaviour.md` §2.1).
-pub const PRIVACY_FLAG_NAMES: [&str; 8] = [
-    "ClearPubkeys",
-    "ClearAmounts",
-    "ClearChanIDs",
-    "ClearTimeStamps",
-    "ClearChanInitiator",
-    "ClearHTLCs",
-    "ClearClosingTxIds",
-    "ClearNetworkAddresses",
-];
-
 /// `[privacy]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -308,12 +296,12 @@ impl Config {
         nonzero(&mut err, "autopilot.rules.max_expiry", rules.max_expiry);
 
         for (i, name) in self.privacy.deny_clear.iter().enumerate() {
-            if !PRIVACY_FLAG_NAMES.contains(&name.as_str()) {
+            if !crate::autopilot::rules::PRIVACY_FLAG_NAMES.contains(&name.as_str()) {
                 err(
                     &format!("privacy.deny_clear[{i}]"),
                     format!(
                         "unknown privacy flag {name:?}; known: {}",
-                        PRIVACY_FLAG_NAMES.join(", ")
+                        crate::autopilot::rules::PRIVACY_FLAG_NAMES.join(", ")
                     ),
                 );
             }

@@ -14,7 +14,7 @@ use tonic::Code;
 
 use super::rules::{self, RATE_LIMIT};
 use crate::{
-    config::{PrivacyConfig, Rate as CapRate, RulesConfig, PRIVACY_FLAG_NAMES},
+    config::{PrivacyConfig, Rate as CapRate, RulesConfig},
     error::Error,
     proto::{
         autopilotserverrpc::Feature,
@@ -82,11 +82,7 @@ pub struct Policy {
 impl Policy {
     /// Builds the policy from `[autopilot.rules]` and `[privacy]` (already validated).
     pub fn new(caps: RulesConfig, privacy: PrivacyConfig) -> Self {
-        let deny_mask = privacy
-            .deny_clear
-            .iter()
-            .filter_map(|n| PRIVACY_FLAG_NAMES.iter().position(|k| k == n))
-            .fold(0u64, |m, bit| m | (1 << bit));
+        let deny_mask = rules::flag_mask(&privacy.deny_clear);
         Policy {
             caps,
             privacy,

@@ -26,7 +26,6 @@ use tonic::{Request, Response, Status};
 use super::{catalogue::Catalogue, client::Autopilot, policy::APPROVAL_TTL, rules};
 use crate::{
     clock::SharedClock,
-    config::PRIVACY_FLAG_NAMES,
     error::Error,
     proto::{
         autopilotserverrpc::{
@@ -75,10 +74,7 @@ impl Relay {
             "Calls litd made to the relay, by method and outcome (forwarded, refused, answered_locally, failed)",
             calls.clone(),
         );
-        let deny_mask = deny_clear
-            .iter()
-            .filter_map(|n| PRIVACY_FLAG_NAMES.iter().position(|k| k == n))
-            .fold(0u64, |m, bit| m | (1 << bit));
+        let deny_mask = rules::flag_mask(deny_clear);
         Relay {
             autopilot,
             catalogue,

@@ -56,6 +56,14 @@ pub const PRIVACY_FLAG_NAMES: [&str; 8] = [
 /// Bits 0–7: every flag litd knows.
 pub const KNOWN_PRIVACY_FLAGS: u64 = 0xff;
 
+/// The bitmask of flag names (unknown names, rejected by config validation, add nothing).
+pub fn flag_mask(names: &[String]) -> u64 {
+    names
+        .iter()
+        .filter_map(|n| PRIVACY_FLAG_NAMES.iter().position(|k| k == n))
+        .fold(0u64, |m, bit| m | (1 << bit))
+}
+
 /// Whether litd knows `name`.
 pub fn is_known(name: &str) -> bool {
     KNOWN_RULES.contains(&name)

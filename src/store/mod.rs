@@ -236,10 +236,7 @@ impl Store {
                 })
             }
         }
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| classify(&path, e))?;
+        let db = open_sled(&path)?;
         let meta = db.open_tree("meta").map_err(|e| classify(&path, e))?;
         match meta.get(SCHEMA_KEY).map_err(|e| classify(&path, e))? {
             Some(v) => {
@@ -540,6 +537,25 @@ impl Store {
 
     fn err(&self, e: sled::Error) -> StoreError {
         classify(&self.path, e)
+    }
+}
+
+/// Opens sled, waiting briefly for a lock that is being released: sled lets go of its file
+/// lock when its background flusher stops, shortly after the previous handle in this process
+/// was dropped (a restart in place). A lock held by another process stays and is reported.
+fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| classify(path, e))
+        {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
