@@ -660,3 +660,40 @@ fn snapshot(dir: &std::path::Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
     v.sort();
     v
 }
+
+#[tokio::test]
+async fn oversized_request_is_refused_before_litd() {
+    // config_toml's [listen] table gets the limit (a table can appear only once).
+    let env = Env::start().await;
+    let litd = &env.litd;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(dir.path(), litd, "").replacen(
+        "[listen]\n",
+        "[listen]\nmax_message_bytes = 2048\n",
+        1,
+    );
+    let cfg = litgate::config::Config::parse(&toml).unwrap();
+    let gate = litgate::app::start(&cfg).await.unwrap();
+    let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
+    let mut req = request(&[("HealthCheck", feature(&[]))]);
+    req.label = "x".repeat(4096);
+    let r = send(
+        &h2_client(&cert),
+        grpc_request(
+            &format!("https://{}{ADD}", gate.public_addr),
+            grpc_frame_raw(&req.encode_to_vec()),
+            Some(&env.macaroon()),
+        ),
+    )
+    .await;
+    assert_eq!(r.grpc_status().as_deref(), Some("8"), "{r:?}");
+    assert!(
+        r.grpc_message()
+            .unwrap()
+            .contains("larger than the 2048-byte limit"),
+        "{r:?}"
+    );
+    nothing_reached_litd(&env);
+    gate.shutdown().await;
+    env.stop().await;
+}
