@@ -444,30 +444,31 @@ impl Cache {
         Ok(resp)
     }
 
-    /// Invalidates every entry: bumps the persisted generation (flushed to disk), then removes
-    /// the entries. A store failure still invalidates this process's view.
+    /// Invalidates every entry. The generation moves on in memory first, so from the moment
+    /// this returns no entry written before it is served; persisting the bump and dropping the
+    /// old entries happen off the answer path (a crash before sled's next flush, at most
+    /// half a second later, can bring an old entry back for at most its TTL).
     pub async fn invalidate(&self) {
+        let current = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let inner = self.inner.clone();
-        let bumped = tokio::task::spawn_blocking(move || {
-            let r = inner.store.bump_cache_generation();
-            match r {
+        tokio::task::spawn_blocking(move || {
+            match inner.store.bump_cache_generation() {
                 Ok(g) => {
                     inner.generation.fetch_max(g, Ordering::SeqCst);
                 }
                 Err(ref e) => {
-                    inner.generation.fetch_add(1, Ordering::SeqCst);
                     tracing::warn!(error = %e, "session cache: could not persist the generation bump");
                 }
             }
-            if let Err(e) = inner.store.cache_clear() {
-                tracing::warn!(error = %e, "session cache: could not clear old entries");
+            // Only entries older than this invalidation: answers stored since are current.
+            let dropped = inner.store.cache_retain(|_, v| {
+                EntryHeader::parse(v).is_some_and(|h| h.generation >= current)
+            });
+            if let Err(e) = dropped {
+                tracing::warn!(error = %e, "session cache: could not drop old entries");
             }
             inner.refresh_gauges();
-        })
-        .await;
-        if bumped.is_err() {
-            self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        }
+        });
     }
 
     async fn fetch_shared(

@@ -441,8 +441,8 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Moves the session cache's generation on and flushes it to disk before returning, so no
-    /// crash can bring back an entry written before the bump; returns the new generation.
+    /// Moves the session cache's generation on; returns the new generation. Durable at sled's
+    /// next periodic flush (the cache keeps the authoritative generation in memory).
     pub fn bump_cache_generation(&self) -> Result<u64, StoreError> {
         let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
         let next = meta
@@ -454,7 +454,6 @@ impl Store {
                 Some(n.wrapping_add(1).to_be_bytes().to_vec())
             })
             .map_err(|e| self.err(e))?;
-        meta.flush().map_err(|e| self.err(e))?;
         Ok(next
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes)
