@@ -172,7 +172,11 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         path: data_dir.clone(),
         source,
     })?;
-    let store = Store::open(&data_dir)?;
+    // Off the async threads: opening may wait for a lock a previous instance is releasing.
+    let dir = data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| StartError::Config(format!("opening the store failed: {e}")))??;
 
     let mut registry = Registry::default();
     let request_metrics = RequestMetrics::register(&mut registry);

@@ -128,6 +128,8 @@ pub async fn serve<S, F>(
     F: Future<Output = ()>,
 {
     let graceful = GracefulShutdown::new();
+    // Connection tasks, so the ones still running at the drain deadline can be closed.
+    let mut conns = tokio::task::JoinSet::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let local = listener.local_addr().ok();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -152,6 +154,8 @@ pub async fn serve<S, F>(
                 }
             },
         };
+        // Reap finished connection tasks so the set holds only live ones.
+        while conns.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
         let info = ConnectInfo {
             peer,
@@ -171,7 +175,7 @@ pub async fn serve<S, F>(
                     .serve_connection(TokioIo::new(tcp), hyper_svc)
                     .into_owned();
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, %peer, "connection ended with error");
                     }
@@ -182,7 +186,7 @@ pub async fn serve<S, F>(
                 // The handshake runs in the connection's task so a slow client cannot stall
                 // the accept loop; connections still handshaking at shutdown are just dropped.
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     let tls =
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(tls)) => tls,
@@ -206,10 +210,12 @@ pub async fn serve<S, F>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    let drained = tokio::time::timeout(drain, graceful.shutdown())
         .await
-        .is_err()
-    {
-        tracing::warn!(deadline = ?drain, "drain deadline passed; closing remaining connections");
+        .is_ok();
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+    if !drained {
+        tracing::warn!(deadline = ?drain, "drain deadline passed; closed the remaining connections");
     }
 }

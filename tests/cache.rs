@@ -8,7 +8,6 @@
 mod common;
 
 use std::{
-    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -608,63 +607,20 @@ async fn disabled_cache_passes_everything_through() {
 
 #[tokio::test]
 async fn sigkill_during_writes_then_restart_serves_correct_answers_or_misses() {
-    const BIN: &str = env!("CARGO_BIN_EXE_litgate");
     let litd = DemoLitd::start(DemoLitdConfig {
         tls: true,
         ..Default::default()
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (public, admin) = (port(), port());
-    let toml = config_toml(
+    let bin = Binary::prepare(
         dir.path(),
         &litd,
         "[cache]\nttl = \"1h\"\nmax_stale = \"2h\"\nmax_entries = 10000\n",
-    )
-    .replace(
-        "addr = \"127.0.0.1:0\"\ndrain_timeout",
-        &format!("addr = \"127.0.0.1:{public}\"\ndrain_timeout"),
-    )
-    .replace(
-        "[admin]\naddr = \"127.0.0.1:0\"",
-        &format!("[admin]\naddr = \"127.0.0.1:{admin}\""),
     );
-    let cfg = write(dir.path(), "litgate.toml", &toml);
-    let spawn = |log: &str| {
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
-            .spawn()
-            .unwrap()
-    };
-    let live = format!("http://127.0.0.1:{admin}/live");
-    let wait_up = |log: &'static str| {
-        let live = live.clone();
-        let dir = dir.path().to_path_buf();
-        async move {
-            let up = eventually(200, Duration::from_millis(50), || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", admin))
-                    .await
-                    .is_ok()
-                    && admin_get(&live).await.0 == 200
-            })
-            .await;
-            assert!(
-                up,
-                "litgate came up: {}",
-                std::fs::read_to_string(dir.join(log)).unwrap_or_default()
-            );
-        }
-    };
+    let (public, admin) = (bin.public, bin.admin);
+    let spawn = |log: &str| bin.spawn(log);
+    let wait_up = |log: &'static str| bin.wait_up(log);
     // Credentials: the admin macaroon, the read-only one, and attenuated copies (each its own
     // entry, so every first call writes one).
     let base = litd.macaroon().clone();

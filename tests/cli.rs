@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::process::Command;
 
 use common::*;
 use litgate::{
@@ -93,45 +90,10 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // Fixed ports are not allowed: ask the OS for free ones, then hand them to the child.
-    let port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (public, admin) = (port(), port());
-    let toml = config_toml(dir.path(), &litd, "")
-        .replace(
-            "addr = \"127.0.0.1:0\"\ndrain_timeout",
-            &format!("addr = \"127.0.0.1:{public}\"\ndrain_timeout"),
-        )
-        .replace(
-            "[admin]\naddr = \"127.0.0.1:0\"",
-            &format!("[admin]\naddr = \"127.0.0.1:{admin}\""),
-        );
-    let cfg = write(dir.path(), "litgate.toml", &toml);
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let live = format!("http://127.0.0.1:{admin}/live");
-    let up = eventually(100, Duration::from_millis(50), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", admin))
-            .await
-            .is_ok()
-            && admin_get(&live).await.0 == 200
-    })
-    .await;
-    assert!(
-        up,
-        "litgate came up: {}",
-        std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
-    );
+    let bin = Binary::prepare(dir.path(), &litd, "");
+    let mut child = bin.spawn("stderr.log");
+    bin.wait_up("stderr.log").await;
+    let public = bin.public;
     let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
     let mut echo = EchoClient::new(channel(([127, 0, 0, 1], public).into(), &cert).await);
     let mut stream = echo

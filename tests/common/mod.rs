@@ -121,17 +121,52 @@ impl Env {
                 &format!("connect_timeout = \"1s\"\nmacaroon = \"{}\"", mac.display()),
             );
         }
+        Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
+    }
+
+    /// Starts litgate on `toml`.
+    async fn launch(
+        litd: DemoLitd,
+        autopilot: DemoAutopilot,
+        dir: TempDir,
+        toml: &str,
+        clock: ManualClock,
+    ) -> Env {
         let config =
-            Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
-        let clock = ManualClock::new();
+            Config::parse(toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+        Self::launch_config(litd, autopilot, dir, config, clock).await
+    }
+
+    /// Starts litgate on `config`.
+    async fn launch_config(
+        litd: DemoLitd,
+        autopilot: DemoAutopilot,
+        dir: TempDir,
+        config: Config,
+        clock: ManualClock,
+    ) -> Env {
         let gate = app::start_with_clock(&config, std::sync::Arc::new(clock.clone()))
             .await
             .expect("litgate starts");
-        let relay = gate.relay_addr.expect("relay on");
-        litd.set_autopilot(Some(litgate::demo::AutopilotTarget {
-            addr: relay,
-            tls_cert_pem: None,
-        }));
+        Self::assemble(litd, autopilot, dir, config, clock, gate)
+    }
+
+    /// The environment around a started litgate; when its relay is on, litd's autopilot client
+    /// is pointed at it.
+    fn assemble(
+        litd: DemoLitd,
+        autopilot: DemoAutopilot,
+        dir: TempDir,
+        config: Config,
+        clock: ManualClock,
+        gate: Running,
+    ) -> Env {
+        if let Some(relay) = gate.relay_addr {
+            litd.set_autopilot(Some(litgate::demo::AutopilotTarget {
+                addr: relay,
+                tls_cert_pem: None,
+            }));
+        }
         let gate_cert = std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
         Env {
             litd,
@@ -144,8 +179,10 @@ impl Env {
         }
     }
 
-    /// Stops litgate and starts it again on the same config and data directory. sled's lock
-    /// goes with the last handle of the old process's store, so the start is retried (bounded).
+    /// Stops litgate and starts it again on the same config and data directory. In-process,
+    /// sled's lock goes only when the last handle of the old store is dropped (connection tasks
+    /// wind down after the drain), so the start is retried, bounded; a real restart is a new
+    /// process and has no such wait.
     pub async fn restart_gate(self) -> Env {
         let Env {
             litd,
@@ -158,30 +195,12 @@ impl Env {
         } = self;
         gate.shutdown().await;
         let mut last = None;
-        for _ in 0..100 {
+        for _ in 0..10 {
             match app::start_with_clock(&config, std::sync::Arc::new(clock.clone())).await {
-                Ok(gate) => {
-                    if let Some(relay) = gate.relay_addr {
-                        litd.set_autopilot(Some(litgate::demo::AutopilotTarget {
-                            addr: relay,
-                            tls_cert_pem: None,
-                        }));
-                    }
-                    let gate_cert =
-                        std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
-                    return Env {
-                        litd,
-                        autopilot,
-                        gate,
-                        dir,
-                        gate_cert,
-                        config,
-                        clock,
-                    };
-                }
+                Ok(gate) => return Self::assemble(litd, autopilot, dir, config, clock, gate),
                 Err(e) => last = Some(e.to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("litgate did not restart: {last:?}");
     }
@@ -198,22 +217,7 @@ impl Env {
         .expect("demo litd starts");
         let dir = tempfile::tempdir().unwrap();
         let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), autopilot_keys, extra);
-        let config =
-            Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
-        let clock = ManualClock::new();
-        let gate = app::start_with_clock(&config, std::sync::Arc::new(clock.clone()))
-            .await
-            .expect("litgate starts");
-        let gate_cert = std::fs::read(gate.cert_path.as_ref().expect("TLS public face")).unwrap();
-        Env {
-            litd,
-            autopilot,
-            gate,
-            dir,
-            gate_cert,
-            config,
-            clock,
-        }
+        Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
     }
 
     pub fn gate_uri(&self, path: &str) -> String {
@@ -425,4 +429,72 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// The real `litgate` binary, for tests that signal or kill the process. Ports are chosen by
+/// the OS (bound, released, handed to the child), all on 127.0.0.1.
+pub struct Binary {
+    pub public: u16,
+    pub admin: u16,
+    pub config: PathBuf,
+    dir: PathBuf,
+}
+
+impl Binary {
+    /// Writes a config pointing at `litd` (with `extra` tables) into `dir`.
+    pub fn prepare(dir: &Path, litd: &DemoLitd, extra: &str) -> Binary {
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (public, admin) = (port(), port());
+        let toml = config_toml(dir, litd, extra)
+            .replace(
+                "addr = \"127.0.0.1:0\"\ndrain_timeout",
+                &format!("addr = \"127.0.0.1:{public}\"\ndrain_timeout"),
+            )
+            .replace(
+                "[admin]\naddr = \"127.0.0.1:0\"",
+                &format!("[admin]\naddr = \"127.0.0.1:{admin}\""),
+            );
+        let config = write(dir, "litgate.toml", &toml);
+        Binary {
+            public,
+            admin,
+            config,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Starts `litgate run`, its stderr in `log` under the test's directory.
+    pub fn spawn(&self, log: &str) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (bounded) until `/live` answers; panics with the child's stderr otherwise.
+    pub async fn wait_up(&self, log: &str) {
+        let live = format!("http://127.0.0.1:{}/live", self.admin);
+        let admin = self.admin;
+        let up = eventually(200, Duration::from_millis(50), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", admin))
+                .await
+                .is_ok()
+                && admin_get(&live).await.0 == 200
+        })
+        .await;
+        assert!(
+            up,
+            "litgate came up: {}",
+            std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+        );
+    }
 }
