@@ -576,3 +576,50 @@ async fn pinned_cert_is_read_late_and_follows_renewal() {
     gate.shutdown().await;
     renewed.shutdown().await;
 }
+
+/// The drain has a deadline: a call still running when it passes is cut, and shutdown returns.
+#[tokio::test]
+async fn shutdown_cuts_calls_still_running_at_the_drain_deadline() {
+    let litd = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(dir.path(), &litd, "")
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
+    let gate = litgate::app::start(&litgate::config::Config::parse(&toml).unwrap())
+        .await
+        .unwrap();
+    let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
+    let mut echo = EchoClient::new(channel(gate.public_addr, &cert).await);
+    // 100 replies 100 ms apart: far longer than the drain deadline.
+    let mut stream = echo
+        .server_stream(EchoRequest {
+            message: "long".into(),
+            count: 100,
+            fail_code: 0,
+            delay_ms: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    // Bounded, not timed: a shutdown that waited for the stream would take 10 s.
+    tokio::time::timeout(Duration::from_secs(5), gate.shutdown())
+        .await
+        .expect("shutdown returns after the deadline");
+    let mut got = 1;
+    let ended = loop {
+        match stream.message().await {
+            Ok(Some(_)) => got += 1,
+            other => break other,
+        }
+    };
+    assert!(got < 100, "the stream was cut");
+    assert!(
+        ended.is_err(),
+        "a cut stream ends with an error, not a clean end: {ended:?}"
+    );
+    litd.shutdown().await;
+}
