@@ -89,3 +89,66 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn empty() -> Body {
     Body(Empty::new().map_err(|never| match never {}).boxed_unsync())
 }
+
+/// What an observer sees of a body as it streams through.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A data frame.
+    Data(&'a Bytes),
+    /// The trailers (gRPC status lives here).
+    Trailers(&'a http::HeaderMap),
+    /// The body failed.
+    Error,
+    /// The body ended.
+    End,
+}
+
+/// Passes `inner` through unchanged, showing each frame to `observe` on the way (metrics and
+/// the rate limiter read the gRPC status this way). Dropping the body drops the observer, so
+/// an observer can tell a cancelled stream by its own `Drop`.
+pub fn observe<F>(inner: Body, observe: F) -> Body
+where
+    F: FnMut(Event<'_>) + Send + Unpin + 'static,
+{
+    Body(Observed { inner, observe }.boxed_unsync())
+}
+
+struct Observed<F> {
+    inner: Body,
+    observe: F,
+}
+
+impl<F: FnMut(Event<'_>) + Send + Unpin + 'static> http_body::Body for Observed<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Both fields are `Unpin` (`Body` is boxed; observers are plain closures).
+        let this = Pin::into_inner(self);
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    (this.observe)(Event::Data(d));
+                } else if let Some(t) = frame.trailers_ref() {
+                    (this.observe)(Event::Trailers(t));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => (this.observe)(Event::Error),
+            Poll::Ready(None) => (this.observe)(Event::End),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

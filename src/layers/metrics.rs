@@ -11,8 +11,6 @@ use std::{
     time::Instant,
 };
 
-use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, histogram::Histogram},
@@ -21,7 +19,7 @@ use prometheus_client::{
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Body, BoxError, Request, Response},
+    body::{Event, Request, Response},
     error::Error,
     grpc::Protocol,
     router::Route,
@@ -177,7 +175,21 @@ where
                         protocol: protocol.as_str(),
                         done: false,
                     };
-                    Ok(resp.map(|b| crate::body::boxed(ObservedBody { inner: b, pending })))
+                    Ok(resp.map(|b| {
+                        let mut pending = pending;
+                        crate::body::observe(b, move |event| match event {
+                            Event::Trailers(t) => {
+                                let code = t
+                                    .get("grpc-status")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("unknown");
+                                pending.finish(code.to_owned());
+                            }
+                            Event::Error => pending.finish("stream_error".into()),
+                            Event::End => pending.finish("no_status".into()),
+                            Event::Data(_) => {}
+                        })
+                    }))
                 }
             }
         })
@@ -217,48 +229,6 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.finish("cancelled".into());
-    }
-}
-
-/// Watches a response body for the gRPC status in its trailers.
-struct ObservedBody {
-    inner: Body,
-    pending: Pending,
-}
-
-impl HttpBody for ObservedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(t) = frame.trailers_ref() {
-                    let code = t
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("unknown");
-                    this.pending.finish(code.to_owned());
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.pending.finish("stream_error".into()),
-            Poll::Ready(None) => this.pending.finish("no_status".into()),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -40,7 +40,6 @@ use governor::{
     Quota,
 };
 use http::Method;
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -51,7 +50,7 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Body, BoxError, Request, Response},
+    body::{Event, Request, Response},
     config::Rate,
     error::Error,
     grpc::Protocol,
@@ -676,11 +675,28 @@ fn observe(resp: Response, protocol: Protocol, acceptance: Acceptance) -> Respon
         Protocol::GrpcWeb => Watch::WebFrames(WebScan::default()),
         _ => return resp,
     };
+    let mut watch = watch;
+    let mut acceptance = Some(acceptance);
     resp.map(|inner| {
-        crate::body::boxed(Observed {
-            inner,
-            watch,
-            acceptance: Some(acceptance),
+        crate::body::observe(inner, move |event| {
+            if acceptance.is_none() {
+                return;
+            }
+            let verdict = match (&mut watch, event) {
+                (Watch::Trailers, Event::Trailers(t)) => {
+                    Some(t.get("grpc-status").is_some_and(|v| v.as_bytes() == b"0"))
+                }
+                (Watch::WebFrames(scan), Event::Data(data)) => scan.feed(data.clone()),
+                (_, Event::Error | Event::End) => Some(false),
+                _ => None,
+            };
+            if let Some(ok) = verdict {
+                if let Some(a) = acceptance.take() {
+                    if ok {
+                        a.record();
+                    }
+                }
+            }
         })
     })
 }
@@ -690,63 +706,6 @@ enum Watch {
     Trailers,
     /// The trailer frame (flag 0x80) inside a grpc-web body.
     WebFrames(WebScan),
-}
-
-/// A response body passed through unchanged while its final status is looked for.
-struct Observed {
-    inner: Body,
-    watch: Watch,
-    acceptance: Option<Acceptance>,
-}
-
-impl Observed {
-    fn verdict(&mut self, ok: bool) {
-        if let Some(a) = self.acceptance.take() {
-            if ok {
-                a.record();
-            }
-        }
-    }
-}
-
-impl HttpBody for Observed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if this.acceptance.is_some() {
-            match &polled {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let verdict = match (&mut this.watch, frame.trailers_ref(), frame.data_ref()) {
-                        (Watch::Trailers, Some(t), _) => {
-                            Some(t.get("grpc-status").is_some_and(|v| v.as_bytes() == b"0"))
-                        }
-                        (Watch::WebFrames(scan), _, Some(data)) => scan.feed(data.clone()),
-                        _ => None,
-                    };
-                    if let Some(ok) = verdict {
-                        this.verdict(ok);
-                    }
-                }
-                Poll::Ready(_) => this.verdict(false),
-                Poll::Pending => {}
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// The longest grpc-web trailer frame read; litd's are a few dozen bytes.
@@ -824,11 +783,13 @@ mod tests {
 
     use governor::clock::FakeRelativeClock;
     use http::HeaderValue;
+    use http_body::Frame;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
     use super::*;
     use crate::{
+        body::BoxError,
         demo::{attenuate, MacaroonBaker},
         layers::identity::{Credential, CredentialKind},
         macaroon::Macaroon,
