@@ -112,3 +112,19 @@ impl From<crate::store::StoreError> for Error {
         Error::Internal(e.to_string())
     }
 }
+
+/// An error and its causes on one line (`a: b: c`), each cause once, for messages that name
+/// what failed underneath (transport errors wrap several layers deep).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        src = cause.source();
+    }
+    s
+}

@@ -117,7 +117,13 @@ impl Autopilot {
             tonic::Code::Unavailable | tonic::Code::Unknown
                 if status.message().contains("transport") =>
             {
-                format!("{} ({})", status.message(), describe_source(status))
+                format!(
+                    "{} ({})",
+                    status.message(),
+                    std::error::Error::source(status)
+                        .map(crate::error::chain)
+                        .unwrap_or_default()
+                )
             }
             tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
                 format!("no answer in time ({})", status.message())
@@ -129,14 +135,4 @@ impl Autopilot {
             reason,
         }
     }
-}
-
-fn describe_source(status: &tonic::Status) -> String {
-    let mut out = String::new();
-    let mut src = std::error::Error::source(status);
-    while let Some(e) = src {
-        out = e.to_string();
-        src = e.source();
-    }
-    out
 }

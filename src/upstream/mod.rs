@@ -365,16 +365,7 @@ impl tower::Service<Request> for Upstream {
 /// The error and its causes on one line, e.g. `client error (Connect): tcp connect error:
 /// Connection refused (os error 111)`.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        src = cause.source();
-    }
+    let mut s = crate::error::chain(e);
     if s.contains("deadline has elapsed") || s.contains("operation timed out") {
         s.push_str(" (upstream.connect_timeout)");
     }
