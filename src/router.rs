@@ -157,7 +157,7 @@ impl Service<Request> for Router {
             ))));
         }
         let route = Route::classify(req.method(), req.uri().path());
-        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let protocol = Protocol::of(&req);
         match route {
             Route::AddAutopilotSession => {
                 let write: RouteFuture = match &self.add_autopilot_session {

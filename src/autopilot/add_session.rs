@@ -86,7 +86,7 @@ impl AddSessionHandler {
 
     /// Handles one AddAutopilotSession request in any protocol.
     pub async fn handle(&self, req: Request) -> Result<Response, Error> {
-        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let protocol = Protocol::of(&req);
         match self.decide_and_rewrite(protocol, req).await {
             Ok(forward) => {
                 self.outcomes

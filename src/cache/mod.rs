@@ -345,7 +345,7 @@ impl Cache {
     /// the cache when it may, else from litd (one call per key at a time), else stale.
     pub async fn list(&self, route: Route, req: Request) -> Result<Response, Error> {
         let inner = &self.inner;
-        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let protocol = Protocol::of(&req);
         let caller = match req.extensions().get::<Caller>() {
             Some(c) => c.clone(),
             None => Caller::from_parts(req.headers(), None),

@@ -58,6 +58,15 @@ impl Protocol {
         Protocol::Http
     }
 
+    /// The protocol of a request: read from the request's extensions, where the outermost
+    /// layer (trace) puts it, so the stack classifies each request once; detected otherwise.
+    pub fn of<B>(req: &http::Request<B>) -> Self {
+        req.extensions()
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or_else(|| Protocol::detect(req.headers(), req.uri().path()))
+    }
+
     /// A bounded label for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -129,7 +129,7 @@ where
 
     fn call(&mut self, req: Request) -> Self::Future {
         let route = Route::classify(req.method(), req.uri().path()).label();
-        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
         let start = Instant::now();
         let fut = self.inner.call(req);

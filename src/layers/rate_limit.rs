@@ -631,7 +631,7 @@ where
         let Some(id) = admitted.observe else {
             return Box::pin(self.inner.call(req));
         };
-        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let protocol = Protocol::of(&req);
         let accepted = self.limiter.accepted.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {

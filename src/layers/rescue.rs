@@ -55,7 +55,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let protocol = Protocol::of(&req);
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {

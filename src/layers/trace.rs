@@ -51,8 +51,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let protocol = Protocol::detect(req.headers(), req.uri().path());
+        // Detected once here; the layers below read it back with `Protocol::of`.
+        req.extensions_mut().insert(protocol);
         let peer = req.extensions().get::<ConnectInfo>().map(|c| c.peer);
         // The path only: query strings of REST calls may carry values we should not log.
         let span = tracing::debug_span!(
