@@ -6,7 +6,6 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use common::*;
 use litgate::proto::{
     autopilotserverrpc::{
@@ -291,7 +290,6 @@ async fn the_ledger_survives_a_restart() {
     assert_eq!(env.gate.store().ledger().unwrap(), before);
     let (_, body) = admin_get(&env.admin_uri("/registrations")).await;
     assert!(body.contains(&before[0].session_id));
-    let _ = Bytes::new();
     env.stop().await;
 }
 

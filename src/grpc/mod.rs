@@ -7,7 +7,7 @@ pub mod wire;
 
 use std::time::Duration;
 
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
@@ -149,11 +149,6 @@ pub fn status_response(
     resp
 }
 
-/// The HTTP status of a plain (non-gRPC) error response, for callers that only need the code.
-pub fn rest_status(code: tonic::Code) -> StatusCode {
-    http_status(code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,7 +203,7 @@ mod tests {
             "litd at 127.0.0.1:1 is 100% down",
             None,
         );
-        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.status(), http::StatusCode::OK);
         assert_eq!(r.headers()["grpc-status"], "14");
         assert_eq!(
             r.headers()["grpc-message"],
@@ -224,7 +219,7 @@ mod tests {
             "slow down",
             Some(Duration::from_millis(1500)),
         );
-        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
     }
 }
