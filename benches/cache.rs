@@ -44,15 +44,7 @@ struct Bench {
 }
 
 fn h2_client(cert_pem: &[u8]) -> HttpClient {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in litgate::tls::parse_certs(cert_pem).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(litgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = litgate::tls::pinned::pem_client_config(cert_pem).unwrap();
     // Nagle off and an adaptive window, as litgate's own upstream client: otherwise a 200 KB
     // answer stalls on delayed ACKs and every call measures ~40 ms of TCP, not litgate.
     let mut http = HttpConnector::new();

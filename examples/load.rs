@@ -32,7 +32,7 @@ use litgate::proto::{
 };
 use tonic::{
     metadata::MetadataValue,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Channel, Endpoint},
 };
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -185,15 +185,12 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let pem = std::fs::read(&args.cert)?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pem))
-        .domain_name("localhost");
-    let channel = Endpoint::from_shared(args.target.clone())?
-        .tls_config(tls)?
+    // Pinned exactly, as litcli pins litd's lnd-shaped tls.cert.
+    let tls = litgate::tls::pinned::pem_client_config(&pem)?;
+    let ep = Endpoint::from_shared(args.target.replacen("https://", "http://", 1))?
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await?;
+        .connect_timeout(Duration::from_secs(3));
+    let channel = litgate::tls::pinned::tonic_channel(ep, tls);
     let macaroon = match &args.macaroon_file {
         Some(p) => Some(std::fs::read_to_string(p)?.trim().parse()?),
         None => None,

@@ -24,7 +24,7 @@ use litgate::{
     },
 };
 use tonic::{
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Channel, Endpoint},
     Code, Request,
 };
 
@@ -35,15 +35,12 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A channel pinning the fake's lnd-shaped certificate, as litcli pins litd's `tls.cert`.
 async fn channel(litd: &DemoLitd) -> Result<Channel, tonic::transport::Error> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(litd.cert_pem().expect("TLS litd")))
-        .domain_name("localhost");
-    Endpoint::from_shared(format!("https://127.0.0.1:{}", litd.addr().port()))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
+    let ep = Endpoint::from_shared(format!("http://127.0.0.1:{}", litd.addr().port()))?
+        .connect_timeout(Duration::from_secs(2));
+    let tls = litgate::tls::pinned::pem_client_config(litd.cert_pem().expect("TLS litd")).unwrap();
+    Ok(litgate::tls::pinned::tonic_channel(ep, tls))
 }
 
 async fn plain_channel(litd: &DemoLitd) -> Channel {
@@ -67,15 +64,7 @@ fn https_client(
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 > {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in litgate::tls::parse_certs(cert_pem).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(litgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = litgate::tls::pinned::pem_client_config(cert_pem).unwrap();
     let conn = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(cfg)
         .https_only()

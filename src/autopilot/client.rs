@@ -2,10 +2,15 @@
 //! shared by the catalogue, the policy and the relay, with TLS from the system roots, a pinned
 //! certificate, or plaintext (tests, loopback), and a deadline on every call. litd dials a new
 //! connection per call; litgate keeps one.
+//!
+//! A pinned certificate (`autopilot.tls_cert`, litd's `--autopilot.tlspath`) is matched byte
+//! for byte by [`crate::tls::PinnedVerifier`], as Go's `credentials.NewClientTLSFromFile`
+//! accepts it: a self-signed server certificate shaped as lnd makes them (`CA:TRUE`,
+//! `keyCertSign`) is accepted as its own end entity, which WebPKI alone would refuse.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::{
     config::AutopilotConfig,
@@ -53,34 +58,45 @@ impl Autopilot {
             addr: addr.clone(),
             reason,
         };
-        let scheme = if cfg.plaintext { "http" } else { "https" };
-        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        let pinned = !cfg.plaintext && !cfg.tls_cert.as_os_str().is_empty();
+        // A pinned channel does its own TLS under an `http` URI (see `tonic_channel`).
+        let scheme = if cfg.plaintext || pinned {
+            "http"
+        } else {
+            "https"
+        };
+        let ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| bad(e.to_string()))?
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
             .timeout(cfg.timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(false);
-        if !cfg.plaintext {
+        let channel = if cfg.plaintext {
+            ep.connect_lazy()
+        } else if !pinned {
             let host = crate::config::host_port(&addr)
                 .map(|(h, _)| h.to_string())
                 .unwrap_or_default();
-            let mut tls = ClientTlsConfig::new().domain_name(host);
-            tls = if cfg.tls_cert.as_os_str().is_empty() {
-                tls.with_native_roots()
-            } else {
-                let pem = std::fs::read(&cfg.tls_cert).map_err(|source| ClientError::Cert {
-                    path: cfg.tls_cert.display().to_string(),
-                    source,
-                })?;
-                tls.ca_certificate(Certificate::from_pem(pem))
-            };
-            ep = ep.tls_config(tls).map_err(|e| bad(e.to_string()))?;
-        }
-        Ok(Autopilot {
-            channel: ep.connect_lazy(),
-            addr,
-        })
+            let tls = ClientTlsConfig::new().domain_name(host).with_native_roots();
+            ep.tls_config(tls)
+                .map_err(|e| bad(e.to_string()))?
+                .connect_lazy()
+        } else {
+            // The operator names the file: it must be there at start (unlike litd's own
+            // tls.cert, which litd may not have written yet when litgate starts).
+            std::fs::metadata(&cfg.tls_cert).map_err(|source| ClientError::Cert {
+                path: cfg.tls_cert.display().to_string(),
+                source,
+            })?;
+            let verifier =
+                crate::tls::PinnedVerifier::new(cfg.tls_cert.clone(), "autopilot.tls_cert")
+                    .map_err(|e| bad(e.to_string()))?;
+            let tls = crate::tls::pinned::client_config(Arc::new(verifier))
+                .map_err(|e| bad(e.to_string()))?;
+            crate::tls::pinned::tonic_channel(ep, tls)
+        };
+        Ok(Autopilot { channel, addr })
     }
 
     /// The configured server address (for messages).

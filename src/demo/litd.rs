@@ -871,28 +871,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 async fn autopilot_client(
     t: &AutopilotTarget,
 ) -> Result<AutopilotClient<tonic::transport::Channel>, Status> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-    let scheme = if t.tls_cert_pem.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    use tonic::transport::Endpoint;
     let unavailable = |e: tonic::transport::Error| {
         Status::unavailable(format!("connection error: {}", error_chain(&e)))
     };
-    let mut ep = Endpoint::from_shared(format!("{scheme}://{}", t.addr))
+    // With TLS the pinned connector does the handshake under an `http` URI.
+    let ep = Endpoint::from_shared(format!("http://{}", t.addr))
         .map_err(unavailable)?
         .connect_timeout(AUTOPILOT_TIMEOUT)
         .timeout(AUTOPILOT_TIMEOUT);
-    if let Some(pem) = &t.tls_cert_pem {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(pem))
-            .domain_name("localhost");
-        ep = ep.tls_config(tls).map_err(unavailable)?;
-    }
-    Ok(AutopilotClient::new(
-        ep.connect().await.map_err(unavailable)?,
-    ))
+    let channel = match &t.tls_cert_pem {
+        // Go's credentials.NewClientTLSFromFile: the file's certificate is trusted as is,
+        // including lnd-shaped self-signed CA certificates.
+        Some(pem) => {
+            let tls = crate::tls::pinned::pem_client_config(pem)
+                .map_err(|e| Status::unavailable(format!("autopilot.tlspath: {e}")))?;
+            crate::tls::pinned::tonic_channel(ep, tls)
+        }
+        None => ep.connect().await.map_err(unavailable)?,
+    };
+    Ok(AutopilotClient::new(channel))
 }
 
 async fn list_server_features(

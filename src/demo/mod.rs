@@ -38,12 +38,12 @@ fn loopback_any() -> SocketAddr {
 
 type TlsMaterial = (Option<Arc<rustls::ServerConfig>>, Option<Vec<u8>>);
 
-/// A fresh self-signed certificate for `localhost` and `127.0.0.1` (like litd's `tls.cert`), as
-/// a rustls server config (ALPN h2, http/1.1) and the certificate PEM for clients to pin.
+/// A fresh self-signed certificate for `localhost` and `127.0.0.1` shaped exactly as litd's
+/// `tls.cert` (lnd's generator: `CA:TRUE`, `keyCertSign`), as a rustls server config (ALPN h2,
+/// http/1.1) and the certificate PEM for clients to pin.
 fn self_signed_tls() -> io::Result<TlsMaterial> {
-    let pair =
-        crate::tls::generate_self_signed(&["localhost".to_string(), "127.0.0.1".to_string()])
-            .map_err(io::Error::other)?;
+    let pair = crate::tls::generate_lnd_style(&["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(io::Error::other)?;
     let certs = crate::tls::parse_certs(pair.cert_pem.as_bytes()).map_err(io::Error::other)?;
     let key = crate::tls::parse_key(pair.key_pem.as_bytes()).map_err(io::Error::other)?;
     let config = crate::tls::server_config(certs, key).map_err(io::Error::other)?;

@@ -4,8 +4,6 @@
 //! connection (HTTP/2, litd's `tls.cert` pinned) carries many calls. This module must never
 //! log request or response headers (they carry macaroons).
 
-mod pinned;
-
 use std::{
     future::Future,
     path::PathBuf,
@@ -27,8 +25,6 @@ use crate::{
     body::{boxed, Body, BoxError, Request, Response},
     error::Error,
 };
-
-pub use pinned::PinnedVerifier;
 
 /// `[upstream]`: litd.
 #[derive(Debug, Clone, Deserialize)]
@@ -158,16 +154,17 @@ impl Upstream {
 
         let (tls, https) = if cfg.plaintext {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(pinned::client_config(Arc::new(pinned::NoTls(
-                    crate::tls::provider(),
-                )))?)
+                .with_tls_config(crate::tls::pinned::client_config(Arc::new(
+                    crate::tls::pinned::NoTls(crate::tls::provider()),
+                ))?)
                 .https_or_http()
                 .enable_http2()
                 .wrap_connector(http);
             (None, https)
         } else {
-            let verifier = PinnedVerifier::new(cfg.tls_cert.clone())?;
-            let tls = pinned::client_config(Arc::new(verifier))?;
+            let verifier =
+                crate::tls::PinnedVerifier::new(cfg.tls_cert.clone(), "upstream.tls_cert")?;
+            let tls = crate::tls::pinned::client_config(Arc::new(verifier))?;
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls.clone())
                 .https_only()

@@ -220,6 +220,39 @@ impl Env {
         Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
     }
 
+    /// A TLS fake Autopilot server (its certificate shaped as lnd makes them) pinned by
+    /// litgate through `[autopilot] tls_cert`, a TLS fake litd, and litgate with its relay on
+    /// (litd registering through it). `edit` adjusts the config value before start.
+    pub async fn start_pinned_autopilot(edit: impl FnOnce(&mut Config)) -> Env {
+        let autopilot = DemoAutopilot::start(DemoAutopilotConfig {
+            tls: true,
+            ..Default::default()
+        })
+        .expect("demo autopilot starts");
+        let litd = DemoLitd::start(DemoLitdConfig {
+            tls: true,
+            ..Default::default()
+        })
+        .expect("demo litd starts");
+        let dir = tempfile::tempdir().unwrap();
+        let pinned = write(
+            dir.path(),
+            "autopilot.cert",
+            std::str::from_utf8(autopilot.cert_pem().expect("TLS autopilot")).unwrap(),
+        );
+        let mut config = Config::parse(&config_toml(dir.path(), &litd, "")).unwrap();
+        config.autopilot.server = autopilot.addr().to_string();
+        config.autopilot.tls_cert = pinned;
+        config.autopilot.plaintext = false;
+        config.autopilot.timeout = Duration::from_secs(2);
+        config.autopilot.relay.addr = "127.0.0.1:0".into();
+        edit(&mut config);
+        config
+            .validate()
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        Self::launch_config(litd, autopilot, dir, config, ManualClock::new()).await
+    }
+
     pub fn gate_uri(&self, path: &str) -> String {
         format!("https://{}{}", self.gate.public_addr, path)
     }
@@ -253,31 +286,18 @@ impl Env {
     }
 }
 
+/// A tonic channel pinning exactly `cert_pem` (lnd-shaped CA certificates included, as Go's
+/// and OpenSSL-based clients accept them).
 pub async fn channel(addr: SocketAddr, cert_pem: &[u8]) -> tonic::transport::Channel {
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(cert_pem))
-        .domain_name("localhost");
-    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .expect("tonic channel connects")
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    litgate::tls::pinned::tonic_channel(ep, rustls_config(cert_pem))
 }
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-fn rustls_config(cert_pem: &[u8]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in litgate::tls::parse_certs(cert_pem).unwrap() {
-        roots.add(c).unwrap();
-    }
-    rustls::ClientConfig::builder_with_provider(litgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
+/// A client config pinning exactly `cert_pem`, as litd's own clients pin `tls.cert`.
+pub fn rustls_config(cert_pem: &[u8]) -> rustls::ClientConfig {
+    litgate::tls::pinned::pem_client_config(cert_pem).unwrap()
 }
 
 /// An HTTP/2-only client trusting `cert_pem` (gRPC and grpc-web over h2).
