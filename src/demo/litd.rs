@@ -448,8 +448,11 @@ fn static_file(method: &Method, path: &str) -> http::Response<Body> {
 // REST gateway (grpc-gateway v2 shapes)
 
 fn rest_error(status: StatusCode, code: Code, message: &str) -> http::Response<Body> {
-    let body = serde_json::json!({ "code": code as i32, "message": message, "details": [] });
-    plain(status, "application/json", body.to_string())
+    plain(
+        status,
+        "application/json",
+        crate::grpc::gateway_error_json(code, message),
+    )
 }
 
 fn rest_status(s: &Status) -> http::Response<Body> {

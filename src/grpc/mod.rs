@@ -8,7 +8,6 @@ pub mod wire;
 use std::time::Duration;
 
 use http::{header, HeaderValue};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
     body::{self, Response},
@@ -96,9 +95,6 @@ pub fn is_rest_path(path: &str) -> bool {
     }
 }
 
-// gRPC's percent-encoding of grpc-message: everything outside printable ASCII, and '%'.
-const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
-
 /// Writes `err` as the caller's protocol expects it.
 pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     let retry_after = match err {
@@ -108,8 +104,10 @@ pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     status_response(protocol, err.code(), &err.to_string(), retry_after)
 }
 
-/// A status in the caller's protocol: trailers-only for gRPC and grpc-web, grpc-gateway's
-/// `{"code", "message", "details"}` JSON for REST and plain HTTP.
+/// A status in the caller's protocol: trailers-only for gRPC and grpc-web, with `grpc-status`
+/// and `grpc-message` written by tonic itself (so litgate's own statuses are byte for byte what
+/// a tonic server would send); grpc-gateway's error JSON for REST and plain HTTP, keys in its
+/// order (`code`, `message`, `details`) with its HTTP status for the code.
 pub fn status_response(
     protocol: Protocol,
     code: tonic::Code,
@@ -125,15 +123,13 @@ pub fn status_response(
         let mut r = Response::new(body::empty());
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        h.insert("grpc-status", HeaderValue::from(code as i32));
-        let encoded = utf8_percent_encode(message, GRPC_MESSAGE).to_string();
-        if let Ok(v) = HeaderValue::from_str(&encoded) {
-            h.insert("grpc-message", v);
+        if tonic::Status::new(code, message).add_header(h).is_err() {
+            // Only a message that no header can carry gets here; the code still goes out.
+            h.insert("grpc-status", HeaderValue::from(code as i32));
         }
         r
     } else {
-        let json = serde_json::json!({ "code": code as i32, "message": message, "details": [] });
-        let mut r = Response::new(body::full(json.to_string()));
+        let mut r = Response::new(body::full(gateway_error_json(code, message)));
         *r.status_mut() = http_status(code);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -147,6 +143,16 @@ pub fn status_response(
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
+}
+
+/// grpc-gateway's error body (`google.rpc.Status` in protojson): `code`, `message`, `details`
+/// in that order, as litd's REST proxy writes it.
+pub fn gateway_error_json(code: tonic::Code, message: &str) -> String {
+    let message = serde_json::Value::String(message.to_owned());
+    format!(
+        r#"{{"code":{},"message":{message},"details":[]}}"#,
+        code as i32
+    )
 }
 
 #[cfg(test)]
@@ -196,18 +202,29 @@ mod tests {
     }
 
     #[test]
-    fn grpc_error_is_trailers_only_with_encoded_message() {
+    fn grpc_error_is_trailers_only_as_tonic_writes_it() {
+        let msg = "litd is 100% down: \"quoted\" {braces} ünïcode";
+        let r = status_response(Protocol::Grpc, tonic::Code::Unavailable, msg, None);
+        let want = tonic::Status::unavailable(msg).into_http::<()>();
+        assert_eq!(r.status(), want.status());
+        assert_eq!(r.headers(), want.headers(), "same head as a tonic server's");
+        let decoded = tonic::Status::from_header_map(r.headers()).unwrap();
+        assert_eq!(decoded.code(), tonic::Code::Unavailable);
+        assert_eq!(decoded.message(), msg);
+    }
+
+    #[test]
+    fn rest_error_keys_are_in_gateway_order() {
         let r = status_response(
-            Protocol::Grpc,
-            tonic::Code::Unavailable,
-            "litd at 127.0.0.1:1 is 100% down",
+            Protocol::Rest,
+            tonic::Code::FailedPrecondition,
+            "no \"way\"",
             None,
         );
-        assert_eq!(r.status(), http::StatusCode::OK);
-        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.status(), http::StatusCode::BAD_REQUEST);
         assert_eq!(
-            r.headers()["grpc-message"],
-            "litd at 127.0.0.1:1 is 100%25 down"
+            gateway_error_json(tonic::Code::FailedPrecondition, "no \"way\""),
+            r#"{"code":9,"message":"no \"way\"","details":[]}"#
         );
     }
 
