@@ -17,7 +17,7 @@ use prost::Message;
 
 use super::{
     catalogue::Catalogue,
-    policy::{Decision, LinkedSession, Policy, Refusal},
+    policy::{Decision, LinkedSession, Policy, Refusal, APPROVAL_BOUNDS},
     rules::RATE_LIMIT,
 };
 use crate::{
@@ -170,12 +170,14 @@ impl AddSessionHandler {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
-        self.store.record_approval(&approval).map_err(|e| {
-            as_refusal(
-                "store",
-                Error::Internal(format!("could not record the approval: {e}")),
-            )
-        })?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.record_approval(&approval, APPROVAL_BOUNDS))
+            .await
+            .map_err(|e| Error::Internal(format!("could not record the approval: {e}")))
+            .and_then(|r| {
+                r.map_err(|e| Error::Internal(format!("could not record the approval: {e}")))
+            })
+            .map_err(|e| as_refusal("store", e))?;
 
         let body = match rewritten {
             // Nothing to change: forward the caller's bytes as they came.

@@ -459,5 +459,9 @@ fn show_flags(flags: u64) -> String {
     }
 }
 
-/// How long an approval stays usable by the relay (litd registers within the same call).
-pub const APPROVAL_TTL: Duration = Duration::from_secs(600);
+/// How long and how many approvals are kept for the relay (litd registers within the same
+/// call, seconds after the decision).
+pub const APPROVAL_BOUNDS: crate::store::ApprovalBounds = crate::store::ApprovalBounds {
+    max_age: Duration::from_secs(600),
+    max_count: 10_000,
+};

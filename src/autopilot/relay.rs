@@ -23,7 +23,7 @@ use prometheus_client::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{catalogue::Catalogue, client::Autopilot, policy::APPROVAL_TTL, rules};
+use super::{catalogue::Catalogue, client::Autopilot, policy::APPROVAL_BOUNDS, rules};
 use crate::{
     clock::SharedClock,
     error::Error,
@@ -37,7 +37,7 @@ use crate::{
         litrpc::{ListAutopilotSessionsRequest, ListAutopilotSessionsResponse, SessionState},
     },
     router::LIST_AUTOPILOT_SESSIONS,
-    store::{LedgerEntry, Store},
+    store::{ApprovalId, LedgerEntry, Store},
     upstream::Upstream,
 };
 
@@ -105,7 +105,10 @@ impl Relay {
     }
 
     /// The policy checks of RegisterSession; `Ok(Some(id))` names the approval it matches.
-    async fn check_registration(&self, r: &RegisterSessionRequest) -> Result<Option<u64>, Status> {
+    async fn check_registration(
+        &self,
+        r: &RegisterSessionRequest,
+    ) -> Result<Option<ApprovalId>, Status> {
         if r.responder_pub_key.len() != 33 {
             return Err(Status::invalid_argument(format!(
                 "responder_pub_key: must be a 33-byte compressed public key, got {} bytes",
@@ -147,17 +150,14 @@ impl Relay {
         // approved anything recently; sessions created around the public face have no approval
         // and are held to [privacy] only.
         let now = self.now_secs();
-        let approvals = self
-            .store
-            .approvals()
+        let since = now.saturating_sub(APPROVAL_BOUNDS.max_age.as_secs());
+        let store = self.store.clone();
+        let wanted = features.clone();
+        let approvals = tokio::task::spawn_blocking(move || store.approvals_for(&wanted, since))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::internal(e.to_string()))?;
-        let mut matching = approvals
-            .into_iter()
-            .filter(|(_, a)| {
-                a.features == features
-                    && now.saturating_sub(a.approved_at) <= APPROVAL_TTL.as_secs()
-            })
-            .peekable();
+        let mut matching = approvals.into_iter().peekable();
         if matching.peek().is_none() {
             return Ok(None);
         }
@@ -275,7 +275,8 @@ impl autopilot_server::Autopilot for Relay {
             tracing::error!(error = %e, session = %entry.session_id, "could not record a registration in the ledger");
         }
         if let Some(id) = approval {
-            let _ = self.store.remove_approval(id);
+            let store = self.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.remove_approval(&id)).await;
         }
         Ok(Response::new(resp))
     }

@@ -7,8 +7,12 @@
 //!   write so that older cache entries are invalid;
 //! - `catalogue`: `features` → the Autopilot server's `ListFeaturesResponse`, `terms` → its
 //!   `TermsResponse`, each with when it was fetched ([`CatalogueRecord`]);
-//! - `approvals`: approval id (u64 BE) → [`Approval`], the features and privacy flags that the
-//!   AddAutopilotSession policy approved, for the relay to hold `RegisterSession` to;
+//! - `approvals_v2`: SHA-256 of the sorted feature names ‖ approved_at (u64 BE) ‖ id (u64 BE) →
+//!   [`Approval`], the features and privacy flags that the AddAutopilotSession policy approved,
+//!   for the relay to hold `RegisterSession` to (looked up by the features' prefix, never
+//!   scanned whole); `approvals_by_time`: approved_at ‖ id → the primary key, so approvals past
+//!   their age or over the count bound ([`ApprovalBounds`]) are dropped oldest first. (Schema 1
+//!   stores may still hold the unbounded `approvals` tree of earlier builds: it is dropped.)
 //! - `ledger`: responder public key (33 bytes) → [`LedgerEntry`], every registration that went
 //!   through the relay;
 //! - `cache`: the session cache (`crate::cache`): lookup id (32 bytes, HKDF of the caller's
@@ -116,6 +120,33 @@ pub struct Approval {
     pub approved_at: u64,
 }
 
+/// How long and how many approvals are kept. An approval is only useful for the seconds
+/// between the public face's decision and litd's `RegisterSession`; these bounds keep a flood
+/// of approved adds from growing the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalBounds {
+    /// Older approvals are dropped.
+    pub max_age: Duration,
+    /// Beyond this many, the oldest are dropped.
+    pub max_count: usize,
+}
+
+/// Names one stored approval (its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalId(Vec<u8>);
+
+/// The approvals index prefix of a feature set: SHA-256 over the sorted names, each ended by a
+/// NUL (names are not trusted to be free of any separator).
+fn approval_prefix(features: &[String]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in features {
+        h.update(f.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().into()
+}
+
 /// One registration that went through the relay. Holds public keys and metadata only: no
 /// pairing secret, no macaroon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +186,9 @@ pub struct Store {
     db: sled::Db,
     catalogue: sled::Tree,
     approvals: sled::Tree,
+    approvals_by_time: sled::Tree,
+    /// Entries in `approvals_by_time` (sled's `len` walks the tree).
+    approval_count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ledger: sled::Tree,
     cache: sled::Tree,
 }
@@ -268,7 +302,16 @@ impl Store {
             }
         }
         let catalogue = db.open_tree("catalogue").map_err(|e| classify(&path, e))?;
-        let approvals = db.open_tree("approvals").map_err(|e| classify(&path, e))?;
+        // Earlier builds kept approvals unbounded under this name; they are minutes-lived.
+        db.drop_tree("approvals").map_err(|e| classify(&path, e))?;
+        let approvals = db
+            .open_tree("approvals_v2")
+            .map_err(|e| classify(&path, e))?;
+        let approvals_by_time = db
+            .open_tree("approvals_by_time")
+            .map_err(|e| classify(&path, e))?;
+        let approval_count =
+            std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(approvals_by_time.len()));
         let ledger = db.open_tree("ledger").map_err(|e| classify(&path, e))?;
         let cache = db.open_tree("cache").map_err(|e| classify(&path, e))?;
         Ok(Store {
@@ -276,6 +319,8 @@ impl Store {
             db,
             catalogue,
             approvals,
+            approvals_by_time,
+            approval_count,
             ledger,
             cache,
         })
@@ -334,40 +379,99 @@ impl Store {
         Ok(())
     }
 
-    /// Records an approval; returns its id.
-    pub fn record_approval(&self, a: &Approval) -> Result<u64, StoreError> {
+    /// Records an approval, then drops approvals older than `bounds.max_age` (measured from
+    /// this one's `approved_at`) and the oldest beyond `bounds.max_count`; returns its id.
+    pub fn record_approval(
+        &self,
+        a: &Approval,
+        bounds: ApprovalBounds,
+    ) -> Result<ApprovalId, StoreError> {
         let id = self.db.generate_id().map_err(|e| self.err(e))?;
         let v = serde_json::to_vec(a).map_err(|e| StoreError::Io {
             path: self.path.clone(),
             detail: e.to_string(),
         })?;
+        let mut key = approval_prefix(&a.features).to_vec();
+        key.extend_from_slice(&a.approved_at.to_be_bytes());
+        key.extend_from_slice(&id.to_be_bytes());
         self.approvals
-            .insert(id.to_be_bytes(), v)
+            .insert(key.as_slice(), v)
             .map_err(|e| self.err(e))?;
-        Ok(id)
+        let old = self
+            .approvals_by_time
+            .insert(&key[32..], key.as_slice())
+            .map_err(|e| self.err(e))?;
+        if old.is_none() {
+            self.approval_count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let cutoff = a.approved_at.saturating_sub(bounds.max_age.as_secs());
+        for kv in self.approvals_by_time.iter() {
+            let (time_key, primary) = kv.map_err(|e| self.err(e))?;
+            let at = time_key
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            let over = self
+                .approval_count
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > bounds.max_count;
+            if at >= cutoff && !over {
+                break;
+            }
+            self.remove_approval(&ApprovalId(primary.to_vec()))?;
+        }
+        Ok(ApprovalId(key))
     }
 
-    /// Every recorded approval, oldest first, with its id. Unreadable records are skipped.
-    pub fn approvals(&self) -> Result<Vec<(u64, Approval)>, StoreError> {
+    /// The approvals recorded for exactly these (sorted) feature names at or after
+    /// `since` (unix seconds), oldest first. Unreadable records are skipped.
+    pub fn approvals_for(
+        &self,
+        features: &[String],
+        since: u64,
+    ) -> Result<Vec<(ApprovalId, Approval)>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.approvals.iter() {
+        let prefix = approval_prefix(features);
+        let mut from = prefix.to_vec();
+        from.extend_from_slice(&since.to_be_bytes());
+        for kv in self.approvals.range(from..) {
             let (k, v) = kv.map_err(|e| self.err(e))?;
-            let Ok(id) = <[u8; 8]>::try_from(k.as_ref()).map(u64::from_be_bytes) else {
-                continue;
-            };
-            if let Ok(a) = serde_json::from_slice(&v) {
-                out.push((id, a));
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Ok(a) = serde_json::from_slice::<Approval>(&v) {
+                if a.features == features {
+                    out.push((ApprovalId(k.to_vec()), a));
+                }
             }
         }
         Ok(out)
     }
 
+    /// How many approvals are held.
+    pub fn approval_count(&self) -> usize {
+        self.approval_count
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Removes an approval (consumed by a registration, or expired).
-    pub fn remove_approval(&self, id: u64) -> Result<(), StoreError> {
+    pub fn remove_approval(&self, id: &ApprovalId) -> Result<(), StoreError> {
         self.approvals
-            .remove(id.to_be_bytes())
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            .remove(id.0.as_slice())
+            .map_err(|e| self.err(e))?;
+        if let Some(time_key) = id.0.get(32..) {
+            let removed = self
+                .approvals_by_time
+                .remove(time_key)
+                .map_err(|e| self.err(e))?;
+            if removed.is_some() {
+                self.approval_count
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// The ledger entry for a responder key.
@@ -612,12 +716,75 @@ mod tests {
                 linked_group_id: String::new(),
                 approved_at: 1,
             };
-            s.record_approval(&a).unwrap();
+            s.record_approval(&a, BOUNDS).unwrap();
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.catalogue().unwrap().unwrap().response, vec![1, 2, 3]);
-        assert_eq!(s.approvals().unwrap()[0].1.privacy_flags, 4);
+        let found = s.approvals_for(&["AutoFees".into()], 0).unwrap();
+        assert_eq!(found[0].1.privacy_flags, 4);
+        assert_eq!(s.approval_count(), 1);
+    }
+
+    const BOUNDS: ApprovalBounds = ApprovalBounds {
+        max_age: Duration::from_secs(600),
+        max_count: 1000,
+    };
+
+    fn approval(features: &[&str], flags: u64, at: u64) -> Approval {
+        Approval {
+            features: features.iter().map(|f| f.to_string()).collect(),
+            privacy_flags: flags,
+            privacy: true,
+            linked_group_id: String::new(),
+            approved_at: at,
+        }
+    }
+
+    #[test]
+    fn approvals_are_found_by_features_and_expire_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.record_approval(&approval(&["AutoFees"], 4, 100), BOUNDS)
+            .unwrap();
+        s.record_approval(&approval(&["AutoFees", "HealthCheck"], 5, 100), BOUNDS)
+            .unwrap();
+        let fees = ["AutoFees".to_string()];
+        assert_eq!(s.approvals_for(&fees, 0).unwrap().len(), 1);
+        assert_eq!(s.approvals_for(&fees, 101).unwrap().len(), 0, "since");
+        // A later approval past the age bound drops both earlier ones.
+        s.record_approval(&approval(&["HealthCheck"], 0, 100 + 601), BOUNDS)
+            .unwrap();
+        assert!(s.approvals_for(&fees, 0).unwrap().is_empty());
+        assert_eq!(s.approval_count(), 1);
+        let (id, _) = s
+            .approvals_for(&["HealthCheck".to_string()], 0)
+            .unwrap()
+            .remove(0);
+        s.remove_approval(&id).unwrap();
+        assert_eq!(s.approval_count(), 0);
+        assert!(s.approvals_by_time.is_empty() && s.approvals.is_empty());
+    }
+
+    #[test]
+    fn a_hundred_thousand_approvals_leave_bounded_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for i in 0..100_000u64 {
+            // All within the age bound: only the count bound holds them in.
+            let name = format!("F{}", i % 7);
+            s.record_approval(&approval(&[name.as_str()], i, 1_000 + i / 1000), BOUNDS)
+                .unwrap();
+        }
+        assert_eq!(s.approval_count(), BOUNDS.max_count);
+        assert_eq!(s.approvals.len(), BOUNDS.max_count);
+        assert_eq!(s.approvals_by_time.len(), BOUNDS.max_count);
+        // The newest are the ones kept.
+        let kept = s.approvals_for(&["F0".to_string()], 0).unwrap();
+        assert!(
+            kept.iter().all(|(_, a)| a.privacy_flags >= 99_000),
+            "oldest dropped first"
+        );
     }
 
     #[test]
