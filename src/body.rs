@@ -90,6 +90,47 @@ pub fn empty() -> Body {
     Body(Empty::new().map_err(|never| match never {}).boxed_unsync())
 }
 
+/// A body of one data frame and optional trailers, with an exact size hint: an answer read to
+/// the end, played again (cache hits, answers litgate had to read whole).
+pub fn replay(data: Bytes, trailers: Option<http::HeaderMap>) -> Body {
+    Body(
+        Replay {
+            data: Some(data),
+            trailers,
+        }
+        .map_err(|never| match never {})
+        .boxed_unsync(),
+    )
+}
+
+struct Replay {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(d) = self.data.take().filter(|d| !d.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.as_ref().is_none_or(Bytes::is_empty) && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
 /// What an observer sees of a body as it streams through.
 #[derive(Debug)]
 pub enum Event<'a> {

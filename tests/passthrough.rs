@@ -269,6 +269,19 @@ async fn grpc_web_binary_and_text() {
         .unwrap()
         .sessions
         .is_empty());
+
+    // Counted with the status the caller received: read from the grpc-web trailer frame
+    // (binary and base64 text), not "no_status".
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    for protocol in ["grpc-web", "grpc-web-text"] {
+        assert!(
+            metrics.contains(&format!(
+                "litgate_requests_total{{route=\"ListSessions\",protocol=\"{protocol}\",code=\"0\"}} 1"
+            )),
+            "{protocol}: {metrics}"
+        );
+    }
+    assert!(!metrics.contains("no_status"), "{metrics}");
     env.stop().await;
 }
 

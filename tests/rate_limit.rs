@@ -41,8 +41,9 @@ async fn grpc_refusal_is_resource_exhausted_with_retry_after_before_litd() {
     let mut sessions = SessionsClient::new(env.gate_channel().await);
 
     // The first call is charged to the address (litd has not accepted the macaroon yet); its
-    // OK moves the macaroon to a bucket of its own, which then allows three more.
-    for _ in 0..4 {
+    // OK moves the macaroon to a bucket of its own, charged for that first call too: exactly
+    // `iterations` calls pass, as the limit says.
+    for _ in 0..3 {
         sessions
             .list_sessions(with_macaroon(ListSessionsRequest {}, &mac))
             .await
@@ -72,8 +73,8 @@ async fn grpc_refusal_is_resource_exhausted_with_retry_after_before_litd() {
     assert!((1..=1200).contains(&retry), "{retry}");
     assert_eq!(
         env.litd.count(LIST_SESSIONS),
-        4,
-        "the refused call reached litd"
+        3,
+        "three calls reached litd, the refused one did not"
     );
     env.stop().await;
 }
@@ -92,8 +93,8 @@ async fn rest_refusal_is_429_with_retry_after_and_gateway_json() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    // One on the address, then two on the accepted credential.
-    for _ in 0..3 {
+    // One on the address (charged to the credential once litd accepts it), then one more.
+    for _ in 0..2 {
         let ok = send(&client, get()).await;
         assert_eq!(ok.status, 200, "{ok:?}");
     }
@@ -110,7 +111,7 @@ async fn rest_refusal_is_429_with_retry_after_and_gateway_json() {
     assert_eq!(json["details"], serde_json::json!([]));
     let message = json["message"].as_str().unwrap();
     assert!(message.contains("read limit 2 per 1h"), "{message}");
-    assert_eq!(env.litd.count("/v1/sessions"), 3);
+    assert_eq!(env.litd.count("/v1/sessions"), 2);
 
     // A REST write is counted against the write limit, not the exhausted read one.
     let add = http::Request::post(env.gate_uri("/v1/sessions"))

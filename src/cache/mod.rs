@@ -35,20 +35,17 @@ pub mod crypto;
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     future::Future,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
-    task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
@@ -1093,10 +1090,7 @@ fn decode_captured(mut b: Bytes) -> Option<Captured> {
 
 /// A response replaying captured bytes; `stale` adds the `litgate-cache: stale` header.
 fn replay(c: Captured, stale: bool) -> Response {
-    let mut resp = Response::new(body::boxed(Replay {
-        data: Some(c.body),
-        trailers: c.trailers,
-    }));
+    let mut resp = Response::new(body::replay(c.body, c.trailers));
     *resp.status_mut() = c.status;
     *resp.headers_mut() = c.headers;
     if stale {
@@ -1104,35 +1098,6 @@ fn replay(c: Captured, stale: bool) -> Response {
             .insert(STALE_HEADER, HeaderValue::from_static(STALE_VALUE));
     }
     resp
-}
-
-/// A body of one data frame and optional trailers, with an exact size.
-struct Replay {
-    data: Option<Bytes>,
-    trailers: Option<HeaderMap>,
-}
-
-impl http_body::Body for Replay {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(d) = self.data.take().filter(|d| !d.is_empty()) {
-            return Poll::Ready(Some(Ok(Frame::data(d))));
-        }
-        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.as_ref().is_none_or(Bytes::is_empty) && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
-    }
 }
 
 #[cfg(test)]

@@ -75,25 +75,48 @@ pub fn frame(msg: &[u8]) -> Bytes {
 
 /// Decodes a grpc-web-text body: base64, possibly as several padded chunks.
 pub fn decode_web_text(body: &Bytes) -> Result<Bytes, Error> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| Error::invalid("grpc-web-text body is not base64 text"))?;
-    let text: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut rest = text.as_str();
-    while !rest.is_empty() {
-        // A chunk ends after its padding, or at the end of the text.
-        let end = match rest.find('=') {
-            Some(i) => rest[i..].find(|c| c != '=').map_or(rest.len(), |j| i + j),
-            None => rest.len(),
-        };
-        let chunk = b64
-            .decode(&rest[..end])
-            .map_err(|e| Error::invalid(format!("grpc-web-text body is not valid base64: {e}")))?;
-        out.extend_from_slice(&chunk);
-        rest = &rest[end..];
+    let mut dec = WebTextDecoder::default();
+    let out = dec
+        .feed(body)
+        .map_err(|e| Error::invalid(format!("grpc-web-text body is not valid base64: {e}")))?;
+    if !dec.pending.is_empty() {
+        return Err(Error::invalid(
+            "grpc-web-text body is not valid base64: truncated",
+        ));
     }
-    Ok(Bytes::from(out))
+    Ok(out)
+}
+
+/// Incremental grpc-web-text decoding: base64 fed in arbitrary pieces, where every write of the
+/// sender may have been encoded (and padded) on its own, so padding can appear mid-stream.
+/// Whitespace is ignored; an incomplete 4-character group waits for the next piece.
+#[derive(Debug, Default)]
+pub struct WebTextDecoder {
+    pending: Vec<u8>,
+}
+
+impl WebTextDecoder {
+    /// Decodes what `piece` completes.
+    pub fn feed(&mut self, piece: &[u8]) -> Result<Bytes, base64::DecodeError> {
+        use base64::Engine;
+        self.pending
+            .extend(piece.iter().copied().filter(|c| !c.is_ascii_whitespace()));
+        let complete = self.pending.len() / 4 * 4;
+        let mut out = Vec::with_capacity(complete / 4 * 3);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut rest = &self.pending[..complete];
+        while !rest.is_empty() {
+            // A run ends with the first group that carries padding, or at the end.
+            let end = rest
+                .chunks(4)
+                .position(|g| g.contains(&b'='))
+                .map_or(rest.len(), |i| (i + 1) * 4);
+            b64.decode_vec(&rest[..end], &mut out)?;
+            rest = &rest[end..];
+        }
+        self.pending.drain(..complete);
+        Ok(Bytes::from(out))
+    }
 }
 
 /// Encodes a grpc-web-text body.

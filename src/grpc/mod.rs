@@ -3,6 +3,7 @@
 //! REST error JSON). The codecs for intercepted methods build on this module.
 
 pub mod codec;
+pub mod status;
 pub mod wire;
 
 use std::time::Duration;

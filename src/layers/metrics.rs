@@ -19,9 +19,12 @@ use prometheus_client::{
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Event, Request, Response},
+    body::{Request, Response},
     error::Error,
-    grpc::Protocol,
+    grpc::{
+        status::{self, Outcome},
+        Protocol,
+    },
     router::Route,
 };
 
@@ -153,46 +156,27 @@ where
                     Err(e)
                 }
                 Ok(resp) => {
-                    let head_code = if protocol.is_grpc_family() {
-                        resp.headers()
-                            .get("grpc-status")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    } else {
-                        Some(format!("http_{}", resp.status().as_u16()))
-                    };
-                    if let Some(code) = head_code {
-                        metrics
-                            .requests
-                            .get_or_create(&outcome(route, protocol, code))
+                    // The status the caller receives, wherever it lives in its protocol.
+                    let requests = metrics.requests;
+                    Ok(status::watch(protocol, resp, move |o| {
+                        requests
+                            .get_or_create(&outcome(route, protocol, label(o)))
                             .inc();
-                        return Ok(resp);
-                    }
-                    // gRPC status arrives in trailers: count when the body ends.
-                    let pending = Pending {
-                        counter: metrics.requests,
-                        route,
-                        protocol: protocol.as_str(),
-                        done: false,
-                    };
-                    Ok(resp.map(|b| {
-                        let mut pending = pending;
-                        crate::body::observe(b, move |event| match event {
-                            Event::Trailers(t) => {
-                                let code = t
-                                    .get("grpc-status")
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("unknown");
-                                pending.finish(code.to_owned());
-                            }
-                            Event::Error => pending.finish("stream_error".into()),
-                            Event::End => pending.finish("no_status".into()),
-                            Event::Data(_) => {}
-                        })
                     }))
                 }
             }
         })
+    }
+}
+
+/// The `code` label of an outcome: the gRPC code number, `http_<status>`, or what went wrong.
+fn label(o: Outcome) -> String {
+    match o {
+        Outcome::Grpc(code) => (code as i32).to_string(),
+        Outcome::Http(s) => format!("http_{}", s.as_u16()),
+        Outcome::NoStatus => "no_status".into(),
+        Outcome::Broken => "stream_error".into(),
+        Outcome::Cancelled => "cancelled".into(),
     }
 }
 
@@ -201,34 +185,6 @@ fn outcome(route: &'static str, protocol: Protocol, code: String) -> OutcomeLabe
         route,
         protocol: protocol.as_str(),
         code,
-    }
-}
-
-struct Pending {
-    counter: Family<OutcomeLabels, Counter>,
-    route: &'static str,
-    protocol: &'static str,
-    done: bool,
-}
-
-impl Pending {
-    fn finish(&mut self, code: String) {
-        if !self.done {
-            self.done = true;
-            self.counter
-                .get_or_create(&OutcomeLabels {
-                    route: self.route,
-                    protocol: self.protocol,
-                    code,
-                })
-                .inc();
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.finish("cancelled".into());
     }
 }
 

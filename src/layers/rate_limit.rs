@@ -32,7 +32,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use governor::{
     clock::{Clock, DefaultClock, Reference},
     middleware::NoOpMiddleware,
@@ -50,10 +50,10 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Event, Request, Response},
+    body::{Request, Response},
     config::Rate,
     error::Error,
-    grpc::Protocol,
+    grpc::{status, Protocol},
     layers::identity::Caller,
     methods::{self, Class},
 };
@@ -285,10 +285,12 @@ impl<C: Clock> std::fmt::Debug for Limiter<C> {
     }
 }
 
-/// What [`Limiter::check`] lets through: the identifier to record if litd accepts the call.
+/// What [`Limiter::check`] lets through: the identifier to record if litd accepts the call,
+/// and the limit the call was counted against.
 #[derive(Debug, Default)]
 pub struct Admitted {
     observe: Option<Bytes>,
+    limit: usize,
 }
 
 impl Limiter<DefaultClock> {
@@ -409,7 +411,10 @@ impl<C: Clock + Clone> Limiter<C> {
         match buckets.check_key(&key) {
             Ok(()) => {
                 limit.allowed.inc();
-                Ok(Admitted { observe })
+                Ok(Admitted {
+                    observe,
+                    limit: index,
+                })
             }
             Err(not_until) => {
                 limit.refused.inc();
@@ -432,6 +437,20 @@ impl<C: Clock + Clone> Limiter<C> {
     /// Records that litd accepted the credential with this identifier.
     pub fn accept(&self, identifier: &[u8]) {
         self.accepted.insert(identifier);
+    }
+
+    /// Records that litd accepted the credential with this identifier on a call counted
+    /// against limit `index` (in its address bucket): the call is charged to the identity's
+    /// own bucket too, as it would have been had the identity been known.
+    fn accepted(&self, index: usize, identifier: &[u8]) {
+        self.accept(identifier);
+        let (Some(id), Some(buckets)) = (
+            self.accepted.get(identifier),
+            self.limits.get(index).and_then(|l| l.buckets.as_ref()),
+        ) else {
+            return;
+        };
+        let _ = buckets.check_key(&Key::Identity(id));
     }
 
     /// Drops every key whose bucket has refilled (indistinguishable from a new key) and
@@ -609,7 +628,8 @@ impl<S, C> Service<Request> for RateLimit<S, C>
 where
     S: Service<Request, Response = Response, Error = Error>,
     S::Future: Send + 'static,
-    C: Clock + Clone,
+    C: Clock + Clone + Send + Sync + 'static,
+    C::Instant: Send + Sync,
 {
     type Response = Response;
     type Error = Error;
@@ -632,149 +652,35 @@ where
             return Box::pin(self.inner.call(req));
         };
         let protocol = Protocol::of(&req);
-        let accepted = self.limiter.accepted.clone();
+        let limiter = self.limiter.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
-            Ok(observe(resp, protocol, Acceptance { accepted, id }))
+            Ok(observe(resp, protocol, limiter, admitted.limit, id))
         })
     }
 }
 
-/// Records an identifier as accepted once litd's OK is seen.
-struct Acceptance {
-    accepted: Accepted,
+/// Reads litd's verdict on the call that can prove a credential (HTTP status for REST, the gRPC
+/// status wherever it lives for the gRPC family) and, on OK, records the identifier as accepted
+/// and charges that call to the identity's own bucket, so the credential's first call counts
+/// where its later calls do (`iterations` calls pass, not `iterations + 1`).
+fn observe<C>(
+    resp: Response,
+    protocol: Protocol,
+    limiter: Arc<Limiter<C>>,
+    index: usize,
     id: Bytes,
-}
-
-impl Acceptance {
-    fn record(self) {
-        self.accepted.insert(&self.id);
-    }
-}
-
-/// Reads litd's verdict: REST by HTTP status; gRPC and grpc-web by `grpc-status` in the head
-/// (trailers-only) or, for a 200 without one, at the end of the body. grpc-web-text (base64
-/// framing) is not decoded: such callers stay in their address bucket.
-fn observe(resp: Response, protocol: Protocol, acceptance: Acceptance) -> Response {
-    if !protocol.is_grpc_family() {
-        if protocol == Protocol::Rest && resp.status().is_success() {
-            acceptance.record();
+) -> Response
+where
+    C: Clock + Clone + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
+    status::watch(protocol, resp, move |outcome| {
+        if outcome.is_ok() {
+            limiter.accepted(index, &id);
         }
-        return resp;
-    }
-    if let Some(code) = resp.headers().get("grpc-status") {
-        if code.as_bytes() == b"0" {
-            acceptance.record();
-        }
-        return resp;
-    }
-    let watch = match protocol {
-        _ if resp.status() != http::StatusCode::OK => return resp,
-        Protocol::Grpc => Watch::Trailers,
-        Protocol::GrpcWeb => Watch::WebFrames(WebScan::default()),
-        _ => return resp,
-    };
-    let mut watch = watch;
-    let mut acceptance = Some(acceptance);
-    resp.map(|inner| {
-        crate::body::observe(inner, move |event| {
-            if acceptance.is_none() {
-                return;
-            }
-            let verdict = match (&mut watch, event) {
-                (Watch::Trailers, Event::Trailers(t)) => {
-                    Some(t.get("grpc-status").is_some_and(|v| v.as_bytes() == b"0"))
-                }
-                (Watch::WebFrames(scan), Event::Data(data)) => scan.feed(data.clone()),
-                (_, Event::Error | Event::End) => Some(false),
-                _ => None,
-            };
-            if let Some(ok) = verdict {
-                if let Some(a) = acceptance.take() {
-                    if ok {
-                        a.record();
-                    }
-                }
-            }
-        })
     })
-}
-
-enum Watch {
-    /// HTTP/2 trailers (gRPC).
-    Trailers,
-    /// The trailer frame (flag 0x80) inside a grpc-web body.
-    WebFrames(WebScan),
-}
-
-/// The longest grpc-web trailer frame read; litd's are a few dozen bytes.
-const MAX_WEB_TRAILER: usize = 8 * 1024;
-
-/// Walks grpc-web frames (`flag u8, len u32 BE, payload`) across data chunks, skipping
-/// messages, until the trailer frame (flag bit 0x80), whose `grpc-status` it returns.
-#[derive(Default)]
-struct WebScan {
-    header: Vec<u8>,
-    skip: usize,
-    trailer: Option<(usize, Vec<u8>)>,
-}
-
-impl WebScan {
-    /// Feeds one chunk; `Some(ok)` once the trailer frame is complete (or unreadable).
-    fn feed(&mut self, mut data: Bytes) -> Option<bool> {
-        while data.has_remaining() {
-            if let Some((len, buf)) = &mut self.trailer {
-                let take = (*len - buf.len()).min(data.len());
-                buf.extend_from_slice(&data.split_to(take));
-                if buf.len() == *len {
-                    return Some(web_trailer_ok(buf));
-                }
-                continue;
-            }
-            if self.skip > 0 {
-                let take = self.skip.min(data.len());
-                data.advance(take);
-                self.skip -= take;
-                continue;
-            }
-            let take = (5 - self.header.len()).min(data.len());
-            self.header.extend_from_slice(&data.split_to(take));
-            if self.header.len() == 5 {
-                let flag = self.header[0];
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]) as usize;
-                self.header.clear();
-                if flag & 0x80 != 0 {
-                    if len > MAX_WEB_TRAILER {
-                        return Some(false);
-                    }
-                    self.trailer = Some((len, Vec::with_capacity(len)));
-                    if len == 0 {
-                        return Some(false);
-                    }
-                } else {
-                    self.skip = len;
-                }
-            }
-        }
-        None
-    }
-}
-
-fn web_trailer_ok(block: &[u8]) -> bool {
-    block
-        .split(|&b| b == b'\n')
-        .filter_map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let colon = line.iter().position(|&b| b == b':')?;
-            Some((&line[..colon], &line[colon + 1..]))
-        })
-        .any(|(k, v)| k.eq_ignore_ascii_case(b"grpc-status") && v.trim_ascii() == b"0")
 }
 
 #[cfg(test)]
@@ -1171,11 +1077,8 @@ mod tests {
         resp.into_body().collect().await.unwrap();
         assert_eq!(l.identities(), 1);
 
-        // Now keyed by identity: two more reads, then refused without calling inner.
-        svc.clone()
-            .oneshot(request(GET_INFO, "application/grpc", c.clone()))
-            .await
-            .unwrap();
+        // Now keyed by identity, whose bucket was charged for the accepting call: one more
+        // read passes (iterations = 2 in all), then refused without calling inner.
         svc.clone()
             .oneshot(request(GET_INFO, "application/grpc", c.clone()))
             .await
@@ -1186,7 +1089,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -1226,13 +1129,5 @@ mod tests {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 8 + 5 + 32, "body passes through unchanged");
         assert_eq!(l.identities(), 1);
-    }
-
-    #[test]
-    fn web_scan_refuses_non_zero_status() {
-        let mut s = WebScan::default();
-        let mut all = vec![0x80u8, 0, 0, 0, 14];
-        all.extend_from_slice(b"grpc-status:16");
-        assert_eq!(s.feed(Bytes::from(all)), Some(false));
     }
 }

@@ -1,0 +1,477 @@
+//! Where a call's status lives, in every protocol the public face speaks, and the two ways to
+//! read it: [`status_of`] for an answer read to the end ([`Answer`]), and [`watch`] for a body
+//! that streams past (it reports the outcome once, without buffering).
+//!
+//! - gRPC: `grpc-status` in the response head (trailers-only) or in the HTTP/2 trailers;
+//! - grpc-web (binary, and base64 `-text`): in the head (trailers-only) or in the trailer frame
+//!   (flag bit `0x80`) at the end of the body, an HTTP/1-style header block;
+//! - REST (grpc-gateway) and plain HTTP: the HTTP status, and for REST errors the `code` and
+//!   `message` of the JSON body.
+//!
+//! Nothing here logs or keeps a body beyond the trailer frame it is looking for.
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use tonic::Code;
+
+use super::Protocol;
+use crate::body::{self, BoxError, Event, Response};
+
+/// The longest grpc-web trailer frame read; litd's are a few dozen bytes.
+const MAX_TRAILER_FRAME: usize = 8 * 1024;
+
+/// How a call ended, as its caller saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A gRPC status (from the head, the HTTP trailers or the grpc-web trailer frame).
+    Grpc(Code),
+    /// REST or plain HTTP: the HTTP status.
+    Http(StatusCode),
+    /// The body ended without any status.
+    NoStatus,
+    /// The body failed part-way (a reset stream, a broken connection).
+    Broken,
+    /// The caller went away before the end.
+    Cancelled,
+}
+
+impl Outcome {
+    /// A gRPC OK, or a 2xx HTTP status.
+    pub fn is_ok(self) -> bool {
+        match self {
+            Outcome::Grpc(c) => c == Code::Ok,
+            Outcome::Http(s) => s.is_success(),
+            _ => false,
+        }
+    }
+}
+
+/// Passes `resp` through unchanged and calls `report` once with its [`Outcome`]: at once when
+/// the head says it all (trailers-only gRPC, any REST/HTTP answer), else when the status goes
+/// past in the body, or when the body ends, fails or is dropped.
+pub fn watch<F>(protocol: Protocol, resp: Response, report: F) -> Response
+where
+    F: FnOnce(Outcome) + Send + Unpin + 'static,
+{
+    if !protocol.is_grpc_family() {
+        report(Outcome::Http(resp.status()));
+        return resp;
+    }
+    if let Some(code) = head_code(resp.headers()) {
+        report(Outcome::Grpc(code));
+        return resp;
+    }
+    let mut scan = (protocol != Protocol::Grpc).then(|| TrailerScan::new(protocol));
+    let mut pending = Pending(Some(report));
+    resp.map(|b| {
+        body::observe(b, move |event| match event {
+            Event::Trailers(t) => pending.finish(Outcome::Grpc(header_code(t))),
+            Event::Data(d) => {
+                if let Some(trailers) = scan.as_mut().and_then(|s| s.feed(d)) {
+                    pending.finish(Outcome::Grpc(header_code(&trailers)));
+                }
+            }
+            Event::Error => pending.finish(Outcome::Broken),
+            Event::End => pending.finish(Outcome::NoStatus),
+        })
+    })
+}
+
+/// Reports once; reports [`Outcome::Cancelled`] if dropped before anything else.
+struct Pending<F: FnOnce(Outcome)>(Option<F>);
+
+impl<F: FnOnce(Outcome)> Pending<F> {
+    fn finish(&mut self, o: Outcome) {
+        if let Some(f) = self.0.take() {
+            f(o);
+        }
+    }
+}
+
+impl<F: FnOnce(Outcome)> Drop for Pending<F> {
+    fn drop(&mut self) {
+        self.finish(Outcome::Cancelled);
+    }
+}
+
+/// An answer read to the end: head, body and trailers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// HTTP trailers, if any.
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    /// Reads `resp` to the end (callers bound what they read by the method they call).
+    pub async fn read(resp: Response) -> Result<Answer, BoxError> {
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        })
+    }
+
+    /// The answer as a response again, byte for byte.
+    pub fn into_response(self) -> Response {
+        let mut headers = self.headers;
+        // The body is whole: let the server frame it.
+        headers.remove(http::header::CONTENT_LENGTH);
+        let mut resp = Response::new(body::replay(self.body, self.trailers));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+}
+
+/// The status in a whole answer, as a `tonic::Status` (code and message); `None` for a gRPC or
+/// grpc-web answer that carries no status at all.
+pub fn status_of(protocol: Protocol, a: &Answer) -> Option<tonic::Status> {
+    if !protocol.is_grpc_family() {
+        if a.status.is_success() {
+            return Some(tonic::Status::ok(""));
+        }
+        // grpc-gateway's error body: {"code": n, "message": "..."}.
+        let parsed = serde_json::from_slice::<serde_json::Value>(&a.body).ok();
+        let code = parsed
+            .as_ref()
+            .and_then(|v| v.get("code")?.as_i64())
+            .and_then(|c| i32::try_from(c).ok())
+            .map(Code::from)
+            .unwrap_or(Code::Unknown);
+        let message = parsed
+            .as_ref()
+            .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return Some(tonic::Status::new(code, message));
+    }
+    let from = |h: &HeaderMap| head_code(h).map(|code| tonic::Status::new(code, header_message(h)));
+    if let Some(s) = a.trailers.as_ref().and_then(from) {
+        return Some(s);
+    }
+    if let Some(s) = from(&a.headers) {
+        return Some(s);
+    }
+    if protocol == Protocol::Grpc {
+        return None;
+    }
+    let mut scan = TrailerScan::new(protocol);
+    scan.feed(&a.body).as_ref().and_then(from)
+}
+
+/// `grpc-status` in a header map, if present.
+fn head_code(h: &HeaderMap) -> Option<Code> {
+    let v = h.get("grpc-status")?;
+    Some(
+        std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+            .map(Code::from)
+            .unwrap_or(Code::Unknown),
+    )
+}
+
+/// `grpc-status` of a trailer block; a block without one is UNKNOWN (gRPC's rule).
+fn header_code(h: &HeaderMap) -> Code {
+    head_code(h).unwrap_or(Code::Unknown)
+}
+
+/// `grpc-message`, percent-decoded.
+fn header_message(h: &HeaderMap) -> String {
+    h.get("grpc-message")
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// Walks gRPC / grpc-web frames (`flag u8, len u32 BE, payload`) across chunks, skipping
+/// messages without keeping them, until the trailer frame (flag bit `0x80`), whose header block
+/// it returns. grpc-web-text is base64-decoded on the way.
+pub struct TrailerScan {
+    text: Option<super::codec::WebTextDecoder>,
+    header: Vec<u8>,
+    skip: usize,
+    trailer: Option<(usize, Vec<u8>)>,
+    done: bool,
+}
+
+impl TrailerScan {
+    /// A scanner for a response body of `protocol`.
+    pub fn new(protocol: Protocol) -> Self {
+        TrailerScan {
+            text: (protocol == Protocol::GrpcWebText).then(super::codec::WebTextDecoder::default),
+            header: Vec::with_capacity(5),
+            skip: 0,
+            trailer: None,
+            done: false,
+        }
+    }
+
+    /// Feeds one chunk; `Some(trailers)` once the trailer frame is complete. Undecodable input
+    /// or an oversized trailer frame gives an empty block (UNKNOWN), once.
+    pub fn feed(&mut self, chunk: &Bytes) -> Option<HeaderMap> {
+        if self.done {
+            return None;
+        }
+        let mut data = match &mut self.text {
+            None => chunk.clone(),
+            Some(dec) => match dec.feed(chunk) {
+                Ok(b) => b,
+                Err(_) => return self.give_up(),
+            },
+        };
+        while data.has_remaining() {
+            if let Some((len, buf)) = &mut self.trailer {
+                let take = (*len - buf.len()).min(data.len());
+                buf.extend_from_slice(&data.split_to(take));
+                if buf.len() == *len {
+                    self.done = true;
+                    return Some(parse_block(buf));
+                }
+                continue;
+            }
+            if self.skip > 0 {
+                let take = self.skip.min(data.len());
+                data.advance(take);
+                self.skip -= take;
+                continue;
+            }
+            let take = (5 - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data.split_to(take));
+            if self.header.len() == 5 {
+                let flag = self.header[0];
+                let len = u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]) as usize;
+                self.header.clear();
+                if flag & 0x80 != 0 {
+                    if len > MAX_TRAILER_FRAME {
+                        return self.give_up();
+                    }
+                    if len == 0 {
+                        self.done = true;
+                        return Some(HeaderMap::new());
+                    }
+                    self.trailer = Some((len, Vec::with_capacity(len)));
+                } else {
+                    self.skip = len;
+                }
+            }
+        }
+        None
+    }
+
+    fn give_up(&mut self) -> Option<HeaderMap> {
+        self.done = true;
+        Some(HeaderMap::new())
+    }
+}
+
+/// Parses a grpc-web trailer block (`name: value` lines, CRLF or LF); lines that are not
+/// headers are skipped. Names are lower-cased, as grpc-web asks.
+pub fn parse_block(block: &[u8]) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for line in block.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(line[..colon].trim_ascii()),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        out.append(name, value);
+    }
+    out
+}
+
+/// `retry-after` as litgate writes it: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use std::sync::{Arc, Mutex};
+
+    fn trailer_frame(block: &str) -> Vec<u8> {
+        let mut f = vec![0x80];
+        f.extend_from_slice(&(block.len() as u32).to_be_bytes());
+        f.extend_from_slice(block.as_bytes());
+        f
+    }
+
+    fn message_frame(n: usize) -> Vec<u8> {
+        let mut f = vec![0];
+        f.extend_from_slice(&(n as u32).to_be_bytes());
+        f.extend(std::iter::repeat_n(7u8, n));
+        f
+    }
+
+    #[test]
+    fn trailer_frame_found_across_any_chunking() {
+        let mut body = message_frame(300);
+        body.extend(trailer_frame(
+            "grpc-status: 5\r\ngrpc-message: not%20here\r\n",
+        ));
+        for chunk in [1, 2, 5, 7, 64, body.len()] {
+            let mut scan = TrailerScan::new(Protocol::GrpcWeb);
+            let mut found = None;
+            for c in body.chunks(chunk) {
+                if let Some(t) = scan.feed(&Bytes::copy_from_slice(c)) {
+                    found = Some(t);
+                }
+            }
+            let t = found.unwrap_or_else(|| panic!("chunk {chunk}"));
+            assert_eq!(header_code(&t), Code::NotFound);
+            assert_eq!(header_message(&t), "not here");
+        }
+    }
+
+    #[test]
+    fn text_frames_are_decoded_in_separately_padded_pieces() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        // improbable's server base64-encodes each write on its own, padding included.
+        let text = format!(
+            "{}{}",
+            b64.encode(message_frame(4)),
+            b64.encode(trailer_frame("grpc-status:0\r\n"))
+        );
+        let mut scan = TrailerScan::new(Protocol::GrpcWebText);
+        let mut found = None;
+        for c in text.as_bytes().chunks(3) {
+            if let Some(t) = scan.feed(&Bytes::copy_from_slice(c)) {
+                found = Some(t);
+            }
+        }
+        assert_eq!(header_code(&found.unwrap()), Code::Ok);
+    }
+
+    #[test]
+    fn oversized_or_garbled_trailers_are_unknown_once() {
+        let mut scan = TrailerScan::new(Protocol::GrpcWeb);
+        let mut big = vec![0x80];
+        big.extend_from_slice(&(MAX_TRAILER_FRAME as u32 + 1).to_be_bytes());
+        let t = scan.feed(&Bytes::from(big)).unwrap();
+        assert_eq!(header_code(&t), Code::Unknown);
+        assert!(scan.feed(&Bytes::from_static(b"more")).is_none());
+        let mut text = TrailerScan::new(Protocol::GrpcWebText);
+        assert_eq!(
+            header_code(&text.feed(&Bytes::from_static(b"!!!!")).unwrap()),
+            Code::Unknown
+        );
+    }
+
+    fn answer(protocol_body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        Answer {
+            status: StatusCode::OK,
+            headers: h,
+            body: Bytes::from(protocol_body),
+            trailers: None,
+        }
+    }
+
+    #[test]
+    fn status_of_reads_each_place() {
+        let trailers_only = answer(vec![], &[("grpc-status", "16"), ("grpc-message", "who%3F")]);
+        let s = status_of(Protocol::Grpc, &trailers_only).unwrap();
+        assert_eq!((s.code(), s.message()), (Code::Unauthenticated, "who?"));
+        let mut body = message_frame(2);
+        body.extend(trailer_frame("grpc-status: 2\r\ngrpc-message: boom\r\n"));
+        let web = answer(body.clone(), &[]);
+        let s = status_of(Protocol::GrpcWeb, &web).unwrap();
+        assert_eq!((s.code(), s.message()), (Code::Unknown, "boom"));
+        assert!(
+            status_of(Protocol::Grpc, &web).is_none(),
+            "gRPC has no trailer frame"
+        );
+        let text = answer(
+            base64::engine::general_purpose::STANDARD
+                .encode(&body)
+                .into_bytes(),
+            &[],
+        );
+        assert_eq!(
+            status_of(Protocol::GrpcWebText, &text).unwrap().code(),
+            Code::Unknown
+        );
+        let mut rest = answer(
+            br#"{"code":2,"message":"expected 1 macaroon, got 0","details":[]}"#.to_vec(),
+            &[],
+        );
+        rest.status = StatusCode::INTERNAL_SERVER_ERROR;
+        let s = status_of(Protocol::Rest, &rest).unwrap();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unknown, "expected 1 macaroon, got 0")
+        );
+        rest.status = StatusCode::OK;
+        assert_eq!(status_of(Protocol::Rest, &rest).unwrap().code(), Code::Ok);
+    }
+
+    #[tokio::test]
+    async fn watch_reports_once_per_outcome() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = |seen: &Arc<Mutex<Vec<Outcome>>>| {
+            let seen = seen.clone();
+            move |o| seen.lock().unwrap().push(o)
+        };
+        // grpc-web OK in the trailer frame, read to the end.
+        let mut body = message_frame(3);
+        body.extend(trailer_frame("grpc-status:0\r\n"));
+        let resp = watch(
+            Protocol::GrpcWeb,
+            Response::new(body::full(body)),
+            record(&seen),
+        );
+        resp.into_body().collect().await.unwrap();
+        // gRPC body dropped before its trailers: cancelled.
+        let resp = watch(
+            Protocol::Grpc,
+            Response::new(body::full(message_frame(1))),
+            record(&seen),
+        );
+        drop(resp);
+        // REST: the HTTP status, at once.
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        drop(watch(Protocol::Rest, r, record(&seen)));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Outcome::Grpc(Code::Ok),
+                Outcome::Cancelled,
+                Outcome::Http(StatusCode::TOO_MANY_REQUESTS)
+            ]
+        );
+    }
+}
