@@ -701,12 +701,16 @@ impl Walk {
     fn record(&mut self, kinds: Vec<(Kind, Shape)>) {
         for (kind, shape) in kinds {
             self.found.push(Raw {
-                path: JsonPath(self.path.clone()),
+                path: self.here(),
                 kind,
                 shape,
                 in_string_list: false,
             });
         }
+    }
+
+    fn here(&self) -> JsonPath {
+        JsonPath(self.path.clone())
     }
 
     fn refuse<E: de::Error>(&mut self, refusal: ConfigRefusal) -> E {
@@ -721,9 +725,23 @@ enum Place {
     Root,
     /// The value of a top-level key.
     TopValue,
-    /// A direct item of a top-level array.
-    TopListItem,
     Nested,
+}
+
+impl Place {
+    /// The place of a value directly inside a container at this place.
+    fn inside(self, container: Container) -> Place {
+        match (self, container) {
+            (Place::Root, Container::Object) => Place::TopValue,
+            _ => Place::Nested,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Container {
+    Array,
+    Object,
 }
 
 /// What a value was.
@@ -749,10 +767,19 @@ impl Node<'_> {
     fn enter<E: de::Error>(&mut self) -> Result<usize, E> {
         let level = self.depth + 1;
         if level > MAX_DEPTH {
-            let path = JsonPath(self.walk.path.clone());
+            let path = self.walk.here();
             return Err(self.walk.refuse(ConfigRefusal::TooDeep { path }));
         }
         Ok(level)
+    }
+
+    /// The node for a value inside this one, at `level`.
+    fn child(&mut self, container: Container, level: usize) -> Node<'_> {
+        Node {
+            walk: &mut *self.walk,
+            place: self.place.inside(container),
+            depth: level,
+        }
     }
 
     fn number(self, is_chan_id: bool) -> Seen {
@@ -813,15 +840,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         let mut index = 0;
         loop {
             self.walk.path.push(Segment::Index(index));
-            let item = seq.next_element_seed(Node {
-                walk: &mut *self.walk,
-                place: if top_list {
-                    Place::TopListItem
-                } else {
-                    Place::Nested
-                },
-                depth: level,
-            })?;
+            let item = seq.next_element_seed(self.child(Container::Array, level))?;
             self.walk.path.pop();
             let Some(item) = item else { break };
             any_string |= item == Seen::String;
@@ -831,7 +850,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         if top_list && any_string {
             if !all_strings {
                 if let Privacy::Mapper { .. } = self.walk.privacy {
-                    let path = JsonPath(self.walk.path.clone());
+                    let path = self.walk.here();
                     return Err(self.walk.refuse(ConfigRefusal::MixedList { path }));
                 }
             } else {
@@ -858,19 +877,11 @@ impl<'de> Visitor<'de> for Node<'_> {
                 withheld: !kinds.is_empty(),
             });
             if !seen.insert(name) {
-                let path = JsonPath(self.walk.path.clone());
+                let path = self.walk.here();
                 return Err(self.walk.refuse(ConfigRefusal::DuplicateKey { path }));
             }
             self.walk.record(kinds);
-            map.next_value_seed(Node {
-                walk: &mut *self.walk,
-                place: if self.place == Place::Root {
-                    Place::TopValue
-                } else {
-                    Place::Nested
-                },
-                depth: level,
-            })?;
+            map.next_value_seed(self.child(Container::Object, level))?;
             self.walk.path.pop();
             position += 1;
         }
