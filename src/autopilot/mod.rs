@@ -6,6 +6,7 @@
 pub mod add_session;
 pub mod catalogue;
 pub mod client;
+pub mod feature_config;
 pub mod policy;
 pub mod relay;
 pub mod rules;
