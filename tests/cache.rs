@@ -753,3 +753,88 @@ async fn sigkill_during_writes_then_restart_serves_correct_answers_or_misses() {
     child.wait().unwrap();
     litd.shutdown().await;
 }
+
+/// Headers compared between a miss, a hit and litd's own answer: all but those every server
+/// computes per answer (`date`, `content-length`) and hop-by-hop framing.
+fn end_to_end(h: &http::HeaderMap) -> Vec<(String, String)> {
+    let mut v: Vec<_> = h
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "date" | "content-length" | "transfer-encoding"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_hit_replays_every_header_and_trailer_of_the_miss_in_every_protocol() {
+    let env = Env::start().await;
+    let mac = env.macaroon();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let h1 = h1_client(&env.gate_cert);
+    let litd_h1 = h1_client(env.litd.cert_pem().unwrap());
+    let text = |uri: String| {
+        http::Request::post(uri)
+            .header("content-type", "application/grpc-web-text+proto")
+            .header("accept", "application/grpc-web-text")
+            .header("macaroon", mac.as_str())
+            .body(Full::new(Bytes::from(
+                b64.encode(grpc_frame(&ListSessionsRequest {})),
+            )))
+            .unwrap()
+    };
+    type Call<'a> = Box<dyn Fn(String) -> http::Request<Full<Bytes>> + 'a>;
+    let doors: Vec<(&str, String, Call)> = vec![
+        ("grpc-web", LIST.into(), Box::new(|u| web_list(u, &mac))),
+        ("grpc-web-text", LIST.into(), Box::new(text)),
+        (
+            "rest",
+            "/v1/sessions".into(),
+            Box::new(|u| rest_get(u, &mac)),
+        ),
+    ];
+    for (door, path, make) in doors {
+        let miss = send(&h1, make(env.gate_uri(&path))).await;
+        let hit = send(&h1, make(env.gate_uri(&path))).await;
+        let direct = send(&litd_h1, make(env.litd_uri(&path))).await;
+        assert_eq!(
+            env.litd.count(&path),
+            2,
+            "{door}: one miss + the direct call"
+        );
+        env.litd.clear_received();
+        assert_eq!(
+            end_to_end(&miss.headers),
+            end_to_end(&direct.headers),
+            "{door}: miss"
+        );
+        assert_eq!(
+            end_to_end(&hit.headers),
+            end_to_end(&miss.headers),
+            "{door}: hit"
+        );
+        assert_eq!(hit.body, miss.body, "{door}");
+        assert_eq!(hit.trailers, miss.trailers, "{door}");
+    }
+    // REST: grpc-gateway's Grpc-Metadata-* headers, the content type among them.
+    let rest = send(&h1, rest_get(env.gate_uri("/v1/sessions"), &mac)).await;
+    assert_eq!(
+        rest.headers["grpc-metadata-content-type"],
+        "application/grpc"
+    );
+    assert_eq!(rest.headers["grpc-metadata-x-demo-litd"], "sessions");
+
+    // gRPC: custom initial metadata and trailers.
+    let miss = grpc_list(&env, LIST_AP, Some(&mac)).await;
+    let hit = grpc_list(&env, LIST_AP, Some(&mac)).await;
+    let direct = direct_list(&env, LIST_AP, &mac).await;
+    assert_eq!(env.litd.count(LIST_AP), 2, "one miss + the direct call");
+    for c in [&miss, &hit] {
+        assert_eq!(end_to_end(&c.headers), end_to_end(&direct.headers));
+        assert_eq!(c.headers["x-demo-litd"], "sessions");
+        let t = c.trailers.as_ref().expect("trailers");
+        assert_eq!(t["x-demo-litd-trailer"], "end");
+        assert_eq!(end_to_end(t), end_to_end(direct.trailers.as_ref().unwrap()));
+    }
+    env.stop().await;
+}

@@ -16,6 +16,7 @@ use prometheus_client::{
 use prost::Message;
 
 use super::{
+    auth::{AuthGate, Verdict},
     catalogue::Catalogue,
     policy::{Decision, LinkedSession, Policy, Refusal, APPROVAL_BOUNDS},
     rules::RATE_LIMIT,
@@ -49,6 +50,7 @@ struct OutcomeLabels {
 pub struct AddSessionHandler {
     policy: Policy,
     catalogue: Arc<Catalogue>,
+    auth: AuthGate,
     upstream: Upstream,
     store: Store,
     clock: SharedClock,
@@ -76,6 +78,7 @@ impl AddSessionHandler {
         AddSessionHandler {
             policy,
             catalogue,
+            auth: AuthGate::new(upstream.clone(), clock.clone(), registry),
             upstream,
             store,
             clock,
@@ -88,7 +91,16 @@ impl AddSessionHandler {
     pub async fn handle(&self, req: Request) -> Result<Response, Error> {
         let protocol = Protocol::of(&req);
         match self.decide_and_rewrite(protocol, req).await {
-            Ok(forward) => {
+            Ok(Decided::LitdAnswered(resp)) => {
+                self.outcomes
+                    .get_or_create(&OutcomeLabels {
+                        outcome: "unauthenticated",
+                        reason: "litd_answered",
+                    })
+                    .inc();
+                Ok(resp)
+            }
+            Ok(Decided::Forward(forward)) => {
                 self.outcomes
                     .get_or_create(&OutcomeLabels {
                         outcome: "approved",
@@ -113,7 +125,7 @@ impl AddSessionHandler {
         &self,
         protocol: Protocol,
         req: Request,
-    ) -> Result<Request, Refusal> {
+    ) -> Result<Decided, Refusal> {
         let (mut parts, body) = req.into_parts();
         let raw = codec::read_body(body, self.max_message_bytes)
             .await
@@ -136,6 +148,16 @@ impl AddSessionHandler {
                 })?,
         };
 
+        // litd's own answer for a caller it does not authenticate; the policy only after.
+        match self
+            .auth
+            .verdict(protocol, &parts)
+            .await
+            .map_err(|e| as_refusal("auth_probe", e))?
+        {
+            Verdict::Authenticated => {}
+            Verdict::Answered(resp) => return Ok(Decided::LitdAnswered(resp)),
+        }
         self.policy.check_request(&msg, self.clock.now())?;
         let snapshot = self
             .catalogue
@@ -188,7 +210,10 @@ impl AddSessionHandler {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        Ok(Request::from_parts(parts, body::full(body)))
+        Ok(Decided::Forward(Request::from_parts(
+            parts,
+            body::full(body),
+        )))
     }
 
     /// Asks litd, with the caller's credential, about the session a request links to.
@@ -243,6 +268,14 @@ impl AddSessionHandler {
             privacy_flags: session.privacy_flags,
         })
     }
+}
+
+/// What the handler does with a request it decided on (refusals aside).
+enum Decided {
+    /// Approved: forward this (possibly rewritten) request.
+    Forward(Request),
+    /// litd did not authenticate the caller: its answer, as is.
+    LitdAnswered(Response),
 }
 
 fn as_refusal(reason: &'static str, error: Error) -> Refusal {

@@ -4,6 +4,7 @@
 //! (`autopilotserverrpc.Autopilot` for litd) builds on the same client and catalogue.
 
 pub mod add_session;
+pub mod auth;
 pub mod catalogue;
 pub mod client;
 pub mod feature_config;

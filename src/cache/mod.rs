@@ -13,7 +13,7 @@
 //!   credential, or a request that is not the canonical empty list request, bypasses the cache.
 //!   Only answers litd gave with OK (grpc-status 0, HTTP 200) are stored, so a hit goes only to
 //!   a credential litd accepted for exactly that entry.
-//! - **Value**: the answer as bytes (status, content type and encoding headers, body, trailers),
+//! - **Value**: the answer as bytes (status, every end-to-end header, body, trailers),
 //!   sealed with ChaCha20-Poly1305 under a key derived from the credential ([`crypto`]), with a
 //!   random nonce and the key plus the clear header as associated data. The sled file alone gives
 //!   neither the way to find an entry nor to read it; an entry that does not open is a miss
@@ -77,9 +77,11 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const ENTRY_VERSION: u8 = 1;
 /// version (1) ‖ generation (8) ‖ fresh_until ms (8) ‖ hard_until ms (8).
 const HEADER_LEN: usize = 25;
-/// The answer headers worth replaying; everything else (dates, CORS for one origin, lengths)
-/// is either recomputed by hyper or not the same for every caller of the key.
-const KEPT_HEADERS: [&str; 3] = ["content-type", "grpc-encoding", "grpc-accept-encoding"];
+/// Answer headers not replayed: recomputed by the server for every answer. Everything else
+/// litd sent (gRPC initial metadata, grpc-gateway's `Grpc-Metadata-*`, CORS headers, whose
+/// `Origin` is part of the key) is part of the answer and replayed with it; hop-by-hop headers
+/// never get this far (the upstream client drops them).
+const RECOMPUTED_HEADERS: [HeaderName; 2] = [header::DATE, header::CONTENT_LENGTH];
 
 /// `[cache]`: the session-list cache.
 #[derive(Debug, Clone, Deserialize)]
@@ -616,10 +618,11 @@ impl Inner {
             body: collected.to_bytes(),
             trailers,
         };
-        captured.headers.remove(header::CONTENT_LENGTH);
+        for h in &RECOMPUTED_HEADERS {
+            captured.headers.remove(h);
+        }
         match verdict(protocol, &captured) {
             Verdict::Ok => {
-                captured.headers = kept_headers(&captured.headers);
                 self.store_answer(key, keys, protocol, hard_until, generation, &captured);
             }
             Verdict::NotOk => {
@@ -783,7 +786,8 @@ fn protocol_tag(protocol: Protocol) -> Option<u8> {
 }
 
 /// id ‖ route ‖ protocol ‖ 16 bytes of SHA-256 over the request headers that shape the bytes
-/// of the answer (exact content type, accept, and the encodings the caller accepts).
+/// of the answer (exact content type, accept, the encodings the caller accepts, and the
+/// `Origin` litd's CORS headers answer).
 fn cache_key(id: &[u8; ID_LEN], route: u8, protocol: u8, headers: &HeaderMap) -> Vec<u8> {
     let mut h = Sha256::new();
     for name in [
@@ -791,6 +795,7 @@ fn cache_key(id: &[u8; ID_LEN], route: u8, protocol: u8, headers: &HeaderMap) ->
         "accept",
         "accept-encoding",
         "grpc-accept-encoding",
+        "origin",
     ] {
         for v in headers.get_all(name) {
             h.update(name.as_bytes());
@@ -831,16 +836,6 @@ fn is_empty_list_request(protocol: Protocol, body: &Bytes) -> bool {
         Protocol::Rest => body.iter().all(u8::is_ascii_whitespace),
         Protocol::Http => false,
     }
-}
-
-fn kept_headers(h: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for name in KEPT_HEADERS {
-        for v in h.get_all(name) {
-            out.append(HeaderName::from_static(name), v.clone());
-        }
-    }
-    out
 }
 
 /// litd's verdict on an answer: HTTP 200 for REST; grpc-status in trailers, the head

@@ -29,7 +29,10 @@ use http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use rand::{Rng, RngCore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{metadata::MetadataMap, Code, Request, Response, Status};
+use tonic::{
+    metadata::{MetadataMap, MetadataValue},
+    Code, Request, Response, Status,
+};
 use tower::Layer;
 
 use super::{
@@ -361,7 +364,15 @@ fn handler(inner: Arc<Inner>) -> Handler {
                 Kind::Static => static_file(&parts.method, &path),
                 Kind::Grpc | Kind::GrpcWeb => {
                     let req = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
-                    call_grpc(kind, routes, grpc_web, req).await
+                    let plain_grpc = matches!(kind, Kind::Grpc);
+                    let resp = call_grpc(kind, routes, grpc_web, req).await;
+                    let list =
+                        path.ends_with("/ListSessions") || path.ends_with("/ListAutopilotSessions");
+                    if plain_grpc && list {
+                        with_demo_trailer(resp)
+                    } else {
+                        resp
+                    }
                 }
             }
         })
@@ -401,6 +412,22 @@ async fn call_grpc(
         Ok(r) => r,
         Err(never) => match never {},
     }
+}
+
+/// Adds [`DEMO_TRAILER`] to the HTTP trailers of a gRPC answer.
+fn with_demo_trailer(resp: http::Response<Body>) -> http::Response<Body> {
+    resp.map(|b| {
+        Body::new(b.map_frame(|f| match f.into_trailers() {
+            Ok(mut t) => {
+                t.insert(
+                    DEMO_TRAILER.0,
+                    http::HeaderValue::from_static(DEMO_TRAILER.1),
+                );
+                http_body::Frame::trailers(t)
+            }
+            Err(f) => f,
+        }))
+    })
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -462,7 +489,29 @@ fn rest_status(s: &Status) -> http::Response<Body> {
 fn rest_reply<T: serde::Serialize>(res: Result<Response<T>, Status>) -> http::Response<Body> {
     match res {
         Ok(r) => match serde_json::to_vec(r.get_ref()) {
-            Ok(json) => plain(StatusCode::OK, "application/json", json),
+            Ok(json) => {
+                let mut resp = plain(StatusCode::OK, "application/json", json);
+                // grpc-gateway hands the gRPC server's header metadata on as
+                // `Grpc-Metadata-<key>`, the gRPC content type among it.
+                let h = resp.headers_mut();
+                h.insert(
+                    "grpc-metadata-content-type",
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                for kv in r.metadata().iter() {
+                    if let tonic::metadata::KeyAndValueRef::Ascii(k, v) = kv {
+                        if let (Ok(name), Ok(value)) = (
+                            http::HeaderName::from_bytes(
+                                format!("grpc-metadata-{}", k.as_str()).as_bytes(),
+                            ),
+                            http::HeaderValue::from_bytes(v.as_encoded_bytes()),
+                        ) {
+                            h.insert(name, value);
+                        }
+                    }
+                }
+                resp
+            }
             Err(e) => rest_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Code::Internal,
@@ -1049,9 +1098,9 @@ impl Sessions for Services {
         req: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
         self.0.authorize(req.metadata(), "sessions", "read")?;
-        Ok(Response::new(ListSessionsResponse {
+        Ok(with_demo_metadata(Response::new(ListSessionsResponse {
             sessions: self.0.list(|_| true),
-        }))
+        })))
     }
 
     async fn revoke_session(
@@ -1104,7 +1153,9 @@ impl Autopilot for Services {
         let sessions = self
             .0
             .list(|s| s.session_type == SessionType::TypeAutopilot as i32);
-        Ok(Response::new(ListAutopilotSessionsResponse { sessions }))
+        Ok(with_demo_metadata(Response::new(
+            ListAutopilotSessionsResponse { sessions },
+        )))
     }
 
     async fn revoke_autopilot_session(
@@ -1117,6 +1168,18 @@ impl Autopilot for Services {
             .await?;
         Ok(Response::new(RevokeAutopilotSessionResponse {}))
     }
+}
+
+/// Initial metadata the fake adds to its session lists (a real litd behind a load balancer or
+/// a newer litd may add its own): litgate must hand every answer header on, cached or not.
+pub const DEMO_METADATA: (&str, &str) = ("x-demo-litd", "sessions");
+/// A trailer the fake adds to its session lists' gRPC answers, for the same reason.
+pub const DEMO_TRAILER: (&str, &str) = ("x-demo-litd-trailer", "end");
+
+fn with_demo_metadata<T>(mut r: Response<T>) -> Response<T> {
+    r.metadata_mut()
+        .insert(DEMO_METADATA.0, MetadataValue::from_static(DEMO_METADATA.1));
+    r
 }
 
 fn unknown(msg: impl Into<String>) -> Status {

@@ -518,3 +518,47 @@ impl Binary {
         );
     }
 }
+
+/// The gRPC path and REST twin of AddAutopilotSession.
+pub const ADD_AUTOPILOT: &str = "/litrpc.Autopilot/AddAutopilotSession";
+pub const REST_ADD_AUTOPILOT: &str = "/v1/autopilot/sessions";
+
+/// The AddAutopilotSession requests litd received, decoded from whichever protocol carried
+/// them (gRPC and grpc-web frames, grpc-web-text, REST JSON).
+pub fn adds_received(litd: &DemoLitd) -> Vec<litgate::proto::litrpc::AddAutopilotSessionRequest> {
+    use base64::Engine;
+    use prost::Message;
+    litd.received()
+        .into_iter()
+        .filter(|r| r.path == ADD_AUTOPILOT || (r.path == REST_ADD_AUTOPILOT && r.method == "POST"))
+        .map(|r| {
+            if r.path == REST_ADD_AUTOPILOT {
+                if r.body.iter().all(u8::is_ascii_whitespace) {
+                    return Default::default();
+                }
+                return serde_json::from_slice(&r.body)
+                    .unwrap_or_else(|e| panic!("litd received bad JSON ({e}): {:?}", r.body));
+            }
+            let framed = if r.content_type.starts_with("application/grpc-web-text") {
+                Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&r.body)
+                        .expect("base64"),
+                )
+            } else {
+                r.body.clone()
+            };
+            let (_, msg) = frames(framed).remove(0);
+            litgate::proto::litrpc::AddAutopilotSessionRequest::decode(msg).expect("protobuf")
+        })
+        .collect()
+}
+
+/// Whether litd received an AddAutopilotSession that could write anything: one with features.
+/// litgate's authentication probes carry none (litd refuses them before writing).
+pub fn writable_adds(litd: &DemoLitd) -> usize {
+    adds_received(litd)
+        .iter()
+        .filter(|r| !r.features.is_empty())
+        .count()
+}
