@@ -337,29 +337,6 @@ async fn static_files_pass_through() {
 }
 
 #[tokio::test]
-async fn websocket_upgrade_is_refused_clearly() {
-    let env = Env::start().await;
-    let req = http::Request::get(env.gate_uri("/v1/invoices/subscribe"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = send(&h1_client(&env.gate_cert), req).await;
-    assert_eq!(resp.status, 501);
-    assert!(
-        resp.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("WebSocket"),
-        "{resp:?}"
-    );
-    assert_eq!(env.litd.count("/v1/invoices/subscribe"), 0);
-    env.stop().await;
-}
-
-#[tokio::test]
 async fn one_upstream_connection_serves_many_calls() {
     let env = Env::start().await;
     let mac: MetadataValue<_> = env.macaroon().parse().unwrap();

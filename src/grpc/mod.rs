@@ -1,8 +1,10 @@
 //! Wire protocols litgate speaks on the public face: which protocol a request uses, and how an
 //! error is written in that protocol (gRPC trailers-only status, grpc-web, or grpc-gateway's
-//! REST error JSON). The codecs for intercepted methods build on this module.
+//! REST error JSON). The codecs for intercepted methods build on this module, and so does
+//! grpc-websockets ([`websocket`]).
 
 pub mod codec;
+pub mod websocket;
 pub mod wire;
 
 use std::time::Duration;
@@ -26,6 +28,10 @@ pub enum Protocol {
     GrpcWebText,
     /// grpc-gateway REST: a path matching `^/v\d/`.
     Rest,
+    /// A WebSocket upgrade offering subprotocol `grpc-websockets` (improbable's transport).
+    GrpcWebSocket,
+    /// Any other WebSocket upgrade (lnd's REST streams).
+    WebSocket,
     /// Anything else (the UI's static files).
     Http,
 }
@@ -33,6 +39,11 @@ pub enum Protocol {
 impl Protocol {
     /// Classifies a request as litd does.
     pub fn detect(headers: &http::HeaderMap, path: &str) -> Self {
+        match websocket::upgrade_of(headers) {
+            Some(websocket::Upgrade::GrpcWebSockets) => return Protocol::GrpcWebSocket,
+            Some(websocket::Upgrade::Plain) => return Protocol::WebSocket,
+            None => {}
+        }
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -74,11 +85,14 @@ impl Protocol {
             Protocol::GrpcWeb => "grpc-web",
             Protocol::GrpcWebText => "grpc-web-text",
             Protocol::Rest => "rest",
+            Protocol::GrpcWebSocket => "grpc-websockets",
+            Protocol::WebSocket => "websocket",
             Protocol::Http => "http",
         }
     }
 
-    /// Whether errors are carried as gRPC status.
+    /// Whether errors are carried as gRPC status in an HTTP response (a refused WebSocket
+    /// handshake is an HTTP error: see [`status_response`]).
     pub fn is_grpc_family(self) -> bool {
         matches!(
             self,
@@ -99,6 +113,15 @@ pub fn is_rest_path(path: &str) -> bool {
 // gRPC's percent-encoding of grpc-message: everything outside printable ASCII, and '%'.
 const GRPC_MESSAGE: &AsciiSet = &CONTROLS.add(b'%');
 
+/// Sets `grpc-status` and `grpc-message` (percent-encoded as gRPC does).
+pub fn insert_status(h: &mut http::HeaderMap, code: tonic::Code, message: &str) {
+    h.insert("grpc-status", HeaderValue::from(code as i32));
+    let encoded = utf8_percent_encode(message, GRPC_MESSAGE).to_string();
+    if let Ok(v) = HeaderValue::from_str(&encoded) {
+        h.insert("grpc-message", v);
+    }
+}
+
 /// Writes `err` as the caller's protocol expects it.
 pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     let retry_after = match err {
@@ -109,7 +132,9 @@ pub fn error_response(protocol: Protocol, err: &Error) -> Response {
 }
 
 /// A status in the caller's protocol: trailers-only for gRPC and grpc-web, grpc-gateway's
-/// `{"code", "message", "details"}` JSON for REST and plain HTTP.
+/// `{"code", "message", "details"}` JSON for REST, plain HTTP and refused WebSocket handshakes
+/// (whose clients see only the HTTP status; a refused grpc-websockets handshake also carries
+/// `grpc-status` and `grpc-message` headers).
 pub fn status_response(
     protocol: Protocol,
     code: tonic::Code,
@@ -125,11 +150,7 @@ pub fn status_response(
         let mut r = Response::new(body::empty());
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        h.insert("grpc-status", HeaderValue::from(code as i32));
-        let encoded = utf8_percent_encode(message, GRPC_MESSAGE).to_string();
-        if let Ok(v) = HeaderValue::from_str(&encoded) {
-            h.insert("grpc-message", v);
-        }
+        insert_status(h, code, message);
         r
     } else {
         let json = serde_json::json!({ "code": code as i32, "message": message, "details": [] });
@@ -139,6 +160,9 @@ pub fn status_response(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if protocol == Protocol::GrpcWebSocket {
+            insert_status(r.headers_mut(), code, message);
+        }
         r
     };
     if let Some(d) = retry_after {
