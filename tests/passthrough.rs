@@ -560,19 +560,13 @@ async fn pinned_cert_is_read_late_and_follows_renewal() {
 /// The drain has a deadline: a call still running when it passes is cut, and shutdown returns.
 #[tokio::test]
 async fn shutdown_cuts_calls_still_running_at_the_drain_deadline() {
-    let litd = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig {
-        tls: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(dir.path(), &litd, "")
-        .replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
-    let gate = litgate::app::start(&litgate::config::Config::parse(&toml).unwrap())
-        .await
-        .unwrap();
-    let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
-    let mut echo = EchoClient::new(channel(gate.public_addr, &cert).await);
+    let Bare {
+        litd,
+        gate,
+        gate_cert,
+        ..
+    } = Bare::with_drain("300ms").await;
+    let mut echo = EchoClient::new(channel(gate.public_addr, &gate_cert).await);
     // 100 replies 100 ms apart: far longer than the drain deadline.
     let mut stream = echo
         .server_stream(EchoRequest {

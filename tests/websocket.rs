@@ -17,12 +17,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
 use litgate::{
-    demo::{litd::WS_ECHO, DemoLitd, DemoLitdConfig},
+    demo::litd::WS_ECHO,
     proto::{
         litgatetest::{EchoReply, EchoRequest},
         litrpc::{
@@ -203,15 +203,10 @@ async fn read_answer(mut ws: Ws) -> Answer {
             other => panic!("unexpected message {other:?}"),
         }
     }
-    let mut b = bytes.freeze();
-    let mut frames = Vec::new();
-    while b.remaining() >= 5 {
-        let flag = b.get_u8();
-        let len = b.get_u32() as usize;
-        frames.push((flag, b.split_to(len)));
+    Answer {
+        frames: frames(bytes.freeze()),
+        close,
     }
-    assert!(b.is_empty(), "a partial frame at the end");
-    Answer { frames, close }
 }
 
 async fn ws_call(
@@ -538,6 +533,9 @@ async fn plain_websocket_is_tunnelled_with_its_close_code() {
         }
         other => panic!("expected litd's close frame, got {other:?}"),
     }
+    // The close handshake completes through the tunnel: litd closes, the stream ends.
+    assert!(ws.next().await.is_none());
+    drop(ws);
     assert_eq!(env.litd.count(WS_ECHO), 1);
     env.stop().await;
 }
@@ -601,6 +599,16 @@ async fn non_101_answers_pass_through_and_rest_websockets_cannot_write_sessions(
     assert_eq!(status, 500);
     assert!(body.contains("expected 1 macaroon"), "{body}");
     assert_eq!(env.litd.count("/v1/sessions"), 1);
+
+    // litd down: the usual UNAVAILABLE, naming litd's address.
+    env.litd.pause().await;
+    let e = open(gate, &env.gate_cert, WS_ECHO, false, None)
+        .await
+        .unwrap_err();
+    let (status, _, body) = refused(e);
+    assert_eq!(status, 503);
+    assert!(body.contains(&env.litd.addr().to_string()), "{body}");
+    env.litd.resume().await.unwrap();
     env.stop().await;
 }
 
@@ -637,19 +645,13 @@ async fn rate_limit_sees_each_websocket_once_before_litd() {
 /// An open WebSocket counts as in flight for the drain, and is cut at its deadline.
 #[tokio::test]
 async fn shutdown_with_an_open_tunnel_returns_within_the_drain_deadline() {
-    let litd = DemoLitd::start(DemoLitdConfig {
-        tls: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(dir.path(), &litd, "")
-        .replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
-    let gate = litgate::app::start(&litgate::config::Config::parse(&toml).unwrap())
-        .await
-        .unwrap();
-    let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
-    let mut ws = open(gate.public_addr, &cert, WS_ECHO, false, None)
+    let Bare {
+        litd,
+        gate,
+        gate_cert,
+        ..
+    } = Bare::with_drain("300ms").await;
+    let mut ws = open(gate.public_addr, &gate_cert, WS_ECHO, false, None)
         .await
         .unwrap();
     ws.send(Message::text("still here")).await.unwrap();

@@ -39,14 +39,26 @@ impl Upstream {
                 }
             };
             let (mut parts, _) = req.into_parts();
-            let upgrade = parts.headers.get(header::UPGRADE).cloned();
+            // The upgrade's own headers survive the hop-by-hop strip, even if `Connection`
+            // names them.
+            let own: Vec<_> = parts
+                .headers
+                .iter()
+                .filter(|(name, _)| {
+                    *name == header::UPGRADE || name.as_str().starts_with("sec-websocket-")
+                })
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
             strip_hop_by_hop(&mut parts.headers);
-            if let Some(u) = upgrade {
-                parts.headers.insert(header::UPGRADE, u);
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            for (name, _) in &own {
+                parts.headers.remove(name);
             }
+            for (name, value) in own {
+                parts.headers.append(name, value);
+            }
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             let mut forward = http::Request::new(crate::body::empty());
             *forward.method_mut() = parts.method;
             *forward.uri_mut() = parts
@@ -55,7 +67,7 @@ impl Upstream {
                 .map(|pq| pq.as_str())
                 .unwrap_or("/")
                 .parse()
-                .map_err(|_| fail("the request path is not a valid URI".into()))?;
+                .map_err(|_| Error::invalid("the request path is not a valid URI"))?;
             *forward.headers_mut() = parts.headers;
 
             let exchange = async {
