@@ -128,8 +128,16 @@ fn query_values(uri: &http::Uri, key: &str) -> Vec<String> {
         return Vec::new();
     };
     let decode = |s: &str| {
-        let s = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&s)
+        let b = s.as_bytes();
+        let bad_escape = b.iter().enumerate().any(|(i, &c)| {
+            c == b'%'
+                && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if bad_escape {
+            return None;
+        }
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
             .decode_utf8()
             .ok()
             .map(|c| c.into_owned())
@@ -723,8 +731,10 @@ mod tests {
         );
         let lower: http::Uri = "/v1/sessions?method=post".parse().unwrap();
         assert!(rest_methods(&Method::GET, &lower).contains(&Method::POST));
-        let semicolon: http::Uri = "/v1/sessions?method=POST;x".parse().unwrap();
-        assert_eq!(rest_methods(&Method::GET, &semicolon), [Method::GET]);
+        for skipped in ["/v1/sessions?method=POST;x", "/v1/sessions?method=PO%zST"] {
+            let uri: http::Uri = skipped.parse().unwrap();
+            assert_eq!(rest_methods(&Method::GET, &uri), [Method::GET], "{skipped}");
+        }
 
         let mut req = http::Request::get("/v2/router/send?method=POST")
             .header("upgrade", "websocket")

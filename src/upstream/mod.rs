@@ -3,7 +3,7 @@
 //! as bytes. Bodies and trailers stream both ways; nothing is decoded or buffered. One TLS
 //! connection (HTTP/2, litd's `tls.cert` pinned) carries many calls. This module must never
 //! log request or response headers (they carry macaroons). WebSocket upgrades are carried on
-//! a connection of their own ([`websocket`]).
+//! a connection of their own ([`Upstream::tunnel`]).
 
 mod pinned;
 mod websocket;
