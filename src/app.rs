@@ -228,6 +228,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         false => None,
     };
     let router = Router::new(upstream.clone())
+        .with_max_message_bytes(cfg.listen.max_message_bytes)
         .with_add_autopilot_session(Arc::new(add_session))
         .with_cache(cache);
     let relay_cfg = &cfg.autopilot.relay;

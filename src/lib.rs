@@ -3,7 +3,7 @@
 //! litgate: an autopilot registration proxy sidecar for Lightning Terminal (litd).
 //!
 //! ```text
-//!  clients: litcli, Terminal UI, apps, scripts    (gRPC, grpc-web, REST; TLS; macaroon)
+//!  clients: litcli, Terminal UI, apps, scripts    (gRPC, grpc-web(-websockets), REST; TLS)
 //!    |
 //!    v
 //!  public face :8445                     server.rs (TLS, ALPN h2 + http/1.1), app::public_stack
@@ -12,6 +12,10 @@
 //!              ListSessions, ListAutopilotSessions ......... cache/ (sled, per credential)
 //!              AddSession, Revoke*Session ........... invalidate the cache, pass through
 //!              anything else ....................... raw passthrough, upstream/
+//!              WebSocket upgrades ..... grpc-websockets to the methods above: terminated and
+//!                                       dispatched as grpc-web (grpc/websocket.rs); REST
+//!                                       WebSockets to session writes: refused; the rest:
+//!                                       tunnelled on an HTTP/1.1 connection of their own
 //!    |
 //!    v  HTTPS, litd's tls.cert pinned, one pooled HTTP/2 connection
 //!  litd 127.0.0.1:8443
@@ -28,7 +32,9 @@
 //! A request enters through [`server::serve`], gets a span ([`layers::trace`]), is counted
 //! ([`layers::metrics`]), has its caller read ([`layers::identity`]) and limited
 //! ([`layers::rate_limit`]), and is dispatched by [`router::Router`]; anything not intercepted
-//! is forwarded as bytes by [`upstream::Upstream`], bodies and trailers streaming both ways.
+//! is forwarded as bytes by [`upstream::Upstream`], bodies and trailers streaming both ways;
+//! WebSockets are tunnelled as bytes ([`upstream::Upstream::tunnel`]) unless they carry a call
+//! to an intercepted method ([`grpc::websocket`]).
 //! Errors become responses in one place, [`layers::rescue`], in the caller's protocol
 //! ([`grpc`]). Persistent state lives behind [`store::Store`], the only user of sled.
 

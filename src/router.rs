@@ -4,6 +4,11 @@
 //! to the session cache, and every session write (including AddAutopilotSession) has its answer
 //! passed through the cache, which invalidates itself before the caller sees a success. With
 //! the cache off (`[cache] enabled = false`) lists and writes pass through untouched.
+//!
+//! WebSocket upgrades: a grpc-websockets call to an intercepted method is terminated here and
+//! dispatched as the grpc-web call it carries (same policy, same cache); an upgrade that could
+//! make litd's REST WebSocket proxy write sessions is refused (litgate cannot see inside it);
+//! every other upgrade is tunnelled to litd as bytes.
 
 use std::{
     future::Future,
@@ -20,7 +25,10 @@ use crate::{
     body::{Request, Response},
     cache::Cache,
     error::Error,
-    grpc::Protocol,
+    grpc::{
+        websocket::{self, Upgrade},
+        Protocol,
+    },
     upstream::Upstream,
 };
 
@@ -62,16 +70,23 @@ pub enum Route {
 }
 
 impl Route {
+    /// The intercepted gRPC method at `path`, if it names one.
+    pub fn grpc(path: &str) -> Option<Route> {
+        match path {
+            ADD_AUTOPILOT_SESSION => Some(Route::AddAutopilotSession),
+            LIST_SESSIONS => Some(Route::ListSessions),
+            LIST_AUTOPILOT_SESSIONS => Some(Route::ListAutopilotSessions),
+            ADD_SESSION => Some(Route::AddSession),
+            REVOKE_SESSION => Some(Route::RevokeSession),
+            REVOKE_AUTOPILOT_SESSION => Some(Route::RevokeAutopilotSession),
+            _ => None,
+        }
+    }
+
     /// Classifies a request by method and path, for gRPC, grpc-web and REST alike.
     pub fn classify(method: &Method, path: &str) -> Route {
-        match path {
-            ADD_AUTOPILOT_SESSION => return Route::AddAutopilotSession,
-            LIST_SESSIONS => return Route::ListSessions,
-            LIST_AUTOPILOT_SESSIONS => return Route::ListAutopilotSessions,
-            ADD_SESSION => return Route::AddSession,
-            REVOKE_SESSION => return Route::RevokeSession,
-            REVOKE_AUTOPILOT_SESSION => return Route::RevokeAutopilotSession,
-            _ => {}
+        if let Some(route) = Route::grpc(path) {
+            return route;
         }
         // REST twins (grpc-gateway ignores a trailing slash only by redirect; so do we not).
         let rest = path;
@@ -86,6 +101,17 @@ impl Route {
             (&Method::DELETE, p) if key_segment(p, "/v1/sessions/") => Route::RevokeSession,
             _ => Route::Passthrough,
         }
+    }
+
+    /// Whether the route writes sessions (its success invalidates the cache).
+    pub fn writes_sessions(self) -> bool {
+        matches!(
+            self,
+            Route::AddAutopilotSession
+                | Route::AddSession
+                | Route::RevokeSession
+                | Route::RevokeAutopilotSession
+        )
     }
 
     /// A bounded label for metrics.
@@ -113,6 +139,7 @@ pub struct Router {
     passthrough: Upstream,
     add_autopilot_session: Option<Arc<AddSessionHandler>>,
     cache: Option<Cache>,
+    max_message_bytes: usize,
 }
 
 impl Router {
@@ -122,7 +149,15 @@ impl Router {
             passthrough: upstream,
             add_autopilot_session: None,
             cache: None,
+            max_message_bytes: crate::server::ListenConfig::default().max_message_bytes,
         }
+    }
+
+    /// The most request bytes read from a terminated grpc-websockets call
+    /// (`listen.max_message_bytes`).
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
     }
 
     /// Installs the session cache: it answers the list routes, and sees every session write's
@@ -149,13 +184,16 @@ impl Service<Request> for Router {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if is_upgrade(&req) {
-            return Box::pin(std::future::ready(Err(Error::client(
-                tonic::Code::Unimplemented,
-                "HTTP/1.1 Upgrade (WebSocket) is not supported by litgate: use gRPC streaming \
-                 for lnd's Subscribe* calls, or connect to litd directly for WebSocket REST streams",
-            ))));
+        match websocket::upgrade_of(req.headers()) {
+            Some(upgrade) => self.upgrade(upgrade, req),
+            None => self.dispatch(req),
         }
+    }
+}
+
+impl Router {
+    /// Routes one call (not an upgrade) to its handler.
+    fn dispatch(&self, req: Request) -> RouteFuture {
         let route = Route::classify(req.method(), req.uri().path());
         let protocol = Protocol::of(&req);
         match route {
@@ -183,9 +221,35 @@ impl Service<Request> for Router {
             Route::Passthrough => Box::pin(self.passthrough.forward(req)),
         }
     }
-}
 
-impl Router {
+    /// Routes one WebSocket upgrade.
+    fn upgrade(&self, upgrade: Upgrade, req: Request) -> RouteFuture {
+        let path = req.uri().path();
+        if upgrade == Upgrade::GrpcWebSockets && Route::grpc(path).is_some() {
+            // The grpc-web call inside gets exactly a grpc-web call's dispatch.
+            let router = self.clone();
+            let dispatch = move |inner: Request| router.dispatch(inner);
+            let answer = websocket::terminate(req, self.max_message_bytes, dispatch);
+            return Box::pin(std::future::ready(answer));
+        }
+        let write = websocket::rest_methods(req.method(), req.uri())
+            .iter()
+            .map(|m| Route::classify(m, path))
+            .find(|r| r.writes_sessions());
+        if let Some(route) = write {
+            return Box::pin(std::future::ready(Err(Error::client(
+                tonic::Code::Unimplemented,
+                format!(
+                    "{} over a REST WebSocket is not supported by litgate: it could not apply \
+                     its checks inside the stream; send it as a plain REST, gRPC, grpc-web or \
+                     grpc-websockets call",
+                    route.label()
+                ),
+            ))));
+        }
+        Box::pin(self.passthrough.tunnel(req))
+    }
+
     /// Hands a session write's answer to the cache, which invalidates itself before the caller
     /// sees a success; without a cache the answer streams through as is.
     fn invalidating(&self, protocol: Protocol, write: RouteFuture) -> RouteFuture {
@@ -200,22 +264,6 @@ impl Router {
 }
 
 type RouteFuture = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
-
-/// An HTTP/1.1 `Upgrade` request (WebSocket). litgate refuses these with a clear error rather
-/// than forwarding a request whose upgrade it cannot carry.
-fn is_upgrade(req: &Request) -> bool {
-    req.version() <= http::Version::HTTP_11
-        && req.headers().contains_key(http::header::UPGRADE)
-        && req
-            .headers()
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
 
 #[cfg(test)]
 mod tests {

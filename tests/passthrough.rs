@@ -350,29 +350,6 @@ async fn static_files_pass_through() {
 }
 
 #[tokio::test]
-async fn websocket_upgrade_is_refused_clearly() {
-    let env = Env::start().await;
-    let req = http::Request::get(env.gate_uri("/v1/invoices/subscribe"))
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = send(&h1_client(&env.gate_cert), req).await;
-    assert_eq!(resp.status, 501);
-    assert!(
-        resp.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("WebSocket"),
-        "{resp:?}"
-    );
-    assert_eq!(env.litd.count("/v1/invoices/subscribe"), 0);
-    env.stop().await;
-}
-
-#[tokio::test]
 async fn one_upstream_connection_serves_many_calls() {
     let env = Env::start().await;
     let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
@@ -596,19 +573,13 @@ async fn pinned_cert_is_read_late_and_follows_renewal() {
 /// The drain has a deadline: a call still running when it passes is cut, and shutdown returns.
 #[tokio::test]
 async fn shutdown_cuts_calls_still_running_at_the_drain_deadline() {
-    let litd = litgate::demo::DemoLitd::start(litgate::demo::DemoLitdConfig {
-        tls: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(dir.path(), &litd, "")
-        .replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
-    let gate = litgate::app::start(&litgate::config::Config::parse(&toml).unwrap())
-        .await
-        .unwrap();
-    let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
-    let mut echo = EchoClient::new(channel(gate.public_addr, &cert).await);
+    let Bare {
+        litd,
+        gate,
+        gate_cert,
+        ..
+    } = Bare::with_drain("300ms").await;
+    let mut echo = EchoClient::new(channel(gate.public_addr, &gate_cert).await);
     // 100 replies 100 ms apart: far longer than the drain deadline.
     let mut stream = echo
         .server_stream(EchoRequest {

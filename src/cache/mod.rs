@@ -781,7 +781,7 @@ fn protocol_tag(protocol: Protocol) -> Option<u8> {
         Protocol::GrpcWeb => Some(2),
         Protocol::GrpcWebText => Some(3),
         Protocol::Rest => Some(4),
-        Protocol::Http => None,
+        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => None,
     }
 }
 
@@ -819,7 +819,7 @@ fn shape_ok(protocol: Protocol, method: &Method, uri: &http::Uri) -> bool {
     match protocol {
         Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => method == Method::POST,
         Protocol::Rest => method == Method::GET && uri.query().is_none_or(str::is_empty),
-        Protocol::Http => false,
+        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => false,
     }
 }
 
@@ -834,7 +834,7 @@ fn is_empty_list_request(protocol: Protocol, body: &Bytes) -> bool {
             .and_then(|b| codec::unary_message(&b))
             .is_ok_and(|m| m.is_empty()),
         Protocol::Rest => body.iter().all(u8::is_ascii_whitespace),
-        Protocol::Http => false,
+        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => false,
     }
 }
 
@@ -994,7 +994,7 @@ fn earliest_active_expiry(protocol: Protocol, body: &Bytes) -> Option<Option<u64
             }
             out
         }
-        Protocol::Http => return None,
+        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => return None,
     };
     // An expiry of 0 is "unset", not 1970.
     Some(expiries.into_iter().filter(|e| *e > 0).min())

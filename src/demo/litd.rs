@@ -1,6 +1,9 @@
 //! `DemoLitd`: a fake litd on one port, speaking what litd speaks on 8443: gRPC, grpc-web
-//! (binary and text), REST (`/v1/...`, litd's grpc-gateway mapping) and a couple of static UI
-//! files, over TLS (self-signed, ALPN h2 + http/1.1) or plaintext (h2c prior knowledge + h1).
+//! (binary and text), grpc-websockets (every method, streams included, with the origin check
+//! improbable's wrapper makes), REST (`/v1/...`, litd's grpc-gateway mapping) and a couple of
+//! static UI files, over TLS (self-signed, ALPN h2 + http/1.1) or plaintext (h2c prior
+//! knowledge + h1). A test-only plain WebSocket at [`WS_ECHO`] echoes messages and closes with
+//! the code it is asked for.
 //!
 //! Services: `litrpc.Sessions`, `litrpc.Autopilot`, `litrpc.Status`, and the test-only
 //! `litgatetest.Echo` (every streaming shape). Every litrpc method except
@@ -41,6 +44,7 @@ use super::{
 };
 use crate::{
     autopilot::rules,
+    grpc::websocket,
     macaroon::Macaroon,
     proto::{
         autopilotserverrpc::{self as aps, autopilot_client::AutopilotClient},
@@ -66,6 +70,9 @@ use crate::{
 
 /// Path prefix of the test-only Echo service (open, never buffered).
 pub const ECHO_PREFIX: &str = "/litgatetest.Echo/";
+/// Path of the test-only plain WebSocket: echoes every message; a text message
+/// `close <code> <reason>` makes it close with that code and reason.
+pub const WS_ECHO: &str = "/litgatetest/ws/echo";
 /// The one whitelisted litrpc method.
 pub const SUB_SERVER_STATUS: &str = "/litrpc.Status/SubServerStatus";
 
@@ -339,6 +346,12 @@ fn handler(inner: Arc<Inner>) -> Handler {
                 authorization_present: headers.contains_key(header::AUTHORIZATION),
                 body: Bytes::new(),
             };
+            if let Some(upgrade) = websocket::upgrade_of(headers) {
+                if upgrade == websocket::Upgrade::GrpcWebSockets || path == WS_ECHO {
+                    lock(&svc.0.received).push(record);
+                    return accept_websocket(upgrade, routes, req);
+                }
+            }
             let kind = kind(&content_type, &path);
             if path.starts_with(ECHO_PREFIX) {
                 // Streams flow through untouched: record the path only.
@@ -428,6 +441,166 @@ fn with_demo_trailer(resp: http::Response<Body>) -> http::Response<Body> {
             Err(f) => f,
         }))
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSockets
+
+/// Answers a WebSocket handshake and serves the connection once upgraded: a grpc-websockets
+/// call as improbable's wrapper serves it, or the plain echo socket.
+fn accept_websocket(
+    upgrade: websocket::Upgrade,
+    routes: tonic::service::Routes,
+    mut req: http::Request<hyper::body::Incoming>,
+) -> http::Response<Body> {
+    let answer = match upgrade {
+        websocket::Upgrade::GrpcWebSockets => websocket::accept(req.method(), req.headers()),
+        // The echo socket takes any origin and chooses no subprotocol.
+        websocket::Upgrade::Plain => websocket::switching_protocols(req.method(), req.headers()),
+    };
+    let answer = match answer {
+        Ok(a) => a,
+        // improbable's wrapper answers a refused handshake with a bare 403.
+        Err(websocket::HandshakeError::Origin) => {
+            return plain(StatusCode::FORBIDDEN, "text/plain", "")
+        }
+        Err(e) => return plain(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let path = req.uri().path().to_string();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            hyper_util::rt::TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        match upgrade {
+            websocket::Upgrade::GrpcWebSockets => serve_grpc_websocket(ws, routes, path).await,
+            websocket::Upgrade::Plain => serve_ws_echo(ws).await,
+        }
+    });
+    answer.map(|()| Body::empty())
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// One grpc-websockets call, as improbable's wrapper runs it: the header block becomes the
+/// request's headers (grpc-web content type turned into gRPC's), the client's data messages
+/// stream in as the body until the finish-send marker, and the answer streams back in
+/// grpc-web framing.
+async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: String) {
+    use futures_util::StreamExt as _;
+    use tower::ServiceExt as _;
+    let (mut sink, mut stream) = ws.split();
+    let Ok(Some(mut headers)) = websocket::read_header_block(&mut stream).await else {
+        return;
+    };
+    let ct = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Status>>(16);
+    // Reads the client's messages into the body; after the finish-send marker it keeps reading
+    // (and dropping) until the client closes, as improbable's reader does.
+    let reader = tokio::spawn(async move {
+        let mut tx = Some(tx);
+        loop {
+            match websocket::next_inbound(&mut stream).await {
+                Ok(websocket::Inbound::Data(d)) => {
+                    if let Some(t) = &tx {
+                        if t.send(Ok(http_body::Frame::data(d))).await.is_err() {
+                            tx = None;
+                        }
+                    }
+                }
+                Ok(websocket::Inbound::FinishSend) => tx = None,
+                Ok(websocket::Inbound::Closed) => return stream,
+                Err(e) => {
+                    if let Some(t) = tx.take() {
+                        let _ = t.send(Err(Status::invalid_argument(e.to_string()))).await;
+                    }
+                    return stream;
+                }
+            }
+        }
+    });
+    let resp = if ct.starts_with("application/grpc-web-text") {
+        crate::grpc::status_response(
+            crate::grpc::Protocol::GrpcWeb,
+            Code::Unimplemented,
+            "grpc-web-text is not served over websockets",
+            None,
+        )
+        .map(Body::new)
+    } else {
+        if let Ok(v) = ct
+            .replacen("application/grpc-web", "application/grpc", 1)
+            .parse()
+        {
+            headers.insert(header::CONTENT_TYPE, v);
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        let body = http_body_util::StreamBody::new(ReceiverStream::new(rx));
+        let mut req = http::Request::new(Body::new(body));
+        *req.method_mut() = Method::POST;
+        *req.headers_mut() = headers;
+        *req.uri_mut() = path.parse().unwrap_or_default();
+        match routes.oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    };
+    if websocket::write_response(&mut sink, resp).await.is_err() {
+        return;
+    }
+    // The close handshake needs the reading half back: it sees the client's close frame.
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let normal = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    if sink
+        .send(tokio_tungstenite::tungstenite::Message::Close(Some(normal)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(5), reader).await {
+        if let Ok(mut ws) = sink.reunite(stream) {
+            let _ = tokio::io::AsyncWriteExt::shutdown(ws.get_mut()).await;
+        }
+    }
+}
+
+/// The plain echo socket: every data message back; `close <code> <reason>` closes with them.
+async fn serve_ws_echo(mut ws: Ws) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+    while let Some(Ok(msg)) = ws.next().await {
+        let echo = match msg {
+            Message::Text(t) if t.starts_with("close ") => {
+                let mut parts = t["close ".len()..].splitn(2, ' ');
+                let code: u16 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1000);
+                let frame = CloseFrame {
+                    code: code.into(),
+                    reason: parts.next().unwrap_or("").to_string().into(),
+                };
+                let _ = ws.close(Some(frame)).await;
+                // Until the client's close frame (or its connection) ends the stream.
+                while let Some(Ok(_)) = ws.next().await {}
+                let _ = tokio::io::AsyncWriteExt::shutdown(ws.get_mut()).await;
+                return;
+            }
+            Message::Text(_) | Message::Binary(_) => msg,
+            _ => continue,
+        };
+        if ws.send(echo).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

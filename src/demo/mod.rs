@@ -1,24 +1,29 @@
 //! In-process fakes of litd and of the Autopilot server that speak the real wire protocol
-//! (gRPC, grpc-web, REST; TLS or plaintext), used by `litgate demo` so a newcomer sees litgate
-//! work with no node, and by every integration test of the project (hence their introspection
-//! hooks: recorded requests, registrations, revocations, pause/resume). They are fakes: nothing
-//! here is ever put in front of real traffic, and their state lives in memory only.
+//! (gRPC, grpc-web, grpc-websockets, REST; TLS or plaintext), used by `litgate demo` so a
+//! newcomer sees litgate work with no node, and by every integration test of the project (hence
+//! their introspection hooks: recorded requests, registrations, revocations, pause/resume).
+//! They are fakes: nothing here is ever put in front of real traffic, and their state lives in
+//! memory only.
 //!
 //! - [`litd`]: [`DemoLitd`], a fake litd on one port: `litrpc.Sessions`, `litrpc.Autopilot`,
-//!   `litrpc.Status` and the test-only `litgatetest.Echo`, with litd's macaroon checks, litd's
-//!   REST mapping and a few static UI files. It calls a [`DemoAutopilot`] as litd would.
+//!   `litrpc.Status` and the test-only `litgatetest.Echo` (over gRPC, grpc-web and
+//!   grpc-websockets), with litd's macaroon checks, litd's REST mapping and a few static UI
+//!   files. It calls a [`DemoAutopilot`] as litd would.
 //! - [`autopilot`]: [`DemoAutopilot`], a fake `autopilotserverrpc.Autopilot` with LiT's mock
 //!   feature catalogue.
 //! - [`macaroons`]: a real macaroon baker and verifier (root key, HMAC chain, caveats), so the
 //!   fakes check real credentials and tests can attenuate them.
 //! - [`serve`]: the restartable listener both fakes run on.
 //! - [`run`]: `litgate demo`, the fakes with litgate in front.
+//! - [`ws_client`]: a grpc-websockets client speaking as the Terminal UI does (the demo and the
+//!   `grpc_websockets` example use it).
 
 pub mod autopilot;
 pub mod litd;
 pub mod macaroons;
 mod run;
 pub mod serve;
+pub mod ws_client;
 
 use std::{
     io,

@@ -4,11 +4,13 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
+use prost::Message as _;
+
 use crate::{
     app,
     config::Config,
     demo::{AutopilotTarget, DemoAutopilot, DemoAutopilotConfig, DemoLitd, DemoLitdConfig},
-    proto::litrpc::{sessions_client::SessionsClient, ListSessionsRequest},
+    proto::litrpc::{sessions_client::SessionsClient, ListSessionsRequest, ListSessionsResponse},
     telemetry,
 };
 
@@ -94,18 +96,41 @@ addr = "127.0.0.1:0"
         .await?
         .into_inner();
 
+    // And one over grpc-websockets, the Terminal UI's transport for streams.
+    let mut metadata = http::HeaderMap::new();
+    metadata.insert("macaroon", litd.macaroon_hex().parse()?);
+    let mut ws_sessions = None;
+    let ws_status = super::ws_client::call(
+        gate.public_addr,
+        Some(&pem),
+        crate::router::LIST_SESSIONS,
+        &metadata,
+        &ListSessionsRequest {}.encode_to_vec(),
+        |m| {
+            ws_sessions = ListSessionsResponse::decode(m)
+                .ok()
+                .map(|r| r.sessions.len())
+        },
+    )
+    .await?;
+    if ws_status.code != tonic::Code::Ok {
+        return Err(format!("grpc-websockets ListSessions: {ws_status:?}").into());
+    }
+    let example = example_command(&gate_cert);
+
     println!(
         r#"
 litgate demo: everything below runs in this process, on loopback.
 
-  litgate public face  https://{public}   (gRPC, grpc-web, REST; cert {gate_cert})
+  litgate public face  https://{public}   (gRPC, grpc-web, grpc-websockets, REST; cert {gate_cert})
   litgate admin        http://{admin}     (/live /ready /metrics /registrations)
   litgate relay        {relay}        (demo litd's --autopilot.address)
   demo litd            https://{litd}     (cert {litd_cert})
   demo Autopilot       {ap}        (plaintext gRPC)
   macaroon             {mac_hex} (hex)  {mac_bin} (binary, for litcli)
 
-A gRPC ListSessions through litgate just returned {n} sessions.
+A gRPC ListSessions through litgate just returned {n} sessions, and the same call over
+grpc-websockets (the Terminal UI's transport for streams) {ws_n}.
 
 Try (in another terminal):
 
@@ -117,6 +142,11 @@ Try (in another terminal):
   # gRPC with grpcurl, from the repository root
   grpcurl -cacert {gate_cert} -import-path proto/litrpc -proto lit-sessions.proto \
        -H "macaroon: $(cat {mac_hex})" 127.0.0.1:{port} litrpc.Sessions/ListSessions
+
+  # grpc-websockets, as the Terminal UI sends it: ListSessions (litgate terminates it, so its
+  # cache and policy apply), then a server stream of the demo litd's Echo (tunnelled to litd)
+  {example} --macaroon {mac_hex} 127.0.0.1:{port}
+  {example} --echo 5 127.0.0.1:{port}
 
   # litcli
   litcli --rpcserver=127.0.0.1:{port} --tlscertpath={gate_cert} --macaroonpath={mac_bin} sessions list
@@ -141,6 +171,7 @@ Ctrl-C stops the demo.
         mac_hex = mac_hex.display(),
         mac_bin = litd_mac_bin.display(),
         n = listed.sessions.len(),
+        ws_n = ws_sessions.map_or("answered".into(), |n| format!("returned {n}")),
         relay = relay,
         expiry = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -154,6 +185,15 @@ Ctrl-C stops the demo.
     litd.shutdown().await;
     autopilot.shutdown().await;
     Ok(())
+}
+
+/// The example client's command line, with absolute paths so it runs from any directory.
+fn example_command(cert: &std::path::Path) -> String {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    format!(
+        "cargo run --manifest-path {manifest} --example grpc_websockets -- --cacert {}",
+        cert.display()
+    )
 }
 
 fn demo_dir() -> std::io::Result<PathBuf> {

@@ -149,7 +149,7 @@ pub fn decode_unary(protocol: Protocol, body: &Bytes) -> Result<Unary, Error> {
                 _ => Err(Error::invalid("request body must be a JSON object")),
             }
         }
-        Protocol::Http => Err(Error::client(
+        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => Err(Error::client(
             tonic::Code::InvalidArgument,
             "unsupported content type for this method: use application/grpc, application/grpc-web(-text) or REST JSON",
         )),

@@ -1,9 +1,11 @@
 //! Wire protocols litgate speaks on the public face: which protocol a request uses, and how an
 //! error is written in that protocol (gRPC trailers-only status, grpc-web, or grpc-gateway's
-//! REST error JSON). The codecs for intercepted methods build on this module.
+//! REST error JSON). The codecs for intercepted methods build on this module, and so does
+//! grpc-websockets ([`websocket`]).
 
 pub mod codec;
 pub mod status;
+pub mod websocket;
 pub mod wire;
 
 use std::time::Duration;
@@ -26,6 +28,10 @@ pub enum Protocol {
     GrpcWebText,
     /// grpc-gateway REST: a path matching `^/v\d/`.
     Rest,
+    /// A WebSocket upgrade offering subprotocol `grpc-websockets` (improbable's transport).
+    GrpcWebSocket,
+    /// Any other WebSocket upgrade (lnd's REST streams).
+    WebSocket,
     /// Anything else (the UI's static files).
     Http,
 }
@@ -33,6 +39,11 @@ pub enum Protocol {
 impl Protocol {
     /// Classifies a request as litd does.
     pub fn detect(headers: &http::HeaderMap, path: &str) -> Self {
+        match websocket::upgrade_of(headers) {
+            Some(websocket::Upgrade::GrpcWebSockets) => return Protocol::GrpcWebSocket,
+            Some(websocket::Upgrade::Plain) => return Protocol::WebSocket,
+            None => {}
+        }
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -74,11 +85,14 @@ impl Protocol {
             Protocol::GrpcWeb => "grpc-web",
             Protocol::GrpcWebText => "grpc-web-text",
             Protocol::Rest => "rest",
+            Protocol::GrpcWebSocket => "grpc-websockets",
+            Protocol::WebSocket => "websocket",
             Protocol::Http => "http",
         }
     }
 
-    /// Whether errors are carried as gRPC status.
+    /// Whether errors are carried as gRPC status in an HTTP response (a refused WebSocket
+    /// handshake is an HTTP error: see [`status_response`]).
     pub fn is_grpc_family(self) -> bool {
         matches!(
             self,
@@ -96,6 +110,15 @@ pub fn is_rest_path(path: &str) -> bool {
     }
 }
 
+/// Sets `grpc-status` and `grpc-message` as tonic writes them (percent-encoded), so litgate's
+/// own statuses are byte for byte what a tonic server would send.
+pub fn insert_status(h: &mut http::HeaderMap, code: tonic::Code, message: &str) {
+    if tonic::Status::new(code, message).add_header(h).is_err() {
+        // Only a message that no header can carry gets here; the code still goes out.
+        h.insert("grpc-status", HeaderValue::from(code as i32));
+    }
+}
+
 /// Writes `err` as the caller's protocol expects it.
 pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     let retry_after = match err {
@@ -105,10 +128,11 @@ pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     status_response(protocol, err.code(), &err.to_string(), retry_after)
 }
 
-/// A status in the caller's protocol: trailers-only for gRPC and grpc-web, with `grpc-status`
-/// and `grpc-message` written by tonic itself (so litgate's own statuses are byte for byte what
-/// a tonic server would send); grpc-gateway's error JSON for REST and plain HTTP, keys in its
-/// order (`code`, `message`, `details`) with its HTTP status for the code.
+/// A status in the caller's protocol: trailers-only for gRPC and grpc-web ([`insert_status`]);
+/// grpc-gateway's error JSON for REST, plain HTTP and refused WebSocket handshakes, keys in its
+/// order (`code`, `message`, `details`) with its HTTP status for the code (a refused
+/// grpc-websockets handshake also carries `grpc-status` and `grpc-message` headers, as its
+/// clients see only the HTTP status).
 pub fn status_response(
     protocol: Protocol,
     code: tonic::Code,
@@ -124,10 +148,7 @@ pub fn status_response(
         let mut r = Response::new(body::empty());
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        if tonic::Status::new(code, message).add_header(h).is_err() {
-            // Only a message that no header can carry gets here; the code still goes out.
-            h.insert("grpc-status", HeaderValue::from(code as i32));
-        }
+        insert_status(h, code, message);
         r
     } else {
         let mut r = Response::new(body::full(gateway_error_json(code, message)));
@@ -136,6 +157,9 @@ pub fn status_response(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if protocol == Protocol::GrpcWebSocket {
+            insert_status(r.headers_mut(), code, message);
+        }
         r
     };
     if let Some(d) = retry_after {

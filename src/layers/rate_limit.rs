@@ -640,14 +640,16 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let admitted = match self.limiter.check(
-            req.method(),
-            req.uri().path(),
-            req.extensions().get::<Caller>(),
-        ) {
-            Ok(a) => a,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
-        };
+        // A WebSocket to litd's REST proxy calls the method its `method` parameter names.
+        let method = crate::grpc::websocket::effective_method(&req);
+        let admitted =
+            match self
+                .limiter
+                .check(&method, req.uri().path(), req.extensions().get::<Caller>())
+            {
+                Ok(a) => a,
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            };
         let Some(id) = admitted.observe else {
             return Box::pin(self.inner.call(req));
         };

@@ -2,7 +2,10 @@
 //! the public stack: every request the router does not intercept comes here and is forwarded
 //! as bytes. Bodies and trailers stream both ways; nothing is decoded or buffered. One TLS
 //! connection (HTTP/2, litd's `tls.cert` pinned) carries many calls. This module must never
-//! log request or response headers (they carry macaroons).
+//! log request or response headers (they carry macaroons). WebSocket upgrades are carried on
+//! a connection of their own ([`Upstream::tunnel`]).
+
+mod websocket;
 
 use std::{
     future::Future,
@@ -97,6 +100,12 @@ pub struct UpstreamMetrics {
 
 type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector>>;
 
+/// A connection to litd made outside the pool: TCP, or TLS over TCP.
+type Transport = tokio_util::either::Either<
+    tokio::net::TcpStream,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+>;
+
 /// The pooled client to litd. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct Upstream {
@@ -105,6 +114,8 @@ pub struct Upstream {
     authority: http::uri::Authority,
     label: Arc<str>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The same pinned TLS config with ALPN `http/1.1` only: WebSocket upgrades.
+    h1_tls: Option<Arc<rustls::ClientConfig>>,
     server_name: rustls::pki_types::ServerName<'static>,
     connect_timeout: Duration,
     metrics: UpstreamMetrics,
@@ -173,8 +184,14 @@ impl Upstream {
                 ))
                 .enable_http2()
                 .wrap_connector(http);
-            (Some(Arc::new(tls)), https)
+            (Some(tls), https)
         };
+        let h1_tls = tls.as_ref().map(|t| {
+            let mut t = t.clone();
+            t.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(t)
+        });
+        let tls = tls.map(Arc::new);
         let connector = Counting {
             inner: https,
             count: metrics.connections.clone(),
@@ -203,6 +220,7 @@ impl Upstream {
             authority,
             label: cfg.addr.as_str().into(),
             tls,
+            h1_tls,
             server_name,
             connect_timeout: cfg.connect_timeout,
             metrics,
@@ -302,6 +320,12 @@ impl Upstream {
     /// Opens a fresh connection and completes a TLS handshake (or TCP connect when plaintext),
     /// bypassing the pool: what `/ready` needs to know.
     pub async fn probe(&self) -> Result<(), Error> {
+        self.dial(self.tls.as_ref()).await.map(drop)
+    }
+
+    /// A new transport connection to litd outside the pool, TLS with `tls` (pinned) unless
+    /// plaintext, within `upstream.connect_timeout`.
+    async fn dial(&self, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Transport, Error> {
         let fail = |reason: String| Error::Upstream {
             addr: self.label.to_string(),
             reason,
@@ -317,14 +341,15 @@ impl Upstream {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            if let Some(tls) = &self.tls {
-                let connector = tokio_rustls::TlsConnector::from(tls.clone());
-                connector
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                None => Ok(Transport::Left(tcp)),
+                Some(tls) => tokio_rustls::TlsConnector::from(tls.clone())
                     .connect(self.server_name.clone(), tcp)
                     .await
-                    .map_err(|e| fail(format!("TLS handshake failed: {e}")))?;
+                    .map(Transport::Right)
+                    .map_err(|e| fail(format!("TLS handshake failed: {e}"))),
             }
-            Ok(())
         };
         tokio::time::timeout(self.connect_timeout, attempt)
             .await

@@ -286,6 +286,41 @@ impl Env {
     }
 }
 
+/// litgate alone in front of a TLS fake litd (no Autopilot server), on the system clock: for
+/// tests that stop litgate themselves.
+pub struct Bare {
+    pub litd: DemoLitd,
+    pub gate: Running,
+    pub gate_cert: Vec<u8>,
+    pub dir: TempDir,
+}
+
+impl Bare {
+    /// Started with `[listen] drain_timeout = drain`.
+    pub async fn with_drain(drain: &str) -> Bare {
+        let litd = DemoLitd::start(DemoLitdConfig {
+            tls: true,
+            ..Default::default()
+        })
+        .expect("demo litd starts");
+        let dir = tempfile::tempdir().unwrap();
+        let toml = config_toml(dir.path(), &litd, "").replace(
+            "drain_timeout = \"5s\"",
+            &format!("drain_timeout = \"{drain}\""),
+        );
+        let gate = app::start(&Config::parse(&toml).unwrap())
+            .await
+            .expect("litgate starts");
+        let gate_cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
+        Bare {
+            litd,
+            gate,
+            gate_cert,
+            dir,
+        }
+    }
+}
+
 /// A tonic channel pinning exactly `cert_pem` (lnd-shaped CA certificates included, as Go's
 /// and OpenSSL-based clients accept them).
 pub async fn channel(addr: SocketAddr, cert_pem: &[u8]) -> tonic::transport::Channel {
