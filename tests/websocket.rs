@@ -342,7 +342,10 @@ async fn refused_add_autopilot_session_over_websocket_is_refused_as_over_grpc_we
     // Neither the upgrade nor the call reached litd (the authentication probe aside, which
     // cannot write); nothing was registered or approved.
     assert_eq!(writable_adds(&env.litd), 0);
-    assert!(env.litd.received().iter().all(|r| r.method == "POST"), "no upgrade reached litd");
+    assert!(
+        env.litd.received().iter().all(|r| r.method == "POST"),
+        "no upgrade reached litd"
+    );
     assert!(env.autopilot.registrations().is_empty());
     assert_eq!(env.gate.store().approval_count(), 0);
     env.stop().await;
@@ -668,4 +671,48 @@ async fn shutdown_with_an_open_tunnel_returns_within_the_drain_deadline() {
         "nothing more comes through a cut tunnel: {after:?}"
     );
     litd.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_add_over_grpc_websockets_gets_litds_answer_and_is_counted() {
+    let env = Env::start_with(POLICY).await;
+    let forged = litgate::demo::MacaroonBaker::new().bake_admin().to_hex();
+    // A request the policy would refuse (a denied flag): without a credential litd accepts, the
+    // caller learns nothing of the policy and gets litd's own answer.
+    let msg = autopilot_request(&["AutoOpen"]).encode_to_vec();
+    for metadata in [vec![], vec![("macaroon", forged.as_str())]] {
+        env.litd.clear_received();
+        let via = gate_ws(&env, ADD, &metadata, &msg).await;
+        assert_eq!(writable_adds(&env.litd), 0, "only the probe reached litd");
+        let direct = ws_call(
+            env.litd.addr(),
+            env.litd.cert_pem().unwrap(),
+            ADD,
+            &metadata,
+            &msg,
+        )
+        .await;
+        assert_ne!(direct.status(), "0");
+        assert_eq!(
+            (via.status(), via.message()),
+            (direct.status(), direct.message()),
+            "litd's answer, not the policy's"
+        );
+        assert!(!via.message().contains("ClearNetworkAddresses"));
+    }
+
+    // Counted with the status the caller received inside the WebSocket, not the 101.
+    let mac = env.macaroon();
+    let refused = gate_ws(&env, ADD, &[("macaroon", &mac)], &msg).await;
+    assert_eq!(refused.status(), "9");
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    let line = |code: &str| {
+        format!(
+            "litgate_requests_total{{route=\"AddAutopilotSession\",protocol=\"grpc-websockets\",code=\"{code}\"}}"
+        )
+    };
+    assert!(metrics.contains(&format!("{} 1", line("9"))), "{metrics}");
+    assert!(metrics.contains(&format!("{} 2", line("2"))), "{metrics}");
+    assert!(!metrics.contains(&line("http_101")), "{metrics}");
+    env.stop().await;
 }

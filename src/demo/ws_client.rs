@@ -77,8 +77,8 @@ pub async fn call(
         None => tokio_util::either::Either::Left(tcp),
         Some(pem) => {
             // Pinned exactly, lnd-shaped (CA:TRUE) certificates included.
-            let mut cfg = crate::tls::pinned::pem_client_config(pem)
-                .map_err(|e| connect(e.to_string()))?;
+            let mut cfg =
+                crate::tls::pinned::pem_client_config(pem).map_err(|e| connect(e.to_string()))?;
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             let name = rustls::pki_types::ServerName::try_from("localhost")
                 .map_err(|e| connect(e.to_string()))?;

@@ -10,7 +10,10 @@
 //!
 //! Nothing here logs or keeps a body beyond the trailer frame it is looking for.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -78,6 +81,58 @@ where
             Event::End => pending.finish(Outcome::NoStatus),
         })
     })
+}
+
+/// A report of a call's outcome that someone further in may take over: the metrics layer puts
+/// one in the request's extensions, and a grpc-websockets call that litgate terminates (whose
+/// real status arrives inside the WebSocket, long after the `101`) claims it and reports the
+/// status of the call it carries. Unclaimed, the layer reports what it saw itself.
+#[derive(Clone)]
+pub struct Deferred(Arc<Mutex<Option<Report>>>);
+
+type Report = Box<dyn FnOnce(Outcome) + Send>;
+
+impl Deferred {
+    /// A report that runs `f`.
+    pub fn new(f: impl FnOnce(Outcome) + Send + 'static) -> Self {
+        Deferred(Arc::new(Mutex::new(Some(Box::new(f)))))
+    }
+
+    /// Takes the report over; `None` if someone already did. Dropping the claim unreported
+    /// reports [`Outcome::Cancelled`].
+    pub fn claim(&self) -> Option<Claimed> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(|r| Claimed(Some(r)))
+    }
+}
+
+/// A claimed [`Deferred`] report.
+pub struct Claimed(Option<Report>);
+
+impl Claimed {
+    /// Reports `o`.
+    pub fn report(mut self, o: Outcome) {
+        if let Some(r) = self.0.take() {
+            r(o);
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r(Outcome::Cancelled);
+        }
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred")
+    }
 }
 
 /// Reports once; reports [`Outcome::Cancelled`] if dropped before anything else.
@@ -314,7 +369,6 @@ pub fn retry_after_secs(d: Duration) -> u64 {
 mod tests {
     use super::*;
     use base64::Engine;
-    use std::sync::{Arc, Mutex};
 
     fn trailer_frame(block: &str) -> Vec<u8> {
         let mut f = vec![0x80];

@@ -620,6 +620,11 @@ where
     let on_upgrade = hyper::upgrade::on(&mut req);
     let path = req.uri().path().to_owned();
     let info = req.extensions().get::<ConnectInfo>().copied();
+    // The caller's status arrives inside the WebSocket: report that one, not the `101`.
+    let report = req
+        .extensions()
+        .get::<crate::grpc::status::Deferred>()
+        .and_then(|d| d.claim());
     Upgrades::of(&req).spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -649,6 +654,12 @@ where
             tracing::warn!(error = %e, kind = e.kind(), code = ?e.code(), "grpc-websockets call refused");
             error_response(Protocol::GrpcWeb, &e)
         });
+        let resp = match report {
+            Some(report) => {
+                crate::grpc::status::watch(Protocol::GrpcWeb, resp, move |o| report.report(o))
+            }
+            None => resp,
+        };
         if let Err(e) = write_response(&mut ws, resp).await {
             tracing::debug!(error = %e, "grpc-websockets: the client went away");
             return;

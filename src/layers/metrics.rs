@@ -22,7 +22,7 @@ use crate::{
     body::{Request, Response},
     error::Error,
     grpc::{
-        status::{self, Outcome},
+        status::{self, Deferred, Outcome},
         Protocol,
     },
     router::Route,
@@ -130,10 +130,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let route = Route::classify(req.method(), req.uri().path()).label();
         let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
+        let requests = metrics.requests.clone();
+        // Counted once, with the status the caller received; a grpc-websockets call litgate
+        // terminates takes this over and reports the status of the call inside.
+        let report = Deferred::new(move |o| {
+            requests
+                .get_or_create(&outcome(route, protocol, label(o)))
+                .inc();
+        });
+        req.extensions_mut().insert(report.clone());
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -146,24 +155,16 @@ where
                 .latency
                 .get_or_create(&labels)
                 .observe(start.elapsed().as_secs_f64());
+            let Some(report) = report.claim() else {
+                return res;
+            };
             match res {
                 Err(e) => {
-                    let code = (e.code() as i32).to_string();
-                    metrics
-                        .requests
-                        .get_or_create(&outcome(route, protocol, code))
-                        .inc();
+                    report.report(Outcome::Grpc(e.code()));
                     Err(e)
                 }
-                Ok(resp) => {
-                    // The status the caller receives, wherever it lives in its protocol.
-                    let requests = metrics.requests;
-                    Ok(status::watch(protocol, resp, move |o| {
-                        requests
-                            .get_or_create(&outcome(route, protocol, label(o)))
-                            .inc();
-                    }))
-                }
+                // The status the caller receives, wherever it lives in its protocol.
+                Ok(resp) => Ok(status::watch(protocol, resp, move |o| report.report(o))),
             }
         })
     }

@@ -589,11 +589,18 @@ pub fn adds_received(litd: &DemoLitd) -> Vec<litgate::proto::litrpc::AddAutopilo
         .collect()
 }
 
-/// Whether litd received an AddAutopilotSession that could write anything: one with features.
-/// litgate's authentication probes carry none (litd refuses them before writing).
+/// How many AddAutopilotSession calls litd received that could write anything: one with
+/// features, or a WebSocket upgrade to it (whose content is not recorded). litgate's
+/// authentication probes carry no features (litd refuses them before writing).
 pub fn writable_adds(litd: &DemoLitd) -> usize {
-    adds_received(litd)
+    let upgrades = litd
+        .received()
         .iter()
-        .filter(|r| !r.features.is_empty())
-        .count()
+        .filter(|r| r.path == ADD_AUTOPILOT && r.method != "POST")
+        .count();
+    upgrades
+        + adds_received(litd)
+            .iter()
+            .filter(|r| !r.features.is_empty())
+            .count()
 }
