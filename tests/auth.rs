@@ -169,7 +169,22 @@ async fn authenticated_callers_get_the_policy_and_the_verdict_is_remembered() {
         match door {
             Door::Rest => {
                 assert_eq!(r.status, 400, "{r:?}");
-                assert!(String::from_utf8_lossy(&body).contains("NoSuchFeature"));
+                // grpc-gateway's shape, keys in its order.
+                let text = String::from_utf8_lossy(&body);
+                assert!(text.starts_with(r#"{"code":9,"message":""#), "{text}");
+                assert!(text.ends_with(r#","details":[]}"#), "{text}");
+                assert!(text.contains("NoSuchFeature"));
+            }
+            Door::Grpc => {
+                assert_eq!(status.as_deref(), Some("9"), "{door:?}: {r:?}");
+                let message = message.unwrap();
+                assert!(message.contains("NoSuchFeature"));
+                // Trailers-only, exactly as a tonic server writes the same status.
+                let tonic_head = tonic::Status::failed_precondition(message).into_http::<()>();
+                let mut ours = r.headers.clone();
+                ours.remove("date");
+                ours.remove("content-length");
+                assert_eq!(&ours, tonic_head.headers());
             }
             _ => {
                 assert_eq!(status.as_deref(), Some("9"), "{door:?}: {r:?}");
