@@ -7,7 +7,7 @@
 //! Shape: `--connections` HTTP/2 connections, `--streams` calls in flight on each (one task per
 //! stream slot, each starting its next call when the previous one ends). Calls that start during
 //! `--warmup` are checked but not measured; calls that start in the following `--duration` are
-//! measured; none start after it. Throughput is the measured calls over the time from the end of
+//! measured; none start after it. With TLS it also reports the version negotiated. Throughput is the measured calls over the time from the end of
 //! the warmup to the last measured answer; latencies are kept whole (one `u64` each) and sorted.
 //! Prints one line of JSON.
 //!
@@ -284,31 +284,32 @@ async fn slot(mut sender: h2::client::SendRequest<Bytes>, plan: Arc<Plan>) -> Sl
     out
 }
 
+/// Opens one HTTP/2 connection; returns its sender and the TLS version negotiated (if TLS).
 async fn connect(
     args: &Args,
     tls: Option<&TlsConnector>,
-) -> Result<h2::client::SendRequest<Bytes>, Box<dyn std::error::Error>> {
+) -> Result<(h2::client::SendRequest<Bytes>, Option<String>), Box<dyn std::error::Error>> {
     let tcp = TcpStream::connect(args.target).await?;
     tcp.set_nodelay(true)?;
     let builder = h2::client::Builder::new();
-    let sender = match tls {
+    Ok(match tls {
         Some(tls) => {
             let name = ServerName::try_from(args.server_name.clone())?;
             let io = tls.connect(name, tcp).await?;
             if io.get_ref().1.alpn_protocol() != Some(b"h2") {
                 return Err("the server did not negotiate ALPN h2".into());
             }
+            let version = io.get_ref().1.protocol_version().map(|v| format!("{v:?}"));
             let (sender, conn) = builder.handshake(io).await?;
             tokio::spawn(drive(conn));
-            sender
+            (sender, version)
         }
         None => {
             let (sender, conn) = builder.handshake(tcp).await?;
             tokio::spawn(drive(conn));
-            sender
+            (sender, None)
         }
-    };
-    Ok(sender)
+    })
 }
 
 async fn drive<T>(conn: h2::client::Connection<T, Bytes>)
@@ -358,8 +359,11 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     };
 
     let mut senders = Vec::with_capacity(args.connections);
+    let mut tls_version = None;
     for _ in 0..args.connections.max(1) {
-        senders.push(connect(&args, tls.as_ref()).await?);
+        let (sender, version) = connect(&args, tls.as_ref()).await?;
+        senders.push(sender);
+        tls_version = tls_version.or(version);
     }
     let measure_from = Instant::now() + args.warmup;
     let plan = Arc::new(Plan {
@@ -400,7 +404,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     let us = |ns: u64| ns as f64 / 1e3;
     let out = if calls == 0 {
         serde_json::json!({ "calls": 0, "warmup_calls": all.warmup, "errors": all.errors,
-                            "first_error": all.first_error })
+                            "first_error": all.first_error, "tls": tls_version })
     } else {
         serde_json::json!({
             "calls": calls,
@@ -414,6 +418,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             "max_us": us(lat[calls - 1]),
             "mean_us": lat.iter().sum::<u64>() as f64 / calls as f64 / 1e3,
             "measured_s": span,
+            "tls": tls_version,
         })
     };
     println!("{out}");

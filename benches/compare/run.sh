@@ -207,6 +207,7 @@ start_nginx() {
     mkdir -p "$dir/tmp"
     if [[ $tr == tls ]]; then
         listen="ssl http2;
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_certificate $WORK/front/tls.cert;
         ssl_certificate_key $WORK/front/tls.key;"
         pass=grpcs://up
@@ -291,6 +292,8 @@ start_envoy() {
         \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
         sni: localhost
         common_tls_context:
+          # Envoy's client side stops at TLS 1.2 unless told otherwise; the others use 1.3.
+          tls_params: {tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3}
           alpn_protocols: [h2]
           validation_context:
             trusted_ca: {filename: $upcert}
@@ -454,18 +457,30 @@ if [[ $GENCHECK == 1 ]]; then
     python3 -c "import sys; m=bytes.fromhex('$MIN_REQ'); sys.stdout.buffer.write(b'\0'+len(m).to_bytes(4,'big')+m)" >"$WORK/gencheck/req.bin"
     TRANSPORT=h2c
     CALL=(--path "$MIN_PATH" --request-hex "$MIN_REQ" --check frame --expect-hex "$MIN_ANSWER")
-    for shape in $SHAPES; do
-        c=${shape#c}
-        c=${c%m*}
-        m=${shape#*m}
-        line=$(load "$up" "" "$shape") || die "grpc_load failed: $line"
-        record kind=gencheck tool=grpc_load shape="$shape" "x=$line"
-        out=$(h2load -c "$c" -m "$m" -D "${DURATION%s}" --warm-up-time="${WARMUP%s}" -d "$WORK/gencheck/req.bin" \
-            -H 'content-type: application/grpc' -H 'te: trailers' "http://$up$MIN_PATH")
-        rps=$(sed -n 's/^finished in .*s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
-        ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<<"$out")
-        record kind=gencheck tool=h2load shape="$shape" rps="$rps" calls="$ok"
-        say "  $shape: grpc_load $(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["rps"]))' "$line") req/s, h2load $rps req/s"
+    # min(ROUNDS, 3) runs of each tool per shape, alternating which goes first.
+    for ((r = 0; r < (ROUNDS < 3 ? ROUNDS : 3); r++)); do
+        for shape in $SHAPES; do
+            c=${shape#c}
+            c=${c%m*}
+            m=${shape#*m}
+            tools=(grpc_load h2load)
+            ((r % 2)) && tools=(h2load grpc_load)
+            for tool in "${tools[@]}"; do
+                if [[ $tool == grpc_load ]]; then
+                    line=$(load "$up" "" "$shape") || die "grpc_load failed: $line"
+                    record kind=gencheck tool=grpc_load round="$r" shape="$shape" "x=$line"
+                    rps=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["rps"]))' "$line")
+                else
+                    out=$(h2load -c "$c" -m "$m" -D "${DURATION%s}" --warm-up-time="${WARMUP%s}" \
+                        -d "$WORK/gencheck/req.bin" -H 'content-type: application/grpc' \
+                        -H 'te: trailers' "http://$up$MIN_PATH")
+                    rps=$(sed -n 's/^finished in .*s, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+                    ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<<"$out")
+                    record kind=gencheck tool=h2load round="$r" shape="$shape" rps="$rps" calls="$ok"
+                fi
+                say "  round $r $shape $(printf '%-9s' "$tool") $rps req/s"
+            done
+        done
     done
     stop_all_but "$keep"
 fi

@@ -64,6 +64,9 @@ print(f"versions: {E['VERSIONS']}")
 print(f"{rounds} rounds x {E['DURATION']} measured per run (after {E['WARMUP']} of warmup); "
       f"targets in rotated order each round; {E['WORKERS']} worker(s) each: nginx "
       f"worker_processes, Envoy --concurrency, litgate TOKIO_WORKER_THREADS")
+tls = uniq(str(r.get("tls")) for r in runs if r["phase"].endswith("/tls"))
+if tls:
+    print(f"TLS version between the load generator and each target: {', '.join(tls)}")
 checked = sum(r["calls"] + r["warmup_calls"] for r in runs)
 print(f"calls made and checked (body = expected gRPC frame, grpc-status 0): {checked:,}, "
       f"failed: {sum(r['errors'] for r in runs)}")
@@ -71,13 +74,15 @@ print(f"calls made and checked (body = expected gRPC frame, grpc-status 0): {che
 gen = [r for r in rows if r["kind"] == "gencheck"]
 if gen:
     print()
-    print("Load generator vs h2load, direct to the minimal upstream (h2c), one run each:")
+    print(f"Load generator vs h2load, direct to the minimal upstream (h2c), "
+          f"{len(uniq(r['round'] for r in gen))} runs each, alternating; median [min..max]:")
     print()
-    print("| shape | grpc_load req/s (checks every answer) | h2load req/s (status only) |")
+    print("| shape | grpc_load req/s (checks every answer) | h2load req/s (HTTP status only) |")
     print("|---|---:|---:|")
     for shape in uniq(r["shape"] for r in gen):
-        g = {r["tool"]: r for r in gen if r["shape"] == shape}
-        print(f"| {shape} | {g['grpc_load']['rps']:,.0f} | {g['h2load']['rps']:,.0f} |")
+        g = {tool: [r["rps"] for r in gen if (r["shape"], r["tool"]) == (shape, tool)]
+             for tool in ("grpc_load", "h2load")}
+        print(f"| {shape} | {span(g['grpc_load'], ',.0f')} | {span(g['h2load'], ',.0f')} |")
 
 for phase in phases:
     up, tr = phase.split("/")
