@@ -58,17 +58,17 @@ targets = [t for t in ORDER if any(r["target"] == t for r in runs)]
 proxies = [t for t in PROXIES if t in targets]
 rounds = len(uniq(r["round"] for r in runs))
 
-print(f"machine: {E['MACHINE']}; load average (1/5/15 min) before {E['LOAD_BEFORE']}, "
+print(f"- machine: {E['MACHINE']}; load average (1/5/15 min) before {E['LOAD_BEFORE']}, "
       f"after {E['LOAD_AFTER']}")
-print(f"versions: {E['VERSIONS']}")
-print(f"{rounds} rounds x {E['DURATION']} measured per run (after {E['WARMUP']} of warmup); "
+print(f"- versions: {E['VERSIONS']}")
+print(f"- {rounds} rounds x {E['DURATION']} measured per run (after {E['WARMUP']} of warmup); "
       f"targets in rotated order each round; {E['WORKERS']} worker(s) each: nginx "
       f"worker_processes, Envoy --concurrency, litgate TOKIO_WORKER_THREADS")
 tls = uniq(str(r.get("tls")) for r in runs if r["phase"].endswith("/tls"))
 if tls:
-    print(f"TLS version between the load generator and each target: {', '.join(tls)}")
+    print(f"- TLS version between the load generator and each target: {', '.join(tls)}")
 checked = sum(r["calls"] + r["warmup_calls"] for r in runs)
-print(f"calls made and checked (body = expected gRPC frame, grpc-status 0): {checked:,}, "
+print(f"- calls made and checked (body = expected gRPC frame, grpc-status 0): {checked:,}, "
       f"failed: {sum(r['errors'] for r in runs)}")
 
 gen = [r for r in rows if r["kind"] == "gencheck"]
