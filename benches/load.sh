@@ -1,25 +1,23 @@
 #!/usr/bin/env bash
-# End-to-end load against fakes: litgate's raw passthrough overhead (issue "litgate foundation")
-# and the AddAutopilotSession policy's added latency (issue "AddAutopilotSession policy").
+# End-to-end load against fakes: the AddAutopilotSession policy's added latency (issue
+# "AddAutopilotSession policy"). The raw passthrough (litgate vs direct, and beside nginx and
+# Envoy) is measured by benches/compare/run.sh, which replaced this script's former part A.
 #
 # Starts examples/fake_litd (fake litd over TLS + fake Autopilot server, plaintext) and two
 # `target/release/litgate run` in front of that fake litd, all on 127.0.0.1:
 #   via      the default stack ([cache] on);
-#   nocache  the same with [cache] enabled = false (B only: AddAutopilotSession is then policy +
+#   nocache  the same with [cache] enabled = false (AddAutopilotSession is then policy +
 #            forward, without the session cache's invalidation after a successful write).
 # Then runs examples/load against the fake litd directly ("direct") and through litgate,
 # rotating the order every round, and prints a summary with ratios. See benches/README.md.
 #
-# Knobs (environment): ROUNDS (6), SERIAL_CALLS (3000), CONC (40), CONC_CALLS (20000),
-# ADD_CALLS (1000), LIMITER (off | high: [rate_limit] on with limits it never reaches),
+# Knobs (environment): ROUNDS (6), SERIAL_CALLS (3000), ADD_CALLS (1000), LIMITER (off | high: [rate_limit] on with limits it never reaches),
 # SKIP_BUILD (1: reuse the release binaries), KEEP (1: keep the work directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-6}
 SERIAL_CALLS=${SERIAL_CALLS:-3000}
-CONC=${CONC:-40}
-CONC_CALLS=${CONC_CALLS:-20000}
 ADD_CALLS=${ADD_CALLS:-1000}
 LIMITER=${LIMITER:-off}
 
@@ -189,40 +187,11 @@ CONN_BEFORE=$(metric litgate_upstream_connections_total)
 REQ_BEFORE=$(metric litgate_requests_total)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# --- A: raw passthrough, Echo.Unary (no macaroon), serial and CONC in flight.
-echo "A: passthrough, $ROUNDS rounds" >&2
-RSS_PEAK=0
-for r in $(seq 0 $((ROUNDS - 1))); do
-    run_set "echo-serial" "$r" "direct via" --mode echo --concurrency 1 --calls "$SERIAL_CALLS"
-    # litgate's RSS, sampled every 50 ms while the concurrent runs go on.
-    (
-        peak=0
-        while :; do
-            v=$(rss_kb 2>/dev/null || echo 0)
-            if ((v > peak)); then
-                peak=$v
-                echo "$peak" >"$WORK/rss_peak.$r"
-            fi
-            sleep 0.05
-        done
-    ) &
-    SAMPLER=$!
-    run_set "echo-c$CONC" "$r" "direct via" --mode echo --concurrency "$CONC" --calls "$CONC_CALLS"
-    kill "$SAMPLER" 2>/dev/null || true
-    wait "$SAMPLER" 2>/dev/null || true
-    p=$(cat "$WORK/rss_peak.$r" 2>/dev/null || echo 0)
-    if ((p > RSS_PEAK)); then RSS_PEAK=$p; fi
-done
-RSS_AFTER_A=$(rss_kb)
-HWM_AFTER_A=$(hwm_kb)
-CONN_AFTER_A=$(metric litgate_upstream_connections_total)
-REQ_AFTER_A=$(metric litgate_requests_total)
-
-# --- B: AddAutopilotSession (policy) vs a comparable passthrough call, serial.
+# --- AddAutopilotSession (policy) vs a comparable passthrough call, serial.
 # The comparable call is Echo.Unary carrying the same macaroon metadata and a 64-byte message
 # (an AddAutopilotSession request here is ~60 bytes); its via-minus-direct is the passthrough
 # share, subtracted from the AddAutopilotSession's via-minus-direct.
-echo "B: AddAutopilotSession, $ROUNDS rounds" >&2
+echo "AddAutopilotSession, $ROUNDS rounds" >&2
 for r in $(seq 0 $((ROUNDS - 1))); do
     run_set "add-serial" "$r" "direct via nocache" --mode add --concurrency 1 \
         --calls "$ADD_CALLS" --warmup 50 --macaroon-file "$MAC"
@@ -237,13 +206,12 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 FETCHES=$(metric litgate_catalogue_fetches_total)
 
 # --- summary
-export RESULTS CONC ROUNDS LIMITER RSS_IDLE RSS_PEAK RSS_AFTER_A HWM_AFTER_A RSS_END HWM_END \
-    CONN_BEFORE CONN_AFTER_A CONN_END REQ_BEFORE REQ_AFTER_A REQ_END LOAD_BEFORE LOAD_AFTER FETCHES
+export RESULTS ROUNDS LIMITER RSS_IDLE RSS_END HWM_END \
+    CONN_BEFORE CONN_END REQ_BEFORE REQ_END LOAD_BEFORE LOAD_AFTER FETCHES
 export MACHINE="$(nproc) cores, $(uname -srm)" CLK_TCK="$(getconf CLK_TCK)"
 python3 - <<'PY'
 import json, os, re, statistics as st
 E = os.environ
-conc = E["CONC"]
 rows = [json.loads(l) for l in open(E["RESULTS"])]
 def by(label): return {r["round"]: r for r in rows if r["label"] == label}
 def med(xs): return st.median(xs)
@@ -265,7 +233,7 @@ print(f"rounds: {E['ROUNDS']} (order of sides rotates per round); rate limiter: 
       "litgate log level info; all on 127.0.0.1, TLS on both hops")
 print()
 print(f"{'run':<26}{'median us':>10}{'p90 us':>9}{'p99 us':>9}{'mean us':>9}{'calls/s':>9}   (median over rounds)")
-for label in ["echo-serial", f"echo-c{conc}", "add-serial", "echo-mac-serial"]:
+for label in ["add-serial", "echo-mac-serial"]:
     for side in ["direct", "via", "nocache"]:
         d = list(by(f"{label}/{side}").values())
         if not d:
@@ -274,28 +242,11 @@ for label in ["echo-serial", f"echo-c{conc}", "add-serial", "echo-mac-serial"]:
             f"{med([r[k] for r in d]):>{w}.0f}" for k, w in
             [("median_us", 10), ("p90_us", 9), ("p99_us", 9), ("mean_us", 9), ("throughput_cps", 9)]))
 print()
-print("A. raw passthrough (Echo.Unary, no macaroon); per-round values, median [min..max] over rounds")
-s = pair("echo-serial", "median_us")
-added = [v - d for d, v in s]; ratio = [v / d for d, v in s]
-print(f"  serial: median latency via/direct {med(ratio):.2f} {rng(ratio)}; "
-      f"added per call {med(added):.0f} us {rng(added, '.0f')}")
-m = pair("echo-serial", "mean_us"); madd = [v - d for d, v in m]
-print(f"  serial: mean latency added per call {med(madd):.0f} us {rng(madd, '.0f')}")
-t = [v / d for d, v in pair(f"echo-c{conc}", "throughput_cps")]
-l = [v / d for d, v in pair(f"echo-c{conc}", "median_us")]
-p = [v / d for d, v in pair(f"echo-c{conc}", "p99_us")]
-print(f"  {conc} in flight: throughput via/direct {med(t):.2f} {rng(t)}; "
-      f"median latency via/direct {med(l):.2f} {rng(l)}; p99 via/direct {med(p):.2f} {rng(p)}")
-print(f"  litgate RSS (VmRSS): idle {mib('RSS_IDLE')}; peak sampled during the {conc}-in-flight runs "
-      f"{mib('RSS_PEAK')}; after A {mib('RSS_AFTER_A')} (VmHWM {mib('HWM_AFTER_A')}); "
-      f"after B {mib('RSS_END')} (VmHWM {mib('HWM_END')})")
-print(f"  litgate_upstream_connections_total: before {E['CONN_BEFORE']}, after A {E['CONN_AFTER_A']}, "
-      f"after B {E['CONN_END']}; litgate_requests_total: {E['REQ_BEFORE']} -> {E['REQ_AFTER_A']} -> {E['REQ_END']}")
-cs, ts = cpu_us("echo-serial/via"); cc, tc = cpu_us(f"echo-c{conc}/via")
-print(f"  litgate CPU (user+sys) per call: serial {cs:.0f} us ({ts} ticks), {conc} in flight {cc:.0f} us "
-      f"({tc} ticks; 1 tick = {1e6 / int(E['CLK_TCK']):.0f} us)")
+print(f"  litgate RSS (VmRSS): idle {mib('RSS_IDLE')}; at the end {mib('RSS_END')} (VmHWM {mib('HWM_END')})")
+print(f"  litgate_upstream_connections_total: before {E['CONN_BEFORE']}, after {E['CONN_END']}; "
+      f"litgate_requests_total: {E['REQ_BEFORE']} -> {E['REQ_END']}")
 print()
-print("B. AddAutopilotSession (HealthCheck, warm catalogue), serial; per-round, median [min..max]")
+print("AddAutopilotSession (HealthCheck, warm catalogue), serial; per-round, median [min..max]")
 a = pair("add-serial", "median_us"); e = pair("echo-mac-serial", "median_us")
 add_via = [v - d for d, v in a]; pt = [v - d for d, v in e]
 pol = [x - y for x, y in zip(add_via, pt)]
