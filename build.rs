@@ -1,7 +1,14 @@
 //! Compiles `proto/` with protox (pure Rust: no `protoc` on the build machine), then generates
 //! prost messages, tonic clients/servers and pbjson (protojson) serde impls for the REST codec.
+//! Also records what `litgate --version` prints besides the version: the git commit and the
+//! build date (`LITGATE_GIT_COMMIT`, `LITGATE_BUILD_DATE`; see `build_info`). No network.
 
-use std::{env, fs, path::PathBuf};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, SystemTime},
+};
 
 use prost::Message;
 
@@ -20,6 +27,7 @@ const INCLUDES: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    build_info()?;
     for p in PROTOS {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -43,4 +51,72 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ignore_unknown_fields()
         .build(&[".litrpc", ".autopilotserverrpc"])?;
     Ok(())
+}
+
+/// The commit and date `litgate --version` prints, as `cargo:rustc-env`.
+///
+/// Commit: `LITGATE_GIT_COMMIT` when set (a container build has no `.git`, so the Dockerfile
+/// passes its revision build argument), else `git rev-parse` of this package's own checkout,
+/// else "unknown". Date (UTC, `YYYY-MM-DD`): from `SOURCE_DATE_EPOCH` when set (reproducible
+/// builds), else the time this script runs. The script reruns when HEAD moves, so the commit
+/// stays true; a build from a dirty tree reports the commit it started from.
+fn build_info() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-env-changed=LITGATE_GIT_COMMIT");
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let commit = env::var("LITGATE_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| c.trim().to_string())
+        .or_else(git_commit)
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=LITGATE_GIT_COMMIT={commit}");
+
+    let when = match env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => match s.trim().parse::<u64>() {
+            Ok(secs) => SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            Err(_) => {
+                return Err(format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds").into())
+            }
+        },
+        Err(_) => SystemTime::now(),
+    };
+    let stamp = humantime::format_rfc3339_seconds(when).to_string();
+    let date = stamp.get(..10).unwrap_or("unknown");
+    println!("cargo:rustc-env=LITGATE_BUILD_DATE={date}");
+    Ok(())
+}
+
+/// `git rev-parse --short=12 HEAD` of the checkout this package is the top of, and a rerun of
+/// this script when that HEAD moves. None without git, outside a checkout, or when the checkout
+/// found is some enclosing repository rather than this package's own.
+fn git_commit() -> Option<String> {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR")?);
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&manifest_dir)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let top = git(&["rev-parse", "--show-toplevel"])?;
+    if fs::canonicalize(&top).ok()? != fs::canonicalize(&manifest_dir).ok()? {
+        return None;
+    }
+    // HEAD itself, and the branch file it points at (or packed-refs once it is packed). Only
+    // files that exist: cargo reruns a script every build for a path that does not.
+    let mut watch = vec![git(&["rev-parse", "--git-path", "HEAD"])?];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watch.push(git(&["rev-parse", "--git-path", &branch])?);
+        watch.push(git(&["rev-parse", "--git-path", "packed-refs"])?);
+    }
+    for path in watch {
+        let path = manifest_dir.join(path);
+        if Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    git(&["rev-parse", "--short=12", "HEAD"])
 }

@@ -1,12 +1,12 @@
-//! The command line: `run`, `check-config`, `demo`.
+//! The command line: `run`, `check-config`, `demo`, `registrations`, `init`, `completions`.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// litgate: an autopilot registration proxy sidecar for Lightning Terminal (litd).
 #[derive(Debug, Parser)]
-#[command(name = "litgate", version, about)]
+#[command(name = "litgate", version = crate::version::LONG, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -37,4 +37,29 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9445")]
         admin: String,
     },
+    /// Write a litgate.toml for an existing litd (from its --lit-dir) and print the litd flags
+    /// to change.
+    Init(crate::init::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Prints the completion script for `shell` (`litgate completions SHELL`). The script is built
+/// in memory first: clap_complete panics on a failed write, and a closed pipe (`| head`) is no
+/// reason to panic.
+pub fn print_completions(shell: clap_complete::Shell) -> std::process::ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "litgate", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("litgate completions: cannot write to stdout: {e}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -64,6 +64,8 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             cli::Command::Demo => litgate::demo::run().await,
+            cli::Command::Init(args) => litgate::init::run(&args),
+            cli::Command::Completions { shell } => cli::print_completions(shell),
             cli::Command::Registrations { admin } => match litgate::admin::fetch_registrations(&admin).await {
                 Ok(table) => {
                     print!("{table}");

@@ -1,5 +1,6 @@
 //! The binary: `check-config` (exit codes, one error per line, every key of the shipped file
-//! accepted) and `run` draining an in-flight call on SIGTERM before exiting 0.
+//! accepted), `run` draining an in-flight call on SIGTERM before exiting 0, `--version` (commit
+//! and build date), `completions`, and `init` against a litd-shaped directory.
 
 mod common;
 
@@ -137,4 +138,180 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
         "stopped accepting"
     );
     litd.shutdown().await;
+}
+
+fn litgate(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn version_names_the_commit_and_the_build_date() {
+    let out = litgate(&["--version"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let rest = text
+        .strip_prefix(&format!("litgate {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    let (commit, rest) = rest.split_once(", built ").unwrap();
+    let date = rest.strip_suffix(")\n").unwrap();
+    // The commit is this checkout's HEAD (CI builds a clean clone); "unknown" only without git.
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| stdout(&o).trim().to_string());
+    match head {
+        Some(head) if std::env::var_os("LITGATE_GIT_COMMIT").is_none() => {
+            assert_eq!(commit, head)
+        }
+        _ => assert!(
+            commit == "unknown" || commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{commit:?}"
+        ),
+    }
+    let digits: Vec<&str> = date.split('-').collect();
+    assert!(
+        digits.len() == 3
+            && [4, 2, 2]
+                .iter()
+                .zip(&digits)
+                .all(|(n, d)| d.len() == *n && d.bytes().all(|b| b.is_ascii_digit())),
+        "build date {date:?} is not YYYY-MM-DD"
+    );
+}
+
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    for (shell, marker) in [
+        ("bash", "_litgate()"),
+        ("zsh", "#compdef litgate"),
+        ("fish", "complete -c litgate"),
+    ] {
+        let out = litgate(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = stdout(&out);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for sub in [
+            "run",
+            "check-config",
+            "init",
+            "registrations",
+            "completions",
+        ] {
+            assert!(script.contains(sub), "{shell} script lacks {sub}");
+        }
+    }
+    let out = litgate(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "clap rejects an unknown shell");
+}
+
+/// A directory laid out as litd lays out its `--lit-dir` after a first start on mainnet.
+fn fake_lit_dir(root: &std::path::Path, lit_conf: &str) -> std::path::PathBuf {
+    let lit = root.join("lit");
+    std::fs::create_dir_all(lit.join("mainnet")).unwrap();
+    let pair = litgate::tls::generate_lnd_style(&litgate::tls::default_names(&[])).unwrap();
+    std::fs::write(lit.join("tls.cert"), &pair.cert_pem).unwrap();
+    std::fs::write(lit.join("tls.key"), &pair.key_pem).unwrap();
+    let mac = litgate::demo::MacaroonBaker::new().bake(&[("autopilot", &["read", "write"])]);
+    std::fs::write(lit.join("mainnet/lit.macaroon"), mac.encode()).unwrap();
+    std::fs::write(lit.join("lit.conf"), lit_conf).unwrap();
+    lit
+}
+
+#[test]
+fn init_writes_a_config_check_config_accepts_and_prints_litd_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let lit = fake_lit_dir(
+        dir.path(),
+        "[Application Options]\n# litd as many run it: public on 8443\nhttpslisten=0.0.0.0:8443\n\
+         uipassword=correct-horse-battery\nlnd-mode=remote\n",
+    );
+    let out_file = dir.path().join("litgate.toml");
+    let args = [
+        "init",
+        "--lit-dir",
+        lit.to_str().unwrap(),
+        "--config",
+        out_file.to_str().unwrap(),
+    ];
+    let out = litgate(&args);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The file passes the loader check-config uses, and points at litd's files.
+    assert_eq!(check_config(&out_file), (0, "ok\n".to_string()));
+    let cfg = litgate::config::Config::load(&out_file).unwrap();
+    assert_eq!(cfg.upstream.addr, "127.0.0.1:8443");
+    assert_eq!(cfg.upstream.tls_cert, lit.join("tls.cert"));
+    assert_eq!(cfg.upstream.macaroon, lit.join("mainnet/lit.macaroon"));
+    assert_eq!(cfg.autopilot.server, "autopilot.lightning.finance:12010");
+    assert_eq!(cfg.autopilot.relay.addr, "127.0.0.1:12010");
+    // The pinned file is litd's certificate as written, the macaroon one litgate can read.
+    assert_eq!(
+        std::fs::read_to_string(&cfg.upstream.tls_cert).unwrap(),
+        std::fs::read_to_string(lit.join("tls.cert")).unwrap()
+    );
+    let written = std::fs::read_to_string(&out_file).unwrap();
+    assert!(written.contains("\n# drain_timeout = \"30s\""), "{written}");
+
+    // The flags to change, one reason each, in the order litd's wiring needs them.
+    let flags: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("--"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            "--httpslisten=127.0.0.1:8443",
+            "--autopilot.address=127.0.0.1:12010",
+            "--autopilot.insecure"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("--"))
+            .all(|l| l.contains("  # ")),
+        "{text}"
+    );
+    // Nothing secret is printed: not the UI password, not the macaroon.
+    assert!(!text.contains("correct-horse-battery"));
+
+    // An existing file is not overwritten without --force.
+    std::fs::write(&out_file, "# mine\n").unwrap();
+    let again = litgate(&args);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists; pass --force"));
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "# mine\n");
+    let forced = litgate(&[&args[..], &["--force"]].concat());
+    assert!(forced.status.success());
+    assert_eq!(check_config(&out_file), (0, "ok\n".to_string()));
+}
+
+#[test]
+fn init_refuses_a_lit_dir_without_litd_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("litgate.toml");
+    let out = litgate(&[
+        "init",
+        "--lit-dir",
+        dir.path().to_str().unwrap(),
+        "--config",
+        out_file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls.cert does not exist"), "{err}");
+    assert!(!out_file.exists(), "nothing written");
 }
