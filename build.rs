@@ -71,14 +71,15 @@ fn build_info() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LITGATE_GIT_COMMIT={commit}");
 
-    let when = match env::var("SOURCE_DATE_EPOCH") {
-        Ok(s) => match s.trim().parse::<u64>() {
+    // Empty counts as unset: a container build passes the argument whether or not it has one.
+    let when = match env::var("SOURCE_DATE_EPOCH").map(|s| s.trim().to_string()) {
+        Ok(s) if !s.is_empty() => match s.parse::<u64>() {
             Ok(secs) => SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
             Err(_) => {
                 return Err(format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds").into())
             }
         },
-        Err(_) => SystemTime::now(),
+        _ => SystemTime::now(),
     };
     let stamp = humantime::format_rfc3339_seconds(when).to_string();
     let date = stamp.get(..10).unwrap_or("unknown");

@@ -354,7 +354,25 @@ def ignore_allows(patterns: list[str], path: str) -> bool:
 def cmd_dockerfile(dockerfile: Path, ignore: Path, config: Path) -> None:
     label = str(dockerfile)
     ins = dockerfile_instructions(dockerfile.read_text())
-    froms = [rest for word, rest in ins if word == "FROM"]
+    # Base images come from ARGs declared before the first FROM (so a release can pin digests
+    # with --build-arg): resolve their defaults.
+    first_from = next((i for i, (w, _) in enumerate(ins) if w == "FROM"), len(ins))
+    global_args = dict(
+        rest.split("=", 1) for w, rest in ins[:first_from] if w == "ARG" and "=" in rest
+    )
+    for name, value in global_args.items():
+        if "@" in value:
+            expect(
+                re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", value) is not None,
+                f"{label}: ARG {name}={value} is not IMAGE@sha256:<64 hex>",
+            )
+    froms = [
+        re.sub(r"\$\{?(\w+)\}?", lambda m: global_args.get(m.group(1), m.group(0)), rest)
+        for word, rest in ins
+        if word == "FROM"
+    ]
+    for f in froms:
+        expect("$" not in f.split()[0], f"{label}: FROM {f}: an ARG without a default")
     expect(len(froms) >= 2, f"{label}: expected a multi-stage build")
     final = froms[-1].split()[0] if froms else ""
     expect("distroless" in final, f"{label}: runtime stage should be distroless (no shell), got {final}")
@@ -375,6 +393,16 @@ def cmd_dockerfile(dockerfile: Path, ignore: Path, config: Path) -> None:
     vols = " ".join(rest for w, rest in runtime if w == "VOLUME")
     for v in ("/etc/litgate", "/var/lib/litgate"):
         expect(f'"{v}"' in vols, f"{label}: VOLUME {v} missing")
+    labels = " ".join(rest for w, rest in runtime if w == "LABEL")
+    for key, arg in (("version", "VERSION"), ("revision", "REVISION"), ("source", "SOURCE")):
+        expect(
+            f'org.opencontainers.image.{key}="${{{arg}}}"' in labels
+            and any(w == "ARG" and rest.split("=")[0] == arg for w, rest in runtime),
+            f"{label}: runtime LABEL org.opencontainers.image.{key} must come from ARG {arg}",
+        )
+    builder_env = " ".join(rest for w, rest in ins[:last_from] if w == "ENV")
+    for setting in ("CARGO_PROFILE_RELEASE_DEBUG=false", "CARGO_PROFILE_RELEASE_STRIP=symbols"):
+        expect(setting in builder_env, f"{label}: the builder must set {setting} (stripped binary)")
     cfg = tomllib.loads(config.read_text())
     want = {
         host_port(cfg["listen"]["addr"])[1],
@@ -409,7 +437,8 @@ def cmd_dockerfile(dockerfile: Path, ignore: Path, config: Path) -> None:
     if not errors:
         print(
             f"ok   structure of {label}: {len(froms)} stages, runtime {final}, USER {users[-1]}, "
-            f"EXPOSE {sorted(exposed)}; context sends {sorted(needed)}"
+            f"EXPOSE {sorted(exposed)}; OCI version/revision/source labels; stripped; "
+            f"context sends {sorted(needed)}"
         )
 
 
