@@ -12,6 +12,9 @@ Subcommands:
                               check a `kubectl kustomize` rendering (of LABEL, for messages);
                               write the embedded litgate.toml to OUTDIR/litgate.toml for
                               `litgate check-config`
+  crds RENDERED.yaml CORE_OUT LABEL
+                              validate the prometheus-operator objects (ServiceMonitor) against
+                              that project's schema; write the other objects to CORE_OUT
   mutate RENDERED.yaml OUT    write a copy with an unknown field in the Pod spec (CI asserts that
                               the strict schema validation rejects it)
   dockerfile Dockerfile IGNORE CONFIG
@@ -20,7 +23,8 @@ Subcommands:
   systemd UNIT CONFIG         the unit's paths, user, stop timeout and hardening against the
                               host config
 
-Needs Python >= 3.11 (tomllib) and PyYAML (a dependency of kubernetes-validate).
+Needs Python >= 3.11 (tomllib), PyYAML (a dependency of kubernetes-validate) and, for `crds`,
+cloudcoil-models-prometheus-operator.
 """
 
 from __future__ import annotations
@@ -280,20 +284,47 @@ def cmd_k8s(rendered: Path, outdir: Path, label: str) -> None:
     expect(is_unspecified(listen_host), f"{label}: listen.addr must listen on the Pod's addresses")
     expect(port_number(gate, "https") == listen_port, f"{label}: container port https != listen.addr port {listen_port}")
 
-    # The Service exposes litgate's public port and nothing else.
+    # One Service for litgate's public port and, apart, at most one for its admin port (metrics):
+    # never litd's port, the relay, or both faces in one Service.
     svcs = by_kind.get("Service", [])
-    expect(len(svcs) == 1, f"{label}: expected one Service, found {len(svcs)}")
+    by_target: dict[int, list[dict]] = {listen_port: [], admin_port: []}
     for svc in svcs:
+        name = svc["metadata"]["name"]
         sel = svc["spec"].get("selector", {})
         expect(
             sel and all(pod_labels.get(k) == v for k, v in sel.items()),
-            f"{label}: Service {svc['metadata']['name']} does not select the Pod",
+            f"{label}: Service {name} does not select the Pod",
         )
         targets = [port_number(gate, p.get("targetPort", p["port"])) for p in svc["spec"]["ports"]]
+        if expect(
+            targets in ([listen_port], [admin_port]),
+            f"{label}: Service {name} must target only port {listen_port} (public) or only "
+            f"{admin_port} (admin), got {targets}",
+        ):
+            by_target[targets[0]].append(svc)
+    expect(len(by_target[listen_port]) == 1, f"{label}: expected one Service for port {listen_port}")
+    expect(len(by_target[admin_port]) <= 1, f"{label}: expected at most one Service for port {admin_port}")
+
+    # A ServiceMonitor scrapes /metrics through the admin Service's named port.
+    monitors = by_kind.get("ServiceMonitor", [])
+    for sm in monitors:
+        name = sm["metadata"]["name"]
+        want = sm["spec"].get("selector", {}).get("matchLabels", {})
+        picked = [
+            svc for svc in svcs
+            if want and all(svc["metadata"].get("labels", {}).get(k) == v for k, v in want.items())
+        ]
         expect(
-            targets == [listen_port],
-            f"{label}: Service {svc['metadata']['name']} must target only port {listen_port}, got {targets}",
+            picked != [] and all(svc in by_target[admin_port] for svc in picked),
+            f"{label}: ServiceMonitor {name} must select the admin Service, selects "
+            f"{[svc['metadata']['name'] for svc in picked]}",
         )
+        for ep in sm["spec"].get("endpoints", []):
+            expect(ep.get("path") == "/metrics", f"{label}: ServiceMonitor {name} must scrape /metrics")
+            expect(
+                all(ep.get("port") in [p.get("name") for p in svc["spec"]["ports"]] for svc in picked),
+                f"{label}: ServiceMonitor {name} port {ep.get('port')!r} is not a port name of the admin Service",
+            )
 
     # NetworkPolicy: both directions restricted; in, only the public and admin ports.
     nps = by_kind.get("NetworkPolicy", [])
@@ -315,7 +346,64 @@ def cmd_k8s(rendered: Path, outdir: Path, label: str) -> None:
         print(
             f"ok   wiring of {label}: {LITGATE} native sidecar; {LITD} --httpslisten={https} "
             f"--autopilot.address={ap} --tlscertpath={pinned or '-'} (pinned); probes on "
-            f":{admin_port}; Service -> :{listen_port} only; data on a PVC; Recreate"
+            f":{admin_port}; Services -> :{listen_port}, :{admin_port} apart; "
+            f"{len(monitors)} ServiceMonitor(s) on /metrics; data on a PVC; Recreate"
+        )
+
+
+CRD_GROUP = "monitoring.coreos.com/"
+
+
+def crd_problems(doc: dict) -> list[str]:
+    """Schema problems of a prometheus-operator object, from the project's own published models
+    (cloudcoil-models-prometheus-operator: pydantic models generated from prometheus-operator's
+    CRDs). pydantic ignores unknown keys, so strictness is a round trip: every key given must
+    come back."""
+    from cloudcoil.models.prometheus_operator import v1
+
+    kind = doc.get("kind", "")
+    model = getattr(v1, kind, None)
+    if model is None or doc.get("apiVersion") != CRD_GROUP + "v1":
+        return [f"{doc.get('apiVersion')} {kind}: no schema known here"]
+    try:
+        back = model.model_validate(doc).model_dump(by_alias=True, exclude_unset=True, mode="json")
+    except Exception as e:  # pydantic.ValidationError: the message names the field
+        return [f"{kind} {doc['metadata'].get('name')}: {e}"]
+    problems: list[str] = []
+
+    def unknown(given, kept, where: str) -> None:
+        if isinstance(given, dict) and isinstance(kept, dict):
+            for k, v in given.items():
+                if k not in kept:
+                    problems.append(f"{kind} {doc['metadata'].get('name')}: unknown field {where}{k}")
+                else:
+                    unknown(v, kept[k], f"{where}{k}.")
+        elif isinstance(given, list) and isinstance(kept, list):
+            for i, (g, k) in enumerate(zip(given, kept)):
+                unknown(g, k, f"{where}[{i}].")
+
+    unknown(doc, back, "")
+    return problems
+
+
+def cmd_crds(rendered: Path, core_out: Path, label: str) -> None:
+    """Validate the prometheus-operator objects of a rendering strictly (and prove the check
+    rejects an unknown field); write the rest to CORE_OUT for kubernetes-validate, which knows
+    only Kubernetes' own kinds."""
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    crds = [d for d in docs if d.get("apiVersion", "").startswith(CRD_GROUP)]
+    core_out.write_text(yaml.safe_dump_all([d for d in docs if d not in crds]))
+    for d in crds:
+        for p in crd_problems(d):
+            fail(f"{label}: {p}")
+        bad = yaml.safe_load(yaml.safe_dump(d))
+        bad["spec"]["notAField"] = True
+        expect(crd_problems(bad) != [], f"{label}: the {d['kind']} schema check accepts an unknown field")
+    if not errors:
+        kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in crds)
+        print(
+            f"ok   {label}: {len(crds)} prometheus-operator object(s) {kinds} match "
+            "prometheus-operator's schema (unknown fields rejected)"
         )
 
 
@@ -537,6 +625,8 @@ def cmd_systemd(unit: Path, config: Path) -> None:
 def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[1] == "k8s" and len(argv) in (4, 5):
         cmd_k8s(Path(argv[2]), Path(argv[3]), argv[4] if len(argv) == 5 else argv[2])
+    elif len(argv) >= 2 and argv[1] == "crds" and len(argv) == 5:
+        cmd_crds(Path(argv[2]), Path(argv[3]), argv[4])
     elif len(argv) >= 2 and argv[1] == "mutate" and len(argv) == 4:
         cmd_mutate(Path(argv[2]), Path(argv[3]))
     elif len(argv) >= 2 and argv[1] == "dockerfile" and len(argv) == 5:
