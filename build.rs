@@ -63,10 +63,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn build_info() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-env-changed=LITGATE_GIT_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    // A full commit id (a CI's REVISION) is shortened like git's own, to 12 digits.
     let commit = env::var("LITGATE_GIT_COMMIT")
         .ok()
-        .filter(|c| !c.trim().is_empty())
         .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .map(|c| match c.get(..12) {
+            Some(short) if c.bytes().all(|b| b.is_ascii_hexdigit()) => short.to_string(),
+            _ => c,
+        })
         .or_else(git_commit)
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LITGATE_GIT_COMMIT={commit}");
