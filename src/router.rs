@@ -17,7 +17,6 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::Method;
 use tower::Service;
 
 use crate::{
@@ -29,109 +28,9 @@ use crate::{
         websocket::{self, Upgrade},
         Protocol,
     },
+    methods::Route,
     upstream::Upstream,
 };
-
-/// `litrpc.Autopilot/AddAutopilotSession`: autopilot policy.
-pub const ADD_AUTOPILOT_SESSION: &str = "/litrpc.Autopilot/AddAutopilotSession";
-/// `litrpc.Sessions/ListSessions`: session cache.
-pub const LIST_SESSIONS: &str = "/litrpc.Sessions/ListSessions";
-/// `litrpc.Autopilot/ListAutopilotSessions`: session cache.
-pub const LIST_AUTOPILOT_SESSIONS: &str = "/litrpc.Autopilot/ListAutopilotSessions";
-/// `litrpc.Sessions/AddSession`: invalidates the cache.
-pub const ADD_SESSION: &str = "/litrpc.Sessions/AddSession";
-/// `litrpc.Sessions/RevokeSession`: invalidates the cache.
-pub const REVOKE_SESSION: &str = "/litrpc.Sessions/RevokeSession";
-/// `litrpc.Autopilot/RevokeAutopilotSession`: invalidates the cache.
-pub const REVOKE_AUTOPILOT_SESSION: &str = "/litrpc.Autopilot/RevokeAutopilotSession";
-
-/// REST twin of [`ADD_AUTOPILOT_SESSION`] (POST, body *).
-pub const REST_AUTOPILOT_SESSIONS: &str = "/v1/autopilot/sessions";
-/// REST twin of [`LIST_SESSIONS`] (GET) and [`ADD_SESSION`] (POST).
-pub const REST_SESSIONS: &str = "/v1/sessions";
-
-/// A route: an intercepted method, or the passthrough.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Route {
-    /// AddAutopilotSession (gRPC, grpc-web, `POST /v1/autopilot/sessions`).
-    AddAutopilotSession,
-    /// ListSessions (`GET /v1/sessions`).
-    ListSessions,
-    /// ListAutopilotSessions (`GET /v1/autopilot/sessions`).
-    ListAutopilotSessions,
-    /// AddSession (`POST /v1/sessions`).
-    AddSession,
-    /// RevokeSession (`DELETE /v1/sessions/{local_public_key}`).
-    RevokeSession,
-    /// RevokeAutopilotSession (`DELETE /v1/autopilot/sessions/{local_public_key}`).
-    RevokeAutopilotSession,
-    /// Everything else: forwarded as bytes.
-    Passthrough,
-}
-
-impl Route {
-    /// The intercepted gRPC method at `path`, if it names one.
-    pub fn grpc(path: &str) -> Option<Route> {
-        match path {
-            ADD_AUTOPILOT_SESSION => Some(Route::AddAutopilotSession),
-            LIST_SESSIONS => Some(Route::ListSessions),
-            LIST_AUTOPILOT_SESSIONS => Some(Route::ListAutopilotSessions),
-            ADD_SESSION => Some(Route::AddSession),
-            REVOKE_SESSION => Some(Route::RevokeSession),
-            REVOKE_AUTOPILOT_SESSION => Some(Route::RevokeAutopilotSession),
-            _ => None,
-        }
-    }
-
-    /// Classifies a request by method and path, for gRPC, grpc-web and REST alike.
-    pub fn classify(method: &Method, path: &str) -> Route {
-        if let Some(route) = Route::grpc(path) {
-            return route;
-        }
-        // REST twins (grpc-gateway ignores a trailing slash only by redirect; so do we not).
-        let rest = path;
-        match (method, rest) {
-            (&Method::POST, REST_AUTOPILOT_SESSIONS) => Route::AddAutopilotSession,
-            (&Method::GET, REST_AUTOPILOT_SESSIONS) => Route::ListAutopilotSessions,
-            (&Method::GET, REST_SESSIONS) => Route::ListSessions,
-            (&Method::POST, REST_SESSIONS) => Route::AddSession,
-            (&Method::DELETE, p) if key_segment(p, "/v1/autopilot/sessions/") => {
-                Route::RevokeAutopilotSession
-            }
-            (&Method::DELETE, p) if key_segment(p, "/v1/sessions/") => Route::RevokeSession,
-            _ => Route::Passthrough,
-        }
-    }
-
-    /// Whether the route writes sessions (its success invalidates the cache).
-    pub fn writes_sessions(self) -> bool {
-        matches!(
-            self,
-            Route::AddAutopilotSession
-                | Route::AddSession
-                | Route::RevokeSession
-                | Route::RevokeAutopilotSession
-        )
-    }
-
-    /// A bounded label for metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::AddAutopilotSession => "AddAutopilotSession",
-            Route::ListSessions => "ListSessions",
-            Route::ListAutopilotSessions => "ListAutopilotSessions",
-            Route::AddSession => "AddSession",
-            Route::RevokeSession => "RevokeSession",
-            Route::RevokeAutopilotSession => "RevokeAutopilotSession",
-            Route::Passthrough => "passthrough",
-        }
-    }
-}
-
-fn key_segment(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|k| !k.is_empty() && !k.contains('/'))
-}
 
 /// Dispatches each request to its handler; the innermost service of the public stack.
 #[derive(Clone, Debug)]
@@ -264,48 +163,3 @@ impl Router {
 }
 
 type RouteFuture = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn intercepted_methods_and_their_rest_twins() {
-        let cases = [
-            (
-                Method::POST,
-                ADD_AUTOPILOT_SESSION,
-                Route::AddAutopilotSession,
-            ),
-            (
-                Method::POST,
-                "/v1/autopilot/sessions",
-                Route::AddAutopilotSession,
-            ),
-            (Method::POST, LIST_SESSIONS, Route::ListSessions),
-            (Method::GET, "/v1/sessions", Route::ListSessions),
-            (
-                Method::GET,
-                "/v1/autopilot/sessions",
-                Route::ListAutopilotSessions,
-            ),
-            (Method::POST, "/v1/sessions", Route::AddSession),
-            (Method::DELETE, "/v1/sessions/AqE", Route::RevokeSession),
-            (
-                Method::DELETE,
-                "/v1/autopilot/sessions/AqE",
-                Route::RevokeAutopilotSession,
-            ),
-            (
-                Method::DELETE,
-                "/v1/autopilot/sessions/",
-                Route::Passthrough,
-            ),
-            (Method::GET, "/v1/autopilot/features", Route::Passthrough),
-            (Method::POST, "/lnrpc.Lightning/GetInfo", Route::Passthrough),
-        ];
-        for (m, p, want) in cases {
-            assert_eq!(Route::classify(&m, p), want, "{m} {p}");
-        }
-    }
-}

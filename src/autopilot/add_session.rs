@@ -29,11 +29,11 @@ use crate::{
         codec::{self, Unary},
         wire, Protocol,
     },
+    methods::LIST_AUTOPILOT_SESSIONS,
     proto::litrpc::{
         AddAutopilotSessionRequest, FeatureConfig, ListAutopilotSessionsRequest,
         ListAutopilotSessionsResponse, RulesMap,
     },
-    router::LIST_AUTOPILOT_SESSIONS,
     store::{Approval, Store},
     upstream::Upstream,
 };

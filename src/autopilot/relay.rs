@@ -27,6 +27,7 @@ use super::{catalogue::Catalogue, client::Autopilot, policy::APPROVAL_BOUNDS, ru
 use crate::{
     clock::SharedClock,
     error::Error,
+    methods::LIST_AUTOPILOT_SESSIONS,
     proto::{
         autopilotserverrpc::{
             self as aps, autopilot_server, ActivateSessionRequest, ActivateSessionResponse,
@@ -36,7 +37,6 @@ use crate::{
         },
         litrpc::{ListAutopilotSessionsRequest, ListAutopilotSessionsResponse, SessionState},
     },
-    router::LIST_AUTOPILOT_SESSIONS,
     store::{ApprovalId, LedgerEntry, Store},
     upstream::Upstream,
 };

@@ -62,7 +62,7 @@ use crate::{
     error::Error,
     grpc::{codec, Protocol},
     layers::identity::Caller,
-    router::Route,
+    methods::Route,
     store::{Store, StoreError},
 };
 

@@ -158,7 +158,7 @@ impl Harness {
         mac: Option<&str>,
         body: Bytes,
     ) -> Result<(HeaderMap, Bytes, Option<HeaderMap>), Error> {
-        let mut b = http::Request::post(crate::router::LIST_SESSIONS)
+        let mut b = http::Request::post(crate::methods::LIST_SESSIONS)
             .header("content-type", "application/grpc");
         if let Some(m) = mac {
             b = b.header("macaroon", m);
@@ -223,7 +223,7 @@ async fn single_flight_fifty_concurrent_misses_make_one_call() {
         let (cache, barrier) = (h.cache.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let req = http::Request::post(crate::router::LIST_SESSIONS)
+            let req = http::Request::post(crate::methods::LIST_SESSIONS)
                 .header("content-type", "application/grpc")
                 .header("macaroon", MAC)
                 .body(body::full(codec::frame(b"")))
@@ -254,7 +254,7 @@ async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
     let first = tokio::spawn({
         let cache = h.cache.clone();
         async move {
-            let req = http::Request::post(crate::router::LIST_SESSIONS)
+            let req = http::Request::post(crate::methods::LIST_SESSIONS)
                 .header("content-type", "application/grpc")
                 .header("macaroon", MAC)
                 .body(body::full(codec::frame(b"")))
@@ -313,7 +313,7 @@ async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
     );
     h.list().await.unwrap();
     // Another protocol's entry for the same credential goes too.
-    let web = http::Request::post(crate::router::LIST_SESSIONS)
+    let web = http::Request::post(crate::methods::LIST_SESSIONS)
         .header("content-type", "application/grpc-web+proto")
         .header("macaroon", MAC)
         .body(body::full(codec::frame(b"")))
@@ -448,7 +448,7 @@ async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
     );
     let cache = h.cache.clone();
     let miss = tokio::spawn(async move {
-        let req = http::Request::post(crate::router::LIST_SESSIONS)
+        let req = http::Request::post(crate::methods::LIST_SESSIONS)
             .header("content-type", "application/grpc")
             .header("macaroon", MAC)
             .body(body::full(codec::frame(b"")))

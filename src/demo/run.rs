@@ -103,7 +103,7 @@ addr = "127.0.0.1:0"
     let ws_status = super::ws_client::call(
         gate.public_addr,
         Some(&pem),
-        crate::router::LIST_SESSIONS,
+        crate::methods::LIST_SESSIONS,
         &metadata,
         &ListSessionsRequest {}.encode_to_vec(),
         |m| {

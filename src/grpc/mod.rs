@@ -15,6 +15,7 @@ use http::{header, HeaderValue};
 use crate::{
     body::{self, Response},
     error::{http_status, Error},
+    methods::is_rest_path,
 };
 
 /// The protocol of one request, from its content type and path.
@@ -98,15 +99,6 @@ impl Protocol {
             self,
             Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText
         )
-    }
-}
-
-/// litd's REST test: a path matching `^/v\d/`.
-pub fn is_rest_path(path: &str) -> bool {
-    let b = path.as_bytes();
-    b.len() >= 4 && b[0] == b'/' && b[1] == b'v' && b[2].is_ascii_digit() && {
-        let digits = b[2..].iter().take_while(|c| c.is_ascii_digit()).count();
-        b.get(2 + digits) == Some(&b'/')
     }
 }
 

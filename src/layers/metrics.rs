@@ -25,7 +25,7 @@ use crate::{
         status::{self, Deferred, Outcome},
         Protocol,
     },
-    router::Route,
+    methods::Route,
 };
 
 /// Labels of a finished request.

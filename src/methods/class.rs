@@ -1,4 +1,4 @@
-//! The method table: whether a call litd serves is a **read** or a **write**, for the rate
+//! The method class table: whether a call litd serves is a **read** or a **write**, for the rate
 //! limiter (`layers::rate_limit`), and which gRPC method a REST path is the twin of. It never
 //! decides what a caller may do (litd checks macaroons); it only decides which limit a call
 //! is counted against.
@@ -31,7 +31,7 @@
 
 use http::Method;
 
-use crate::grpc::is_rest_path;
+use super::{is_grpc_shaped, is_rest_path};
 
 /// Which limit a call counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -552,16 +552,11 @@ pub fn grpc_method_for_rest(method: &Method, path: &str) -> Option<&'static str>
         .map(|(_, _, grpc)| *grpc)
 }
 
-/// The class of any request on the public face: a gRPC path (`/pkg.Service/Method`, also used
-/// by grpc-web) by the method table; a REST path by the gRPC method it maps to, or, when it
-/// maps to none, GET/HEAD as reads and everything else as writes; the same rule for anything
-/// else (the UI's static files).
-pub fn class(method: &Method, path: &str) -> Class {
-    classify(method, path).1
-}
-
 /// The gRPC method a request names (its path for gRPC and grpc-web, the mapped method for a
-/// known REST path; `None` otherwise) and its [`class`], with one table lookup.
+/// known REST path; `None` otherwise) and its class, with one table lookup: a gRPC path
+/// (`/pkg.Service/Method`, also used by grpc-web) by the method table; a REST path by the gRPC
+/// method it maps to, or, when it maps to none, GET/HEAD as reads and everything else as
+/// writes; the same rule for anything else (the UI's static files).
 pub fn classify<'a>(method: &Method, path: &'a str) -> (Option<&'a str>, Class) {
     let grpc = grpc_method(method, path);
     let class = match grpc {
@@ -581,17 +576,6 @@ pub fn grpc_method<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
         Some(path)
     } else {
         None
-    }
-}
-
-/// `/pkg.Service/Method`: two non-empty segments, the first with a dot.
-pub fn is_grpc_shaped(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    match rest.split_once('/') {
-        Some((svc, m)) => svc.contains('.') && !m.is_empty() && !m.contains('/'),
-        None => false,
     }
 }
 
@@ -627,6 +611,10 @@ fn pattern_matches(pattern: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn class(method: &Method, path: &str) -> Class {
+        classify(method, path).1
+    }
 
     #[test]
     fn grpc_table_is_sorted_unique_and_well_formed() {
