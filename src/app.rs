@@ -19,7 +19,7 @@ use crate::{
     body::{Request, Response},
     cache::Cache,
     clock::{SharedClock, SystemClock},
-    config::Config,
+    config::{Config, ListenConfig},
     layers::{
         identity::IdentityLayer,
         metrics::{MetricsLayer, RequestMetrics},
@@ -232,7 +232,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         .with_add_autopilot_session(Arc::new(add_session))
         .with_cache(cache);
     let relay_cfg = &cfg.autopilot.relay;
-    let relay = (!relay_cfg.addr.is_empty()).then(|| {
+    let relay = relay_cfg.addr.is_some().then(|| {
         Relay::new(
             autopilot.clone(),
             catalogue.clone(),
@@ -258,7 +258,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
     let (tls, cert_path, cert_generated) = if cfg.listen.plaintext {
         (None, None, false)
     } else {
-        let t = crate::tls::server_tls(&cfg.listen.cert_source(&data_dir))?;
+        let t = crate::tls::server_tls(&cert_source(&cfg.listen, &data_dir))?;
         (Some(t.config), Some(t.cert_path), t.generated)
     };
 
@@ -290,12 +290,8 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
             source,
         })?;
 
-    let relay_listener = match &relay {
-        Some(_) => {
-            let addr: SocketAddr = relay_cfg
-                .addr
-                .parse()
-                .map_err(|e| StartError::Config(format!("autopilot.relay.addr: {e}")))?;
+    let relay_listener = match (&relay, relay_cfg.addr) {
+        (Some(_), Some(addr)) => {
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartError::Bind {
@@ -310,7 +306,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
             })?;
             Some((l, local))
         }
-        None => None,
+        _ => None,
     };
     let relay_addr = relay_listener.as_ref().map(|(_, a)| *a);
 
@@ -424,6 +420,22 @@ fn read_macaroon(path: &std::path::Path) -> Result<Option<http::HeaderValue>, St
     http::HeaderValue::from_str(&hex_text)
         .map(Some)
         .map_err(|_| fail("not usable as a header".into()))
+}
+
+/// Where the public face's certificate comes from: the configured files, or one generated
+/// into the data directory.
+fn cert_source(listen: &ListenConfig, data_dir: &std::path::Path) -> crate::tls::CertSource {
+    if listen.tls_cert.as_os_str().is_empty() {
+        crate::tls::CertSource::Generated {
+            dir: data_dir.to_path_buf(),
+            extra_names: listen.tls_extra_names.clone(),
+        }
+    } else {
+        crate::tls::CertSource::Files {
+            cert: listen.tls_cert.clone(),
+            key: listen.tls_key.clone(),
+        }
+    }
 }
 
 /// Ready while the store answers a read.

@@ -59,3 +59,4 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub(crate) mod values;

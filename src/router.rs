@@ -48,7 +48,7 @@ impl Router {
             passthrough: upstream,
             add_autopilot_session: None,
             cache: None,
-            max_message_bytes: crate::server::ListenConfig::default().max_message_bytes,
+            max_message_bytes: crate::server::config::ListenConfig::default().max_message_bytes,
         }
     }
 

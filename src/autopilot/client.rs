@@ -12,13 +12,14 @@ use std::{sync::Arc, time::Duration};
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::config::AutopilotConfig;
 use crate::{
-    config::AutopilotConfig,
     error::Error,
     proto::autopilotserverrpc::{
         autopilot_client::AutopilotClient, ListFeaturesRequest, ListFeaturesResponse, TermsRequest,
         TermsResponse,
     },
+    values::host_port,
 };
 
 /// Why the client could not be built.
@@ -75,7 +76,7 @@ impl Autopilot {
         let channel = if cfg.plaintext {
             ep.connect_lazy()
         } else if !pinned {
-            let host = crate::config::host_port(&addr)
+            let host = host_port(&addr)
                 .map(|(h, _)| h.to_string())
                 .unwrap_or_default();
             let tls = ClientTlsConfig::new().domain_name(host).with_native_roots();

@@ -38,7 +38,7 @@ use std::{collections::HashSet, fmt, sync::Arc};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-use super::rules::PRIVACY_FLAG_NAMES;
+use super::privacy::flags::NAMES as PRIVACY_FLAG_NAMES;
 
 /// How deep arrays and objects may nest (the top-level object is level 1). Feature configs are
 /// shallow; the bound keeps hostile input from exhausting the stack, and stays below
@@ -78,7 +78,7 @@ const fn flag_bit(name: &str) -> u64 {
         }
         bit += 1;
     }
-    panic!("not a privacy flag name in rules::PRIVACY_FLAG_NAMES");
+    panic!("not a privacy flag name in privacy::flags::NAMES");
 }
 
 const CLEAR_PUBKEYS_NAME: &str = "ClearPubkeys";

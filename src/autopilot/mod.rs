@@ -7,8 +7,10 @@ pub mod add_session;
 pub mod auth;
 pub mod catalogue;
 pub mod client;
+pub(crate) mod config;
 pub mod feature_config;
 pub mod policy;
+pub mod privacy;
 pub mod relay;
 pub mod rules;
 

@@ -12,14 +12,18 @@ use std::{
 
 use tonic::Code;
 
-use super::rules::{self, RATE_LIMIT};
+use super::{
+    config::RulesConfig,
+    privacy::{self, config::PrivacyConfig},
+    rules::{self, RATE_LIMIT},
+};
 use crate::{
-    config::{PrivacyConfig, Rate as CapRate, RulesConfig},
     error::Error,
     proto::{
         autopilotserverrpc::Feature,
         litrpc::{rule_value::Value, AddAutopilotSessionRequest, Rate, RateLimit, RuleValue},
     },
+    values::Rate as CapRate,
 };
 
 /// A refusal: the error for the caller and a bounded reason label for metrics.
@@ -82,7 +86,7 @@ pub struct Policy {
 impl Policy {
     /// Builds the policy from `[autopilot.rules]` and `[privacy]` (already validated).
     pub fn new(caps: RulesConfig, privacy: PrivacyConfig) -> Self {
-        let deny_mask = rules::flag_mask(&privacy.deny_clear);
+        let deny_mask = privacy::flags::mask(&privacy.deny_clear);
         Policy {
             caps,
             privacy,
@@ -144,7 +148,7 @@ impl Policy {
             ));
         }
         if req.privacy_flags_set {
-            if let Some(bit) = rules::unknown_privacy_flag(req.privacy_flags) {
+            if let Some(bit) = privacy::flags::unknown_bit(req.privacy_flags) {
                 return Err(invalid(
                     "unknown_privacy_flag",
                     format!("privacy_flags: unknown privacy flag bit {bit}"),
@@ -193,7 +197,7 @@ impl Policy {
                     format!("features: {name} is not a feature provided by the Autopilot server"),
                 ));
             };
-            if let Some(bit) = rules::unknown_privacy_flag(feature.privacy_flags) {
+            if let Some(bit) = privacy::flags::unknown_bit(feature.privacy_flags) {
                 return Err(denied(
                     "feature_needs_upgrade",
                     format!("features: {name} needs privacy flag bit {bit}, which this litd does not know; upgrade litd"),
@@ -205,7 +209,7 @@ impl Policy {
                     "denied_flag",
                     format!(
                         "features: {name} needs {}, which [privacy] deny_clear forbids",
-                        rules::privacy_flags_text(denied_bits)
+                        privacy::flags::text(denied_bits)
                     ),
                 ));
             }
@@ -280,7 +284,7 @@ impl Policy {
                     "denied_flag",
                     format!(
                         "privacy_flags: {} is forbidden by [privacy] deny_clear",
-                        rules::privacy_flags_text(denied_bits)
+                        privacy::flags::text(denied_bits)
                     ),
                 ));
             }
@@ -290,8 +294,8 @@ impl Policy {
                     "flags_not_subset",
                     format!(
                         "privacy_flags: {} asks for less privacy than the requested features need ({})",
-                        rules::privacy_flags_text(extra),
-                        if union == 0 { "full privacy".to_string() } else { rules::privacy_flags_text(union) }
+                        privacy::flags::text(extra),
+                        if union == 0 { "full privacy".to_string() } else { privacy::flags::text(union) }
                     ),
                 ));
             }
@@ -455,7 +459,7 @@ fn show_flags(flags: u64) -> String {
     if flags == 0 {
         "full privacy".into()
     } else {
-        rules::privacy_flags_text(flags)
+        privacy::flags::text(flags)
     }
 }
 

@@ -23,7 +23,7 @@ use prometheus_client::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{catalogue::Catalogue, client::Autopilot, policy::APPROVAL_BOUNDS, rules};
+use super::{catalogue::Catalogue, client::Autopilot, policy::APPROVAL_BOUNDS, privacy};
 use crate::{
     clock::SharedClock,
     error::Error,
@@ -74,7 +74,7 @@ impl Relay {
             "Calls litd made to the relay, by method and outcome (forwarded, refused, answered_locally, failed)",
             calls.clone(),
         );
-        let deny_mask = rules::flag_mask(deny_clear);
+        let deny_mask = privacy::flags::mask(deny_clear);
         Relay {
             autopilot,
             catalogue,
@@ -115,7 +115,7 @@ impl Relay {
                 r.responder_pub_key.len()
             )));
         }
-        if let Some(bit) = rules::unknown_privacy_flag(r.privacy_flags) {
+        if let Some(bit) = privacy::flags::unknown_bit(r.privacy_flags) {
             return Err(Status::invalid_argument(format!(
                 "privacy_flags: unknown privacy flag bit {bit}"
             )));
@@ -124,7 +124,7 @@ impl Relay {
         if denied != 0 {
             return Err(Status::failed_precondition(format!(
                 "litgate refused the registration: privacy flags {} are forbidden by [privacy] deny_clear",
-                rules::privacy_flags_text(denied)
+                privacy::flags::text(denied)
             )));
         }
         let mut features: Vec<String> = r.feature_configs.keys().cloned().collect();
@@ -143,7 +143,7 @@ impl Relay {
         if extra != 0 {
             return Err(Status::failed_precondition(format!(
                 "litgate refused the registration: privacy flags {} ask for less privacy than the features need",
-                rules::privacy_flags_text(extra)
+                privacy::flags::text(extra)
             )));
         }
         // Hold the registration to what the public face approved for these features, if it

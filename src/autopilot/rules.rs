@@ -1,7 +1,7 @@
 //! LiT's firewall rules: the JSON forms the Autopilot server sends (`spec/lit-api.md` §6.3, the
 //! Go structs of LiT's rule managers), their conversion to and from `litrpc.RuleValue`, litd's
 //! per-rule parse checks and its "sanity" checks against a feature's min and max
-//! (`spec/lit-behaviour.md` §3), and the privacy-flag bitmask (§2.1). These functions copy
+//! (`spec/lit-behaviour.md` §3). These functions copy
 //! litd's comparisons, holes included; the AddAutopilotSession policy (`policy.rs`) closes the
 //! holes (NaN rates, `num_hours = 0`) before it calls them. The demo litd uses them too.
 
@@ -41,49 +41,9 @@ pub const KNOWN_RULES: &[&str] = &[
     CHANNEL_CONSTRAINT,
 ];
 
-/// The privacy flag names by bit (`spec/lit-api.md` §6.4).
-pub const PRIVACY_FLAG_NAMES: [&str; 8] = [
-    "ClearPubkeys",
-    "ClearAmounts",
-    "ClearChanIDs",
-    "ClearTimeStamps",
-    "ClearChanInitiator",
-    "ClearHTLCs",
-    "ClearClosingTxIds",
-    "ClearNetworkAddresses",
-];
-
-/// Bits 0–7: every flag litd knows.
-pub const KNOWN_PRIVACY_FLAGS: u64 = 0xff;
-
-/// The bitmask of flag names (unknown names, rejected by config validation, add nothing).
-pub fn flag_mask(names: &[String]) -> u64 {
-    names
-        .iter()
-        .filter_map(|n| PRIVACY_FLAG_NAMES.iter().position(|k| k == n))
-        .fold(0u64, |m, bit| m | (1 << bit))
-}
-
 /// Whether litd knows `name`.
 pub fn is_known(name: &str) -> bool {
     KNOWN_RULES.contains(&name)
-}
-
-/// The lowest set bit that litd does not know, as litd reports it.
-pub fn unknown_privacy_flag(flags: u64) -> Option<u64> {
-    let unknown = flags & !KNOWN_PRIVACY_FLAGS;
-    (unknown != 0).then(|| unknown.trailing_zeros() as u64)
-}
-
-/// The text form litcli uses: flag names joined with `|` (empty for full privacy).
-pub fn privacy_flags_text(flags: u64) -> String {
-    PRIVACY_FLAG_NAMES
-        .iter()
-        .enumerate()
-        .filter(|(bit, _)| flags & (1 << bit) != 0)
-        .map(|(_, n)| *n)
-        .collect::<Vec<_>>()
-        .join("|")
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -591,16 +551,6 @@ mod tests {
         };
         assert_eq!(h.start_time, 18_446_744_011_573_954_816);
         assert_eq!(h.duration, 86_400);
-    }
-
-    #[test]
-    fn privacy_flags_text_and_unknown_bits() {
-        assert_eq!(
-            privacy_flags_text(0x81),
-            "ClearPubkeys|ClearNetworkAddresses"
-        );
-        assert_eq!(unknown_privacy_flag(0x81), None);
-        assert_eq!(unknown_privacy_flag(0x300), Some(8));
     }
 
     #[test]

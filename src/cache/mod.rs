@@ -31,6 +31,7 @@
 //!
 //! It must never log, count or return a credential, a derived key or a cached body.
 
+pub(crate) mod config;
 pub mod crypto;
 
 use std::{
@@ -51,11 +52,13 @@ use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use self::crypto::{CredentialKeys, ID_LEN};
+use self::{
+    config::CacheConfig,
+    crypto::{CredentialKeys, ID_LEN},
+};
 use crate::{
     body::{self, Request, Response},
     clock::SharedClock,
@@ -82,58 +85,6 @@ const HEADER_LEN: usize = 25;
 /// `Origin` is part of the key) is part of the answer and replayed with it; hop-by-hop headers
 /// never get this far (the upstream client drops them).
 const RECOMPUTED_HEADERS: [HeaderName; 2] = [header::DATE, header::CONTENT_LENGTH];
-
-/// `[cache]`: the session-list cache.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Whether the cache is on; off, the router passes the list calls through untouched.
-    pub enabled: bool,
-    /// How long an answer is fresh (bounded further by session expiry and `time-before`).
-    #[serde(with = "crate::config::duration")]
-    pub ttl: Duration,
-    /// How long past its freshness an answer may be served, marked stale, while litd is
-    /// unreachable.
-    #[serde(with = "crate::config::duration")]
-    pub max_stale: Duration,
-    /// Most entries kept (one per credential, route and encoding). When full, expired entries
-    /// are swept; if it is still full, the new answer is served but not stored.
-    pub max_entries: usize,
-    /// Largest answer stored, in bytes; larger answers are served but not stored.
-    pub max_entry_bytes: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            ttl: Duration::from_secs(5),
-            max_stale: Duration::from_secs(300),
-            max_entries: 1024,
-            max_entry_bytes: 16 * 1024 * 1024,
-        }
-    }
-}
-
-impl Config {
-    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
-        if self.ttl.is_zero() {
-            err("cache.ttl", "must be greater than zero".into());
-        }
-        if self.max_stale < self.ttl {
-            err("cache.max_stale", "must be at least cache.ttl".into());
-        }
-        if self.max_entries == 0 {
-            err(
-                "cache.max_entries",
-                "must be positive (use enabled = false to turn the cache off)".into(),
-            );
-        }
-        if self.max_entry_bytes == 0 {
-            err("cache.max_entry_bytes", "must be positive".into());
-        }
-    }
-}
 
 /// The cache's Prometheus metrics.
 #[derive(Debug, Clone, Default)]
@@ -269,7 +220,7 @@ impl Cache {
     /// Builds the cache over `store`, forwarding misses to `upstream` (litd; `label` names it
     /// in errors), and registers its metrics.
     pub fn new<S>(
-        cfg: &Config,
+        cfg: &CacheConfig,
         store: Store,
         clock: SharedClock,
         upstream: S,
@@ -290,7 +241,7 @@ impl Cache {
 
     /// Same as [`new`](Self::new), with metrics the caller registered (or not).
     pub fn with_metrics<S>(
-        cfg: &Config,
+        cfg: &CacheConfig,
         store: Store,
         clock: SharedClock,
         upstream: S,

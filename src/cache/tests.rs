@@ -117,7 +117,7 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-fn harness(cfg: Config, steps: Vec<Step>, delay: Duration) -> Harness {
+fn harness(cfg: CacheConfig, steps: Vec<Step>, delay: Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let clock = ManualClock::new();
@@ -185,7 +185,7 @@ fn far() -> u64 {
 #[tokio::test]
 async fn a_hit_replays_bytes_and_trailers_without_calling_upstream() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"secret-one", 0, far())])],
         Duration::ZERO,
     );
@@ -213,7 +213,7 @@ async fn a_hit_replays_bytes_and_trailers_without_calling_upstream() {
 #[tokio::test]
 async fn single_flight_fifty_concurrent_misses_make_one_call() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::from_millis(200),
     );
@@ -247,7 +247,7 @@ async fn single_flight_fifty_concurrent_misses_make_one_call() {
 #[tokio::test]
 async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::from_millis(100),
     );
@@ -273,10 +273,10 @@ async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
 
 #[tokio::test]
 async fn ttl_then_stale_while_down_then_nothing_past_max_stale() {
-    let cfg = Config {
+    let cfg = CacheConfig {
         ttl: Duration::from_secs(5),
         max_stale: Duration::from_secs(60),
-        ..Config::default()
+        ..CacheConfig::default()
     };
     let h = harness(
         cfg,
@@ -307,7 +307,7 @@ async fn ttl_then_stale_while_down_then_nothing_past_max_stale() {
 #[tokio::test]
 async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
@@ -337,10 +337,10 @@ async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
 #[tokio::test]
 async fn freshness_is_bounded_by_session_expiry_and_time_before() {
     let now = ms(SystemTime::now()) / 1000;
-    let cfg = Config {
+    let cfg = CacheConfig {
         ttl: Duration::from_secs(3600),
         max_stale: Duration::from_secs(7200),
-        ..Config::default()
+        ..CacheConfig::default()
     };
     // A revoked session expiring sooner does not count; the created one at +60s does.
     let h = harness(
@@ -383,7 +383,7 @@ async fn freshness_is_bounded_by_session_expiry_and_time_before() {
 #[tokio::test]
 async fn no_credential_or_a_non_canonical_request_bypasses() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
@@ -404,7 +404,7 @@ async fn no_credential_or_a_non_canonical_request_bypasses() {
 #[tokio::test]
 async fn a_tampered_entry_is_a_counted_miss() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
@@ -442,7 +442,7 @@ async fn a_tampered_entry_is_a_counted_miss() {
 #[tokio::test]
 async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::from_millis(100),
     );
@@ -472,7 +472,7 @@ async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
 #[tokio::test]
 async fn writes_invalidate_unless_litd_refused_them() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
@@ -520,9 +520,9 @@ async fn writes_invalidate_unless_litd_refused_them() {
 
 #[tokio::test]
 async fn a_full_cache_sweeps_then_serves_without_storing() {
-    let cfg = Config {
+    let cfg = CacheConfig {
         max_entries: 1,
-        ..Config::default()
+        ..CacheConfig::default()
     };
     let h = harness(
         cfg,

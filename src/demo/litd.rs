@@ -43,7 +43,7 @@ use super::{
     serve::{Body, Handler, Server},
 };
 use crate::{
-    autopilot::rules,
+    autopilot::{privacy, rules},
     grpc::websocket,
     macaroon::Macaroon,
     proto::{
@@ -1136,7 +1136,7 @@ async fn list_server_features(
 
 /// litd's conversion of a server Feature for ListAutopilotFeatures.
 fn convert_feature(f: &aps::Feature) -> Result<Feature, Status> {
-    let mut requires_upgrade = rules::unknown_privacy_flag(f.privacy_flags).is_some();
+    let mut requires_upgrade = privacy::flags::unknown_bit(f.privacy_flags).is_some();
     let mut out_rules = HashMap::new();
     for (name, r) in &f.rules {
         if !rules::is_known(name) {
@@ -1418,7 +1418,7 @@ async fn add_autopilot_session(
                 "privacy flags can only be set when the privacy mapper is enabled",
             ));
         }
-        if let Some(bit) = rules::unknown_privacy_flag(r.privacy_flags) {
+        if let Some(bit) = privacy::flags::unknown_bit(r.privacy_flags) {
             return Err(unknown(format!(
                 "error deserializing privacy flags ({}) from request: unknown privacy flag: {bit}",
                 r.privacy_flags
@@ -1429,7 +1429,7 @@ async fn add_autopilot_session(
         let mut union = 0;
         for name in r.features.keys() {
             let f = server_feature(name)?;
-            if let Some(bit) = rules::unknown_privacy_flag(f.privacy_flags) {
+            if let Some(bit) = privacy::flags::unknown_bit(f.privacy_flags) {
                 return Err(unknown(format!("unknown privacy flag: {bit}")));
             }
             union |= f.privacy_flags;

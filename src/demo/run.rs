@@ -16,7 +16,7 @@ use crate::{
 
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> ExitCode {
-    telemetry::init(&telemetry::Config::default());
+    telemetry::init(&telemetry::config::LogConfig::default());
     match start_and_wait().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -24,6 +24,8 @@
 //! litgate store is refused with a message saying which and what to do; it is never deleted
 //! or rewritten.
 
+pub(crate) mod config;
+
 use std::{
     io,
     path::{Path, PathBuf},

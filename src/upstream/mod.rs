@@ -5,11 +5,11 @@
 //! log request or response headers (they carry macaroons). WebSocket upgrades are carried on
 //! a connection of their own ([`Upstream::tunnel`]).
 
+pub(crate) mod config;
 mod websocket;
 
 use std::{
     future::Future,
-    path::PathBuf,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -22,72 +22,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use prometheus_client::metrics::counter::Counter;
-use serde::Deserialize;
 
+use self::config::UpstreamConfig;
 use crate::{
     body::{boxed, Body, BoxError, Request, Response},
     error::Error,
 };
-
-/// `[upstream]`: litd.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// litd's `--httpslisten` address, `host:port`.
-    pub addr: String,
-    /// litd's `tls.cert`, pinned.
-    pub tls_cert: PathBuf,
-    /// Name for SNI and certificate checks.
-    pub server_name: String,
-    /// Plaintext h2c towards litd's `--insecure-httplisten`.
-    pub plaintext: bool,
-    /// litgate's own credential for its lookups (hex file); empty: none.
-    pub macaroon: PathBuf,
-    /// TCP connect + TLS handshake deadline.
-    #[serde(with = "crate::config::duration")]
-    pub connect_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            addr: "127.0.0.1:8443".into(),
-            tls_cert: "/home/lit/.lit/tls.cert".into(),
-            server_name: "localhost".into(),
-            plaintext: false,
-            macaroon: PathBuf::new(),
-            connect_timeout: Duration::from_secs(3),
-        }
-    }
-}
-
-impl Config {
-    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
-        if crate::config::host_port(&self.addr).is_none() {
-            err("upstream.addr", format!("{:?} is not host:port", self.addr));
-        }
-        if !self.plaintext && self.tls_cert.as_os_str().is_empty() {
-            err(
-                "upstream.tls_cert",
-                "required unless upstream.plaintext = true (litd's tls.cert is pinned)".into(),
-            );
-        }
-        if !self.plaintext
-            && rustls::pki_types::ServerName::try_from(self.server_name.as_str()).is_err()
-        {
-            err(
-                "upstream.server_name",
-                format!("{:?} is not a DNS name or IP address", self.server_name),
-            );
-        }
-        if self.connect_timeout.is_zero() {
-            err(
-                "upstream.connect_timeout",
-                "must be greater than zero".into(),
-            );
-        }
-    }
-}
 
 /// Counters the upstream client keeps; registered by the app.
 #[derive(Debug, Clone, Default)]
@@ -147,7 +87,7 @@ pub enum BuildError {
 
 impl Upstream {
     /// Builds the client from `[upstream]`. Nothing is dialled until the first call.
-    pub fn new(cfg: &Config, metrics: UpstreamMetrics) -> Result<Self, BuildError> {
+    pub fn new(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<Self, BuildError> {
         let authority: http::uri::Authority = cfg.addr.parse().map_err(|e| BuildError::Value {
             key: "addr",
             reason: format!("{e}"),

@@ -245,7 +245,7 @@ impl Env {
         config.autopilot.tls_cert = pinned;
         config.autopilot.plaintext = false;
         config.autopilot.timeout = Duration::from_secs(2);
-        config.autopilot.relay.addr = "127.0.0.1:0".into();
+        config.autopilot.relay.addr = Some(([127, 0, 0, 1], 0).into());
         edit(&mut config);
         config
             .validate()

@@ -3,32 +3,17 @@
 //! `/metrics` (Prometheus text), `/registrations` (the relay's ledger as JSON: public keys and
 //! metadata only). Never on the public face; answers carry no secrets.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+pub(crate) mod config;
+
+use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
 
 use http::{header, Method, StatusCode};
-use serde::Deserialize;
 
 use crate::{
     body::{self, Request, Response},
     store::Store,
     upstream::Upstream,
 };
-
-/// `[admin]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Listen address.
-    pub addr: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 9445)),
-        }
-    }
-}
 
 /// One readiness check: a name and an async probe returning `Err(reason)` when not ready.
 pub type Check =
@@ -217,7 +202,7 @@ pub fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
         let flags = if e.privacy_flags == 0 {
             "none".to_string()
         } else {
-            crate::autopilot::rules::privacy_flags_text(e.privacy_flags)
+            crate::autopilot::privacy::flags::text(e.privacy_flags)
         };
         let revoked = match (&e.revoked_at, &e.revoked_by) {
             (Some(t), Some(by)) => format!("{} by {by}", fmt_time(Some(*t))),

@@ -6,108 +6,19 @@
 //! any in-flight call. On shutdown it stops accepting, lets in-flight calls and upgraded
 //! connections finish up to a deadline, closes what is left, then returns.
 
-use std::{
-    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
-};
+pub(crate) mod config;
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{Service, ServiceExt};
 
 use crate::body::{boxed, Request, Response};
-
-/// `[listen]`: the public face.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListenConfig {
-    /// Listen address.
-    pub addr: SocketAddr,
-    /// PEM certificate; empty: generated once into `store.data_dir`.
-    pub tls_cert: PathBuf,
-    /// PEM key; empty together with `tls_cert`.
-    pub tls_key: PathBuf,
-    /// Extra SANs for the generated certificate.
-    pub tls_extra_names: Vec<String>,
-    /// Serve h2c + HTTP/1.1 without TLS (loopback-only Pods).
-    pub plaintext: bool,
-    /// How long in-flight calls may run after SIGTERM before connections are closed.
-    #[serde(with = "crate::config::duration")]
-    pub drain_timeout: Duration,
-    /// TLS handshakes slower than this are dropped.
-    #[serde(with = "crate::config::duration")]
-    pub handshake_timeout: Duration,
-    /// Largest request body litgate reads for a method it inspects (bytes).
-    pub max_message_bytes: usize,
-}
-
-impl Default for ListenConfig {
-    fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([0, 0, 0, 0], 8445)),
-            tls_cert: PathBuf::new(),
-            tls_key: PathBuf::new(),
-            tls_extra_names: Vec::new(),
-            plaintext: false,
-            drain_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            max_message_bytes: 4 * 1024 * 1024,
-        }
-    }
-}
-
-impl ListenConfig {
-    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
-        let (c, k) = (
-            self.tls_cert.as_os_str().is_empty(),
-            self.tls_key.as_os_str().is_empty(),
-        );
-        if c != k {
-            err(
-                if c {
-                    "listen.tls_cert"
-                } else {
-                    "listen.tls_key"
-                },
-                "tls_cert and tls_key must be set together".into(),
-            );
-        }
-        if self.plaintext && !c {
-            err(
-                "listen.tls_cert",
-                "set together with listen.plaintext = true".into(),
-            );
-        }
-        if self.max_message_bytes < 1024 {
-            err("listen.max_message_bytes", "must be at least 1024".into());
-        }
-        if self.handshake_timeout.is_zero() {
-            err(
-                "listen.handshake_timeout",
-                "must be greater than zero".into(),
-            );
-        }
-    }
-
-    /// Where the certificate comes from, given the data directory.
-    pub fn cert_source(&self, data_dir: &std::path::Path) -> crate::tls::CertSource {
-        if self.tls_cert.as_os_str().is_empty() {
-            crate::tls::CertSource::Generated {
-                dir: data_dir.to_path_buf(),
-                extra_names: self.tls_extra_names.clone(),
-            }
-        } else {
-            crate::tls::CertSource::Files {
-                cert: self.tls_cert.clone(),
-                key: self.tls_key.clone(),
-            }
-        }
-    }
-}
 
 /// The connection a request arrived on: a request extension set by the server.
 #[derive(Debug, Clone, Copy)]

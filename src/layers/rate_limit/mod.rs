@@ -46,125 +46,19 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::ConstGauge},
     registry::Registry,
 };
-use serde::Deserialize;
 use tower::{Layer, Service};
 
+pub(crate) mod config;
+
+use self::config::RateLimitConfig;
 use crate::{
     body::{Request, Response},
-    config::Rate,
     error::Error,
     grpc::{status, Protocol},
     layers::identity::Caller,
     methods::{self, Class},
+    values::Rate,
 };
-
-/// `[rate_limit]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Whether the layer is on.
-    pub enabled: bool,
-    /// Limit for read methods, per caller. `iterations = 0` blocks every read.
-    pub read: Rate,
-    /// Limit for write methods (and unknown methods), per caller. `iterations = 0` blocks them.
-    pub write: Rate,
-    /// Per-method overrides (`[[rate_limit.method]]`); they replace the class limit for that
-    /// method (gRPC, grpc-web and its REST twin alike) and have buckets of their own.
-    pub method: Vec<MethodLimit>,
-    /// Prefix length that groups IPv4 peers into one bucket (0..=32).
-    pub peer_prefix_v4: u8,
-    /// Prefix length that groups IPv6 peers into one bucket (0..=128).
-    pub peer_prefix_v6: u8,
-    /// Most macaroon identifiers remembered as accepted; the oldest is forgotten first (its
-    /// caller falls back to its address bucket until litd accepts it again).
-    pub max_identities: usize,
-    /// How often limiter keys whose bucket has refilled are dropped.
-    #[serde(with = "crate::config::duration")]
-    pub sweep_every: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            read: Rate {
-                iterations: 36000,
-                num_hours: 1,
-            },
-            write: Rate {
-                iterations: 3600,
-                num_hours: 1,
-            },
-            method: Vec::new(),
-            peer_prefix_v4: 32,
-            peer_prefix_v6: 64,
-            max_identities: 10_000,
-            sweep_every: Duration::from_secs(60),
-        }
-    }
-}
-
-/// `[[rate_limit.method]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MethodLimit {
-    /// Full gRPC method path, e.g. `/litrpc.Autopilot/AddAutopilotSession`.
-    pub path: String,
-    /// The limit for that method; `iterations = 0` blocks it.
-    pub limit: Rate,
-}
-
-impl Config {
-    /// Checks values serde cannot, naming each key at fault.
-    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
-        rate(err, "rate_limit.read", self.read);
-        rate(err, "rate_limit.write", self.write);
-        let mut seen = HashMap::new();
-        for (i, m) in self.method.iter().enumerate() {
-            let key = format!("rate_limit.method[{i}]");
-            if !methods::is_grpc_shaped(&m.path) {
-                err(
-                    &format!("{key}.path"),
-                    format!(
-                        "{:?} is not a gRPC method path like /pkg.Service/Method",
-                        m.path
-                    ),
-                );
-            } else if let Some(first) = seen.insert(m.path.as_str(), i) {
-                err(
-                    &format!("{key}.path"),
-                    format!(
-                        "{:?} is already limited by rate_limit.method[{first}]",
-                        m.path
-                    ),
-                );
-            }
-            rate(err, &format!("{key}.limit"), m.limit);
-        }
-        if self.peer_prefix_v4 > 32 {
-            err(
-                "rate_limit.peer_prefix_v4",
-                format!("{} is longer than 32 bits", self.peer_prefix_v4),
-            );
-        }
-        if self.peer_prefix_v6 > 128 {
-            err(
-                "rate_limit.peer_prefix_v6",
-                format!("{} is longer than 128 bits", self.peer_prefix_v6),
-            );
-        }
-        if self.sweep_every.is_zero() {
-            err("rate_limit.sweep_every", "must be greater than zero".into());
-        }
-    }
-}
-
-fn rate(err: &mut impl FnMut(&str, String), key: &str, r: Rate) {
-    // iterations = 0 is allowed: it means "blocked", as in LiT's RateLimit rule.
-    if r.num_hours == 0 {
-        err(&format!("{key}.num_hours"), "must be positive".into());
-    }
-}
 
 /// Whom a bucket belongs to. Never printed: an identifier names a credential.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -295,7 +189,7 @@ pub struct Admitted {
 
 impl Limiter<DefaultClock> {
     /// A limiter on the real clock.
-    pub fn new(cfg: &Config) -> Arc<Self> {
+    pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
         Self::with_clock(cfg, DefaultClock::default())
     }
 }
@@ -303,12 +197,16 @@ impl Limiter<DefaultClock> {
 impl<C: Clock + Clone> Limiter<C> {
     /// A limiter on `clock` (tests pass `governor::clock::FakeRelativeClock`). `cfg` must have
     /// passed validation; a `num_hours = 0` that did not is treated as blocked.
-    pub fn with_clock(cfg: &Config, clock: C) -> Arc<Self> {
+    pub fn with_clock(cfg: &RateLimitConfig, clock: C) -> Arc<Self> {
         let decisions = Family::<DecisionLabels, Counter>::default();
         Self::build(cfg, clock, decisions)
     }
 
-    fn build(cfg: &Config, clock: C, decisions: Family<DecisionLabels, Counter>) -> Arc<Self> {
+    fn build(
+        cfg: &RateLimitConfig,
+        clock: C,
+        decisions: Family<DecisionLabels, Counter>,
+    ) -> Arc<Self> {
         let limit = |name: String, class: Class, rate: Rate| {
             let counter = |outcome| {
                 decisions
@@ -524,7 +422,7 @@ impl Limiter<DefaultClock> {
     /// (`litgate_rate_limit_decisions_total{class, limit, outcome}`), with the key and
     /// identity counts read at each scrape (`litgate_rate_limit_keys`,
     /// `litgate_rate_limit_identities`).
-    pub fn registered(cfg: &Config, registry: &mut Registry) -> Arc<Self> {
+    pub fn registered(cfg: &RateLimitConfig, registry: &mut Registry) -> Arc<Self> {
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "litgate_rate_limit_decisions",
@@ -695,7 +593,7 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
-    use super::*;
+    use super::{config::MethodLimit, *};
     use crate::{
         body::BoxError,
         demo::{attenuate, MacaroonBaker},
@@ -707,8 +605,8 @@ mod tests {
     const ADD_INVOICE: &str = "/lnrpc.Lightning/AddInvoice";
     const ADD_AUTOPILOT: &str = "/litrpc.Autopilot/AddAutopilotSession";
 
-    fn cfg(read: (u32, u32), write: (u32, u32)) -> Config {
-        Config {
+    fn cfg(read: (u32, u32), write: (u32, u32)) -> RateLimitConfig {
+        RateLimitConfig {
             read: Rate {
                 iterations: read.0,
                 num_hours: read.1,
@@ -717,11 +615,11 @@ mod tests {
                 iterations: write.0,
                 num_hours: write.1,
             },
-            ..Config::default()
+            ..RateLimitConfig::default()
         }
     }
 
-    fn limiter(cfg: &Config) -> (Arc<Limiter<FakeRelativeClock>>, FakeRelativeClock) {
+    fn limiter(cfg: &RateLimitConfig) -> (Arc<Limiter<FakeRelativeClock>>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();
         (Limiter::with_clock(cfg, clock.clone()), clock)
     }
@@ -997,43 +895,6 @@ mod tests {
             grpc(&l, ADD_INVOICE, &caller("192.0.2.1:1", None)).unwrap();
         }
         assert_eq!(l.keys(), 0);
-    }
-
-    #[test]
-    fn validation_names_the_keys() {
-        let mut c = cfg((0, 0), (1, 1));
-        c.method.push(MethodLimit {
-            path: "/v1/sessions".into(),
-            limit: Rate {
-                iterations: 1,
-                num_hours: 1,
-            },
-        });
-        for _ in 0..2 {
-            c.method.push(MethodLimit {
-                path: ADD_AUTOPILOT.into(),
-                limit: Rate {
-                    iterations: 0,
-                    num_hours: 0,
-                },
-            });
-        }
-        c.peer_prefix_v6 = 129;
-        c.sweep_every = Duration::ZERO;
-        let mut keys = Vec::new();
-        c.validate(&mut |k: &str, _r: String| keys.push(k.to_string()));
-        assert_eq!(
-            keys,
-            [
-                "rate_limit.read.num_hours",
-                "rate_limit.method[0].path",
-                "rate_limit.method[1].limit.num_hours",
-                "rate_limit.method[2].path",
-                "rate_limit.method[2].limit.num_hours",
-                "rate_limit.peer_prefix_v6",
-                "rate_limit.sweep_every",
-            ]
-        );
     }
 
     // --- the layer: refusal before the inner service, and acceptance from responses ---
