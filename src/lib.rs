@@ -49,6 +49,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod grpc;
+pub(crate) mod headers;
 pub mod layers;
 pub mod macaroon;
 pub mod methods;

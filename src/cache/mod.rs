@@ -47,7 +47,6 @@ use std::{
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
@@ -63,7 +62,11 @@ use crate::{
     body::{self, Request, Response},
     clock::SharedClock,
     error::Error,
-    grpc::{codec, Protocol},
+    grpc::{
+        codec::{self, Unary},
+        status::{status_of, Answer},
+        Protocol,
+    },
     layers::identity::Caller,
     methods::Route,
     store::{Store, StoreError},
@@ -187,24 +190,15 @@ type Waiter = watch::Receiver<Option<Arc<Outcome>>>;
 /// What one upstream call for a key ended in, shared by every caller waiting on it.
 enum Outcome {
     /// litd answered (OK or not).
-    Answer(Arc<Captured>),
+    Answer(Arc<Answer>),
     /// litd could not be reached, or the answer broke off.
     Unreachable(String),
 }
 
-/// An upstream answer read to the end.
-#[derive(Debug, Clone, PartialEq)]
-struct Captured {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    trailers: Option<HeaderMap>,
-}
-
 /// What a lookup found.
 enum Lookup {
-    Fresh(Captured),
-    Stale(Captured),
+    Fresh(Answer),
+    Stale(Answer),
     Absent,
 }
 
@@ -330,7 +324,7 @@ impl Cache {
             .fetch_shared(key.clone(), keys, protocol, hard_until, req)
             .await;
         match &*outcome {
-            Outcome::Answer(c) => Ok(replay(Captured::clone(c), false)),
+            Outcome::Answer(c) => Ok(replay(Answer::clone(c), false)),
             Outcome::Unreachable(reason) => {
                 // Looked up again: a refusal seen meanwhile has dropped the entry.
                 let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
@@ -366,9 +360,11 @@ impl Cache {
         result: Result<Response, Error>,
     ) -> Result<Response, Error> {
         let resp = result?;
+        let version = resp.version();
         let (parts, body) = resp.into_parts();
-        let collected = match body.collect().await {
-            Ok(c) => c,
+        let extensions = parts.extensions.clone();
+        let captured = match Answer::read(Response::from_parts(parts, body)).await {
+            Ok(a) => a,
             Err(e) => {
                 // The write may have happened: invalidate, as for a success.
                 self.invalidate().await;
@@ -378,19 +374,12 @@ impl Cache {
                 });
             }
         };
-        let trailers = collected.trailers().cloned();
-        let captured = Captured {
-            status: parts.status,
-            headers: parts.headers.clone(),
-            body: collected.to_bytes(),
-            trailers,
-        };
         if verdict(protocol, &captured) != Verdict::NotOk {
             self.invalidate().await;
         }
         let mut resp = replay(captured, false);
-        *resp.version_mut() = parts.version;
-        resp.extensions_mut().extend(parts.extensions);
+        *resp.version_mut() = version;
+        resp.extensions_mut().extend(extensions);
         Ok(resp)
     }
 
@@ -557,17 +546,9 @@ impl Inner {
             Err(Error::Upstream { reason, .. }) => return Outcome::Unreachable(reason),
             Err(e) => return Outcome::Unreachable(e.to_string()),
         };
-        let (parts, body) = resp.into_parts();
-        let collected = match body.collect().await {
-            Ok(c) => c,
+        let mut captured = match Answer::read(resp).await {
+            Ok(a) => a,
             Err(e) => return Outcome::Unreachable(format!("the answer broke off: {e}")),
-        };
-        let trailers = collected.trailers().cloned();
-        let mut captured = Captured {
-            status: parts.status,
-            headers: parts.headers,
-            body: collected.to_bytes(),
-            trailers,
         };
         for h in &RECOMPUTED_HEADERS {
             captured.headers.remove(h);
@@ -602,7 +583,7 @@ impl Inner {
         protocol: Protocol,
         hard_until: u64,
         generation: u64,
-        captured: &Captured,
+        captured: &Answer,
     ) {
         if captured.body.len() > self.max_entry_bytes {
             return;
@@ -778,89 +759,26 @@ fn shape_ok(protocol: Protocol, method: &Method, uri: &http::Uri) -> bool {
 /// anything else is forwarded for litd to judge, never answered from the cache.
 fn is_empty_list_request(protocol: Protocol, body: &Bytes) -> bool {
     match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb => {
-            codec::unary_message(body).is_ok_and(|m| m.is_empty())
-        }
-        Protocol::GrpcWebText => codec::decode_web_text(body)
-            .and_then(|b| codec::unary_message(&b))
-            .is_ok_and(|m| m.is_empty()),
+        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => matches!(
+            codec::decode_unary(protocol, body),
+            Ok(Unary::Proto(m)) if m.is_empty()
+        ),
         Protocol::Rest => body.iter().all(u8::is_ascii_whitespace),
         Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => false,
     }
 }
 
-/// litd's verdict on an answer: HTTP 200 for REST; grpc-status in trailers, the head
-/// (trailers-only) or the grpc-web trailer frame for the gRPC family.
-fn verdict(protocol: Protocol, c: &Captured) -> Verdict {
-    let code = |s: &str| {
-        if s.trim() == "0" {
-            Verdict::Ok
-        } else {
-            Verdict::NotOk
-        }
-    };
-    match protocol {
-        Protocol::Rest | Protocol::Http => {
-            if c.status == StatusCode::OK {
-                Verdict::Ok
-            } else {
-                Verdict::NotOk
-            }
-        }
-        _ if c.status != StatusCode::OK => Verdict::NotOk,
-        _ => {
-            let head = c
-                .trailers
-                .as_ref()
-                .and_then(|t| t.get("grpc-status"))
-                .or_else(|| c.headers.get("grpc-status"));
-            if let Some(v) = head {
-                return v.to_str().map_or(Verdict::NotOk, code);
-            }
-            if protocol == Protocol::Grpc {
-                return Verdict::Unknown;
-            }
-            let Some(frames) = grpc_web_frames(protocol, &c.body) else {
-                return Verdict::Unknown;
-            };
-            frames
-                .iter()
-                .filter(|(flag, _)| flag & 0x80 != 0)
-                .find_map(|(_, payload)| {
-                    String::from_utf8_lossy(payload)
-                        .split("\r\n")
-                        .find_map(|line| {
-                            let (k, v) = line.split_once(':')?;
-                            k.trim()
-                                .eq_ignore_ascii_case("grpc-status")
-                                .then(|| code(v))
-                        })
-                })
-                .unwrap_or(Verdict::Unknown)
-        }
+/// litd's verdict on an answer: only HTTP 200 with an OK status (grpc-status 0 wherever the
+/// protocol puts it, [`status_of`]) is OK; a gRPC answer with no status at all is unknown.
+fn verdict(protocol: Protocol, a: &Answer) -> Verdict {
+    if a.status != StatusCode::OK {
+        return Verdict::NotOk;
     }
-}
-
-/// The frames of a gRPC / grpc-web body (grpc-web-text decoded first); `None` when malformed.
-fn grpc_web_frames(protocol: Protocol, body: &Bytes) -> Option<Vec<(u8, Bytes)>> {
-    let mut b = if protocol == Protocol::GrpcWebText {
-        codec::decode_web_text(body).ok()?
-    } else {
-        body.clone()
-    };
-    let mut out = Vec::new();
-    while b.has_remaining() {
-        if b.remaining() < 5 {
-            return None;
-        }
-        let flag = b.get_u8();
-        let len = b.get_u32() as usize;
-        if b.remaining() < len {
-            return None;
-        }
-        out.push((flag, b.split_to(len)));
+    match status_of(protocol, a) {
+        Some(s) if s.code() == tonic::Code::Ok => Verdict::Ok,
+        Some(_) => Verdict::NotOk,
+        None => Verdict::Unknown,
     }
-    Some(out)
 }
 
 /// The fields of `Session` that bound freshness; prost skips the rest (pairing secrets
@@ -892,13 +810,8 @@ fn earliest_active_expiry(protocol: Protocol, body: &Bytes) -> Option<Option<u64
     use prost::Message;
     let expiries: Vec<u64> = match protocol {
         Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => {
-            let frames = grpc_web_frames(protocol, body)?;
-            let mut data = frames.into_iter().filter(|(flag, _)| flag & 0x80 == 0);
-            let (flag, msg) = data.next()?;
-            if flag != 0 || data.next().is_some() {
-                // Compressed, or not one message: not something litgate can vouch for.
-                return None;
-            }
+            // Compressed, or not one message: not something litgate can vouch for.
+            let msg = codec::answer_message(protocol, body)?;
             ListFreshness::decode(msg)
                 .ok()?
                 .sessions
@@ -998,7 +911,7 @@ fn get_headers(b: &mut Bytes) -> Option<Option<HeaderMap>> {
 }
 
 /// stored_at ms ‖ status ‖ headers ‖ body length ‖ body ‖ trailers (the sealed plaintext).
-fn encode_captured(stored_at: u64, c: &Captured) -> Vec<u8> {
+fn encode_captured(stored_at: u64, c: &Answer) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(c.body.len() + 256);
     out.put_u64(stored_at);
     out.put_u16(c.status.as_u16());
@@ -1009,7 +922,7 @@ fn encode_captured(stored_at: u64, c: &Captured) -> Vec<u8> {
     out.to_vec()
 }
 
-fn decode_captured(mut b: Bytes) -> Option<Captured> {
+fn decode_captured(mut b: Bytes) -> Option<Answer> {
     if b.remaining() < 10 {
         return None;
     }
@@ -1026,7 +939,7 @@ fn decode_captured(mut b: Bytes) -> Option<Captured> {
     // A slice of the decrypted buffer: the body is not copied again.
     let body = b.split_to(len);
     let trailers = get_headers(&mut b)?;
-    b.is_empty().then_some(Captured {
+    b.is_empty().then_some(Answer {
         status,
         headers,
         body,
@@ -1035,10 +948,8 @@ fn decode_captured(mut b: Bytes) -> Option<Captured> {
 }
 
 /// A response replaying captured bytes; `stale` adds the `litgate-cache: stale` header.
-fn replay(c: Captured, stale: bool) -> Response {
-    let mut resp = Response::new(body::replay(c.body, c.trailers));
-    *resp.status_mut() = c.status;
-    *resp.headers_mut() = c.headers;
+fn replay(c: Answer, stale: bool) -> Response {
+    let mut resp = c.into_response();
     if stale {
         resp.headers_mut()
             .insert(STALE_HEADER, HeaderValue::from_static(STALE_VALUE));

@@ -2,11 +2,13 @@
 
 use std::sync::atomic::AtomicUsize;
 
+use http_body_util::BodyExt;
 use prost::Message;
 
 use super::*;
 use crate::{
     clock::{Clock, ManualClock},
+    grpc::{frame, web_text},
     proto::litrpc::{ListSessionsResponse, Session},
 };
 
@@ -46,10 +48,10 @@ fn grpc_ok(sessions: Vec<Session>) -> Response {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     replay(
-        Captured {
+        Answer {
             status: StatusCode::OK,
             headers,
-            body: codec::frame(&ListSessionsResponse { sessions }.encode_to_vec()),
+            body: frame::message(&ListSessionsResponse { sessions }.encode_to_vec()),
             trailers: Some(trailers),
         },
         false,
@@ -68,7 +70,7 @@ fn grpc_refused() -> Response {
         HeaderValue::from_static("verification failed: signature mismatch"),
     );
     replay(
-        Captured {
+        Answer {
             status: StatusCode::OK,
             headers,
             body: Bytes::new(),
@@ -174,7 +176,7 @@ impl Harness {
     }
 
     async fn list(&self) -> Result<(HeaderMap, Bytes, Option<HeaderMap>), Error> {
-        self.list_with(Some(MAC), codec::frame(b"")).await
+        self.list_with(Some(MAC), frame::message(b"")).await
     }
 }
 
@@ -226,7 +228,7 @@ async fn single_flight_fifty_concurrent_misses_make_one_call() {
             let req = http::Request::post(crate::methods::LIST_SESSIONS)
                 .header("content-type", "application/grpc")
                 .header("macaroon", MAC)
-                .body(body::full(codec::frame(b"")))
+                .body(body::full(frame::message(b"")))
                 .unwrap();
             let resp = cache.list(Route::ListSessions, req).await.unwrap();
             resp.into_body().collect().await.unwrap().to_bytes()
@@ -257,7 +259,7 @@ async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
             let req = http::Request::post(crate::methods::LIST_SESSIONS)
                 .header("content-type", "application/grpc")
                 .header("macaroon", MAC)
-                .body(body::full(codec::frame(b"")))
+                .body(body::full(frame::message(b"")))
                 .unwrap();
             cache.list(Route::ListSessions, req).await.map(|_| ())
         }
@@ -316,7 +318,7 @@ async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
     let web = http::Request::post(crate::methods::LIST_SESSIONS)
         .header("content-type", "application/grpc-web+proto")
         .header("macaroon", MAC)
-        .body(body::full(codec::frame(b"")))
+        .body(body::full(frame::message(b"")))
         .unwrap();
     h.cache.list(Route::ListSessions, web).await.unwrap();
     assert_eq!(h.cache.metrics().entries.get(), 2);
@@ -368,13 +370,13 @@ async fn freshness_is_bounded_by_session_expiry_and_time_before() {
     let base = crate::macaroon::Macaroon::from_hex(MAC).unwrap();
     let until = crate::macaroon::format_rfc3339(h.clock.now() + Duration::from_secs(20));
     let mac = crate::demo::attenuate(&base, &format!("time-before {until}")).to_hex();
-    h.list_with(Some(&mac), codec::frame(b"")).await.unwrap();
-    h.list_with(Some(&mac), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&mac), frame::message(b"")).await.unwrap();
+    h.list_with(Some(&mac), frame::message(b"")).await.unwrap();
     assert_eq!(h.calls(), 1);
     h.clock.advance(Duration::from_secs(21));
     h.set(vec![Step::Down]);
     assert!(matches!(
-        h.list_with(Some(&mac), codec::frame(b"")).await,
+        h.list_with(Some(&mac), frame::message(b"")).await,
         Err(Error::Upstream { .. })
     ));
     assert_eq!(h.cache.metrics().stale.get(), 0);
@@ -387,13 +389,13 @@ async fn no_credential_or_a_non_canonical_request_bypasses() {
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
-    h.list_with(None, codec::frame(b"")).await.unwrap();
-    h.list_with(None, codec::frame(b"")).await.unwrap();
+    h.list_with(None, frame::message(b"")).await.unwrap();
+    h.list_with(None, frame::message(b"")).await.unwrap();
     // Unknown fields in the request: litd judges it, the cache stays out.
-    h.list_with(Some(MAC), codec::frame(&[0x08, 0x01]))
+    h.list_with(Some(MAC), frame::message(&[0x08, 0x01]))
         .await
         .unwrap();
-    h.list_with(Some(MAC), codec::frame(&[0x08, 0x01]))
+    h.list_with(Some(MAC), frame::message(&[0x08, 0x01]))
         .await
         .unwrap();
     assert_eq!(h.calls(), 4);
@@ -451,7 +453,7 @@ async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
         let req = http::Request::post(crate::methods::LIST_SESSIONS)
             .header("content-type", "application/grpc")
             .header("macaroon", MAC)
-            .body(body::full(codec::frame(b"")))
+            .body(body::full(frame::message(b"")))
             .unwrap();
         cache.list(Route::ListSessions, req).await.map(|_| ())
     });
@@ -535,8 +537,12 @@ async fn a_full_cache_sweeps_then_serves_without_storing() {
         "time-before 2999-01-01T00:00:00Z",
     )
     .to_hex();
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
     assert_eq!(
         h.calls(),
         3,
@@ -545,8 +551,12 @@ async fn a_full_cache_sweeps_then_serves_without_storing() {
     assert_eq!(h.cache.metrics().entries.get(), 1);
     // Once the first entry can no longer be served, it is swept to make room.
     h.clock.advance(Duration::from_secs(400));
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
     assert_eq!(h.calls(), 4);
 }
 
@@ -573,7 +583,7 @@ fn rest_and_grpc_web_freshness_and_verdicts() {
         sessions: vec![session(b"x", 0, 700), session(b"y", 3, 10)],
     }
     .encode_to_vec();
-    let mut web = codec::frame(&msg).to_vec();
+    let mut web = frame::message(&msg).to_vec();
     let trailer = b"grpc-status:0\r\ngrpc-message:\r\n";
     web.push(0x80);
     web.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
@@ -583,13 +593,13 @@ fn rest_and_grpc_web_freshness_and_verdicts() {
         earliest_active_expiry(Protocol::GrpcWeb, &web),
         Some(Some(700))
     );
-    let text = codec::encode_web_text(&web);
+    let text = web_text::encode(&web);
     assert_eq!(
         earliest_active_expiry(Protocol::GrpcWebText, &text),
         Some(Some(700))
     );
     // A compressed frame is not decoded, so not stored.
-    let mut gz = codec::frame(&msg).to_vec();
+    let mut gz = frame::message(&msg).to_vec();
     gz[0] = 1;
     assert_eq!(
         earliest_active_expiry(Protocol::Grpc, &Bytes::from(gz)),
@@ -599,7 +609,7 @@ fn rest_and_grpc_web_freshness_and_verdicts() {
     let cap = |protocol, status: u16, body: Bytes| {
         verdict(
             protocol,
-            &Captured {
+            &Answer {
                 status: StatusCode::from_u16(status).unwrap(),
                 headers: HeaderMap::new(),
                 body,
@@ -625,7 +635,7 @@ fn captured_round_trips_and_rejects_truncation() {
     );
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let c = Captured {
+    let c = Answer {
         status: StatusCode::OK,
         headers,
         body: Bytes::from_static(b"body"),

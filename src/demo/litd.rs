@@ -496,7 +496,7 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
     use futures_util::StreamExt as _;
     use tower::ServiceExt as _;
     let (mut sink, mut stream) = ws.split();
-    let Ok(Some(mut headers)) = websocket::read_header_block(&mut stream).await else {
+    let Ok(Some(mut headers)) = websocket::call::read_header_block(&mut stream).await else {
         return;
     };
     let ct = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
@@ -506,16 +506,16 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
     let reader = tokio::spawn(async move {
         let mut tx = Some(tx);
         loop {
-            match websocket::next_inbound(&mut stream).await {
-                Ok(websocket::Inbound::Data(d)) => {
+            match websocket::call::next_inbound(&mut stream).await {
+                Ok(websocket::call::Inbound::Data(d)) => {
                     if let Some(t) = &tx {
                         if t.send(Ok(http_body::Frame::data(d))).await.is_err() {
                             tx = None;
                         }
                     }
                 }
-                Ok(websocket::Inbound::FinishSend) => tx = None,
-                Ok(websocket::Inbound::Closed) => return stream,
+                Ok(websocket::call::Inbound::FinishSend) => tx = None,
+                Ok(websocket::call::Inbound::Closed) => return stream,
                 Err(e) => {
                     if let Some(t) = tx.take() {
                         let _ = t.send(Err(Status::invalid_argument(e.to_string()))).await;
@@ -526,7 +526,7 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
         }
     });
     let resp = if ct.starts_with("application/grpc-web-text") {
-        crate::grpc::status_response(
+        crate::grpc::reply::status_response(
             crate::grpc::Protocol::GrpcWeb,
             Code::Unimplemented,
             "grpc-web-text is not served over websockets",
@@ -551,7 +551,10 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
             Err(never) => match never {},
         }
     };
-    if websocket::write_response(&mut sink, resp).await.is_err() {
+    if websocket::answer::write_response(&mut sink, resp)
+        .await
+        .is_err()
+    {
         return;
     }
     // The close handshake needs the reading half back: it sees the client's close frame.
@@ -651,7 +654,7 @@ fn rest_error(status: StatusCode, code: Code, message: &str) -> http::Response<B
     plain(
         status,
         "application/json",
-        crate::grpc::gateway_error_json(code, message),
+        crate::grpc::reply::gateway_error_json(code, message),
     )
 }
 

@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use crate::{
     body::{Request, Response},
     error::Error,
-    grpc::{error_response, Protocol},
+    grpc::{reply::error_response, Protocol},
 };
 
 /// Wraps a service whose errors are [`Error`] into one that never fails.

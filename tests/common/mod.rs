@@ -432,6 +432,19 @@ pub fn frames(mut body: Bytes) -> Vec<(u8, Bytes)> {
     out
 }
 
+/// The headers of a grpc-web trailer frame's block (`name: value` lines).
+pub fn trailer_block(block: &[u8]) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for line in std::str::from_utf8(block).expect("ASCII block").lines() {
+        let (name, value) = line.split_once(':').expect("a header line");
+        out.append(
+            http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).unwrap(),
+            value.trim().parse().unwrap(),
+        );
+    }
+    out
+}
+
 /// A gRPC request (h2) for `path` with `body` and optional macaroon.
 pub fn grpc_request(uri: &str, body: Bytes, macaroon: Option<&str>) -> http::Request<Full<Bytes>> {
     let mut b = http::Request::post(uri)

@@ -10,6 +10,8 @@
 //! make litd's REST WebSocket proxy write sessions is refused (litgate cannot see inside it);
 //! every other upgrade is tunnelled to litd as bytes.
 
+mod terminate;
+
 use std::{
     future::Future,
     pin::Pin,
@@ -128,7 +130,7 @@ impl Router {
             // The grpc-web call inside gets exactly a grpc-web call's dispatch.
             let router = self.clone();
             let dispatch = move |inner: Request| router.dispatch(inner);
-            let answer = websocket::terminate(req, self.max_message_bytes, dispatch);
+            let answer = terminate::terminate(req, self.max_message_bytes, dispatch);
             return Box::pin(std::future::ready(answer));
         }
         let write = websocket::rest_methods(req.method(), req.uri())
