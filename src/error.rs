@@ -41,6 +41,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// litd refused a call litgate made on its own behalf (with `[upstream] macaroon`): the
+    /// operator's configuration is at fault, not any caller.
+    #[error("litd refused litgate's own {method} call ({code:?}): {message}")]
+    OwnCallRefused {
+        /// The method litgate called.
+        method: &'static str,
+        /// litd's code.
+        code: Code,
+        /// litd's message.
+        message: String,
+    },
     /// A fault in litgate itself.
     #[error("litgate internal error: {0}")]
     Internal(String),
@@ -71,7 +82,7 @@ impl Error {
             Error::Client { code, .. } => *code,
             Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::Upstream { .. } | Error::Autopilot { .. } => Code::Unavailable,
-            Error::Internal(_) => Code::Internal,
+            Error::OwnCallRefused { .. } | Error::Internal(_) => Code::Internal,
         }
     }
 
@@ -82,6 +93,7 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::Upstream { .. } => "upstream",
             Error::Autopilot { .. } => "autopilot",
+            Error::OwnCallRefused { .. } => "own_call_refused",
             Error::Internal(_) => "internal",
         }
     }

@@ -327,3 +327,43 @@ async fn registrations_command_prints_the_ledger() {
     );
     env.stop().await;
 }
+
+#[tokio::test]
+async fn litd_refusing_litgates_own_lookup_is_not_a_callers_fault() {
+    // A macaroon litd never baked: litd refuses reconciliation's ListAutopilotSessions.
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.macaroon");
+    std::fs::write(
+        &foreign,
+        litgate::demo::MacaroonBaker::new().bake_admin().to_hex(),
+    )
+    .unwrap();
+    let env = Env::start_pinned_autopilot(|c| c.upstream.macaroon = foreign.clone()).await;
+    let err = env
+        .gate
+        .reconcile_now()
+        .await
+        .expect("reconciliation is on")
+        .unwrap_err();
+    assert!(
+        matches!(err, litgate::error::Error::OwnCallRefused { .. }),
+        "{err}"
+    );
+    assert_eq!(err.code(), Code::Internal, "not a caller's error code");
+    assert!(
+        err.to_string()
+            .starts_with("litd refused litgate's own /litrpc.Autopilot/ListAutopilotSessions call"),
+        "{err}"
+    );
+
+    // litd down: the call never reached it, and the error says so.
+    env.litd.pause().await;
+    let err = env.gate.reconcile_now().await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, litgate::error::Error::Upstream { .. }),
+        "{err}"
+    );
+    assert_eq!(err.code(), Code::Unavailable);
+    env.litd.resume().await.unwrap();
+    env.stop().await;
+}

@@ -29,13 +29,9 @@ use crate::{
         codec::{self, Unary},
         wire, Protocol,
     },
-    methods::LIST_AUTOPILOT_SESSIONS,
-    proto::litrpc::{
-        AddAutopilotSessionRequest, FeatureConfig, ListAutopilotSessionsRequest,
-        ListAutopilotSessionsResponse, RulesMap,
-    },
+    proto::litrpc::{AddAutopilotSessionRequest, FeatureConfig, RulesMap},
     store::{Approval, Store},
-    upstream::Upstream,
+    upstream::{litd::CallError, Upstream},
 };
 
 /// Labels of a policy outcome.
@@ -233,25 +229,23 @@ impl AddSessionHandler {
                 metadata.insert(to, v.clone());
             }
         }
-        let list: ListAutopilotSessionsResponse = self
+        let list = self
             .upstream
-            .unary(
-                LIST_AUTOPILOT_SESSIONS,
-                &ListAutopilotSessionsRequest {},
-                metadata,
-            )
+            .list_autopilot_sessions(metadata)
             .await
             .map_err(|e| match e {
-                Error::Client { code, message } => as_refusal(
+                // The caller's own credential: litd's refusal is the caller's answer.
+                CallError::Refused(s) => as_refusal(
                     "linked_lookup_failed",
                     Error::client(
-                        code,
+                        s.code(),
                         format!(
-                            "linked_group_id: litd refused the lookup of session {gid}: {message}"
+                            "linked_group_id: litd refused the lookup of session {gid}: {}",
+                            s.message()
                         ),
                     ),
                 ),
-                other => as_refusal("upstream", other),
+                CallError::Unreachable(e) => as_refusal("upstream", e),
             })?;
         let session = list
             .sessions

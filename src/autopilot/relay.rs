@@ -35,10 +35,10 @@ use crate::{
             RegisterSessionResponse, RevokeSessionRequest, RevokeSessionResponse, TermsRequest,
             TermsResponse,
         },
-        litrpc::{ListAutopilotSessionsRequest, ListAutopilotSessionsResponse, SessionState},
+        litrpc::SessionState,
     },
     store::{ApprovalId, LedgerEntry, Store},
-    upstream::Upstream,
+    upstream::{litd::CallError, Upstream},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -390,14 +390,19 @@ impl Reconciler {
     pub async fn run_once(&self) -> Result<ReconcileReport, Error> {
         let mut metadata = http::HeaderMap::new();
         metadata.insert("macaroon", self.macaroon.clone());
-        let list: ListAutopilotSessionsResponse = self
+        let list = self
             .upstream
-            .unary(
-                LIST_AUTOPILOT_SESSIONS,
-                &ListAutopilotSessionsRequest {},
-                metadata,
-            )
-            .await?;
+            .list_autopilot_sessions(metadata)
+            .await
+            .map_err(|e| match e {
+                // litgate's own credential: litd's refusal is litgate's configuration to fix.
+                CallError::Refused(s) => Error::OwnCallRefused {
+                    method: LIST_AUTOPILOT_SESSIONS,
+                    code: s.code(),
+                    message: s.message().to_string(),
+                },
+                CallError::Unreachable(e) => e,
+            })?;
         let now = self
             .clock
             .now()

@@ -6,6 +6,7 @@
 //! a connection of their own ([`Upstream::tunnel`]).
 
 pub(crate) mod config;
+pub(crate) mod litd;
 mod websocket;
 
 use std::{
@@ -16,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use http::{header, HeaderMap, Uri};
+use http::{header, Uri};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
@@ -203,59 +204,6 @@ impl Upstream {
                 }
             }
         }
-    }
-
-    /// Makes one unary gRPC call to litd on litgate's own behalf (lookups, reconciliation),
-    /// carrying `metadata` (the caller's or litgate's credential). A non-OK status from litd is
-    /// returned as `Err(Error::Client { code, message })` with litd's code and message.
-    pub async fn unary<Req: prost::Message, Resp: prost::Message + Default>(
-        &self,
-        path: &'static str,
-        msg: &Req,
-        metadata: HeaderMap,
-    ) -> Result<Resp, Error> {
-        let mut req = http::Request::post(path)
-            .header(header::CONTENT_TYPE, "application/grpc")
-            .header(header::TE, "trailers")
-            .body(crate::body::full(crate::grpc::frame::message(
-                &msg.encode_to_vec(),
-            )))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        req.headers_mut().extend(metadata);
-        let resp = self.forward(req).await?;
-        let (parts, body) = resp.into_parts();
-        let collected =
-            http_body_util::BodyExt::collect(body)
-                .await
-                .map_err(|e| Error::Upstream {
-                    addr: self.label.to_string(),
-                    reason: e.to_string(),
-                })?;
-        let trailers = collected.trailers().cloned().unwrap_or_default();
-        let get = |name: &str| {
-            trailers
-                .get(name)
-                .or_else(|| parts.headers.get(name))
-                .and_then(|v| v.to_str().ok())
-        };
-        let code = get("grpc-status")
-            .and_then(|v| v.parse::<i32>().ok())
-            .map(tonic::Code::from);
-        if code != Some(tonic::Code::Ok) {
-            let message = get("grpc-message")
-                .map(|m| {
-                    percent_encoding::percent_decode_str(m)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-                .unwrap_or_else(|| format!("HTTP {} without a gRPC status", parts.status));
-            return Err(Error::client(code.unwrap_or(tonic::Code::Unknown), message));
-        }
-        let message = crate::grpc::codec::unary_message(&collected.to_bytes())?;
-        Resp::decode(message).map_err(|e| Error::Upstream {
-            addr: self.label.to_string(),
-            reason: format!("undecodable answer: {e}"),
-        })
     }
 
     /// Opens a fresh connection and completes a TLS handshake (or TCP connect when plaintext),
