@@ -12,6 +12,7 @@ pub mod feature_config;
 pub mod policy;
 pub mod privacy;
 pub mod relay;
+mod rewrite;
 pub mod rules;
 
 pub use catalogue::{Catalogue, Snapshot};

@@ -12,7 +12,6 @@ pub mod reply;
 pub mod status;
 pub mod web_text;
 pub mod websocket;
-pub mod wire;
 
 use http::header;
 
