@@ -180,7 +180,10 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
 
     let mut registry = Registry::default();
     let request_metrics = RequestMetrics::register(&mut registry);
-    let rate_limiter = Limiter::registered(&cfg.rate_limit, &mut registry);
+    let rate_limiter = Limiter::registered(
+        &cfg.rate_limit,
+        registry.sub_registry_with_prefix("litgate_rate_limit"),
+    );
     let upstream_metrics = UpstreamMetrics::default();
     registry.register(
         "litgate_upstream_connections",
