@@ -33,6 +33,11 @@
 
 pub(crate) mod config;
 pub mod crypto;
+mod entry;
+mod flight;
+mod freshness;
+mod key;
+mod metrics;
 
 use std::{
     collections::HashMap,
@@ -40,30 +45,29 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use prometheus_client::{
-    metrics::{counter::Counter, gauge::Gauge},
-    registry::Registry,
-};
-use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use http::{header, HeaderName, HeaderValue, StatusCode};
+use prometheus_client::registry::Registry;
 
+pub use self::metrics::CacheMetrics;
 use self::{
     config::CacheConfig,
     crypto::{CredentialKeys, ID_LEN},
+    entry::EntryHeader,
+    flight::Waiter,
+    freshness::earliest_active_expiry,
+    key::{cache_key, is_empty_list_request, protocol_tag, route_tag, shape_ok, MAX_REQUEST_BYTES},
 };
 use crate::{
     body::{self, Request, Response},
     clock::SharedClock,
     error::Error,
     grpc::{
-        codec::{self, Unary},
+        codec,
         status::{status_of, Answer},
         Protocol,
     },
@@ -77,79 +81,11 @@ pub const STALE_HEADER: &str = "litgate-cache";
 /// The value of [`STALE_HEADER`].
 pub const STALE_VALUE: &str = "stale";
 
-/// A list request is a few bytes; anything near this is not one worth caching or reading.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Entry layout version (first byte of every stored value).
-const ENTRY_VERSION: u8 = 1;
-/// version (1) ‖ generation (8) ‖ fresh_until ms (8) ‖ hard_until ms (8).
-const HEADER_LEN: usize = 25;
 /// Answer headers not replayed: recomputed by the server for every answer. Everything else
 /// litd sent (gRPC initial metadata, grpc-gateway's `Grpc-Metadata-*`, CORS headers, whose
 /// `Origin` is part of the key) is part of the answer and replayed with it; hop-by-hop headers
 /// never get this far (the upstream client drops them).
 const RECOMPUTED_HEADERS: [HeaderName; 2] = [header::DATE, header::CONTENT_LENGTH];
-
-/// The cache's Prometheus metrics.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics {
-    /// Answers served fresh from the cache.
-    pub hits: Counter,
-    /// Cacheable calls that went to litd (or waited for a call that did).
-    pub misses: Counter,
-    /// Answers served stale because litd was unreachable.
-    pub stale: Counter,
-    /// Calls that could not use the cache (no credential, not the canonical request).
-    pub bypasses: Counter,
-    /// Entries that did not authenticate (tampered, truncated, foreign): each was a miss.
-    pub undecryptable: Counter,
-    /// Entries in the store.
-    pub entries: Gauge,
-    /// Bytes of those entries (keys and sealed values).
-    pub bytes: Gauge,
-}
-
-impl Metrics {
-    /// Registers every cache metric in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Metrics::default();
-        registry.register(
-            "litgate_cache_hits",
-            "Session lists served fresh from the cache",
-            m.hits.clone(),
-        );
-        registry.register(
-            "litgate_cache_misses",
-            "Cacheable session lists that went to litd",
-            m.misses.clone(),
-        );
-        registry.register(
-            "litgate_cache_stale",
-            "Session lists served stale (marked) while litd was unreachable",
-            m.stale.clone(),
-        );
-        registry.register(
-            "litgate_cache_bypasses",
-            "Session lists that could not use the cache (no credential, non-canonical request)",
-            m.bypasses.clone(),
-        );
-        registry.register(
-            "litgate_cache_undecryptable",
-            "Cache entries that failed authentication and were treated as misses",
-            m.undecryptable.clone(),
-        );
-        registry.register(
-            "litgate_cache_entries",
-            "Entries in the session cache",
-            m.entries.clone(),
-        );
-        registry.register(
-            "litgate_cache_bytes",
-            "Bytes of the session cache's entries (keys and sealed values)",
-            m.bytes.clone(),
-        );
-        m
-    }
-}
 
 type Forward = Arc<
     dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>> + Send + Sync,
@@ -181,11 +117,8 @@ struct Inner {
     salt: [u8; 32],
     generation: AtomicU64,
     inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
-    metrics: Metrics,
+    metrics: CacheMetrics,
 }
-
-/// Where the callers sharing one in-flight upstream call wait for its outcome.
-type Waiter = watch::Receiver<Option<Arc<Outcome>>>;
 
 /// What one upstream call for a key ended in, shared by every caller waiting on it.
 enum Outcome {
@@ -229,7 +162,7 @@ impl Cache {
             + 'static,
         S::Future: Send + 'static,
     {
-        let metrics = Metrics::register(registry);
+        let metrics = CacheMetrics::register(registry);
         Self::with_metrics(cfg, store, clock, upstream, label, metrics)
     }
 
@@ -240,7 +173,7 @@ impl Cache {
         clock: SharedClock,
         upstream: S,
         label: impl Into<String>,
-        metrics: Metrics,
+        metrics: CacheMetrics,
     ) -> Result<Cache, StoreError>
     where
         S: tower::Service<Request, Response = Response, Error = Error>
@@ -281,7 +214,7 @@ impl Cache {
     }
 
     /// The metrics (tests and benches read them).
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &CacheMetrics {
         &self.inner.metrics
     }
 
@@ -409,60 +342,6 @@ impl Cache {
             inner.refresh_gauges();
         });
     }
-
-    async fn fetch_shared(
-        &self,
-        key: Vec<u8>,
-        keys: CredentialKeys,
-        protocol: Protocol,
-        hard_until: u64,
-        req: Request,
-    ) -> Arc<Outcome> {
-        let mut rx = {
-            let mut map = self
-                .inner
-                .inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match map.get(&key) {
-                Some(rx) => rx.clone(),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    map.insert(key.clone(), rx.clone());
-                    let inner = self.inner.clone();
-                    tokio::spawn(async move {
-                        // An answer stored just before this task became the leader.
-                        let outcome = match inner.lookup(&key, &keys) {
-                            Lookup::Fresh(c) => Outcome::Answer(Arc::new(c)),
-                            _ => {
-                                inner
-                                    .fetch_and_store(&key, &keys, protocol, hard_until, req)
-                                    .await
-                            }
-                        };
-                        // Stored before the key leaves the map: a later miss finds the entry.
-                        inner
-                            .inflight
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&key);
-                        let _ = tx.send(Some(Arc::new(outcome)));
-                    });
-                    rx
-                }
-            }
-        };
-        let shared = rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|v| v.clone());
-        shared.unwrap_or_else(|| {
-            Arc::new(Outcome::Unreachable(
-                "the upstream call for this list failed".into(),
-            ))
-        })
-    }
 }
 
 impl Inner {
@@ -509,14 +388,7 @@ impl Inner {
             self.remove(key);
             return Lookup::Absent;
         }
-        let mut aad = Vec::with_capacity(key.len() + HEADER_LEN);
-        aad.extend_from_slice(key);
-        aad.extend_from_slice(&value[..HEADER_LEN]);
-        let Some(captured) = keys
-            .open(&aad, &value[HEADER_LEN..])
-            .ok()
-            .and_then(|p| decode_captured(Bytes::from(p)))
-        else {
+        let Some(captured) = entry::open(keys, key, &value) else {
             self.metrics.undecryptable.inc();
             self.remove(key);
             return Lookup::Absent;
@@ -615,13 +487,8 @@ impl Inner {
             generation,
             fresh_until,
             hard_until,
-        }
-        .encode();
-        let mut aad = Vec::with_capacity(key.len() + HEADER_LEN);
-        aad.extend_from_slice(key);
-        aad.extend_from_slice(&header);
-        let mut value = header.to_vec();
-        value.extend_from_slice(&keys.seal(&aad, &encode_captured(now, captured)));
+        };
+        let value = entry::seal(keys, key, &header, now, captured);
         match self.store.cache_put(key, &value) {
             Ok(old) => {
                 let new = (key.len() + value.len()) as i64;
@@ -654,118 +521,10 @@ impl Inner {
     }
 }
 
-/// The clear header of a stored entry (authenticated as associated data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EntryHeader {
-    generation: u64,
-    /// Unix ms until which the entry is fresh.
-    fresh_until: u64,
-    /// Unix ms after which it may not be served at all (the credential's `time-before`).
-    hard_until: u64,
-}
-
-impl EntryHeader {
-    fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
-        h[0] = ENTRY_VERSION;
-        h[1..9].copy_from_slice(&self.generation.to_be_bytes());
-        h[9..17].copy_from_slice(&self.fresh_until.to_be_bytes());
-        h[17..25].copy_from_slice(&self.hard_until.to_be_bytes());
-        h
-    }
-
-    fn parse(v: &[u8]) -> Option<Self> {
-        if v.len() < HEADER_LEN || v[0] != ENTRY_VERSION {
-            return None;
-        }
-        let u = |r: std::ops::Range<usize>| <[u8; 8]>::try_from(&v[r]).ok().map(u64::from_be_bytes);
-        Some(EntryHeader {
-            generation: u(1..9)?,
-            fresh_until: u(9..17)?,
-            hard_until: u(17..25)?,
-        })
-    }
-
-    fn stale_until(&self, max_stale: Duration) -> u64 {
-        self.fresh_until
-            .saturating_add(max_stale.as_millis() as u64)
-            .min(self.hard_until)
-    }
-}
-
 fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-fn route_tag(route: Route) -> Option<u8> {
-    match route {
-        Route::ListSessions => Some(1),
-        Route::ListAutopilotSessions => Some(2),
-        _ => None,
-    }
-}
-
-fn protocol_tag(protocol: Protocol) -> Option<u8> {
-    match protocol {
-        Protocol::Grpc => Some(1),
-        Protocol::GrpcWeb => Some(2),
-        Protocol::GrpcWebText => Some(3),
-        Protocol::Rest => Some(4),
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => None,
-    }
-}
-
-/// id ‖ route ‖ protocol ‖ 16 bytes of SHA-256 over the request headers that shape the bytes
-/// of the answer (exact content type, accept, the encodings the caller accepts, and the
-/// `Origin` litd's CORS headers answer).
-fn cache_key(id: &[u8; ID_LEN], route: u8, protocol: u8, headers: &HeaderMap) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for name in [
-        "content-type",
-        "accept",
-        "accept-encoding",
-        "grpc-accept-encoding",
-        "origin",
-    ] {
-        for v in headers.get_all(name) {
-            h.update(name.as_bytes());
-            h.update(b":");
-            h.update(v.as_bytes());
-        }
-        h.update(b"\n");
-    }
-    let variant = h.finalize();
-    let mut key = Vec::with_capacity(ID_LEN + 2 + 16);
-    key.extend_from_slice(id);
-    key.push(route);
-    key.push(protocol);
-    key.extend_from_slice(&variant[..16]);
-    key
-}
-
-/// The method and URI of a canonical list call: POST for the gRPC family, a plain GET (no
-/// query) for REST.
-fn shape_ok(protocol: Protocol, method: &Method, uri: &http::Uri) -> bool {
-    match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => method == Method::POST,
-        Protocol::Rest => method == Method::GET && uri.query().is_none_or(str::is_empty),
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => false,
-    }
-}
-
-/// Whether `body` is the empty request message (an uncompressed empty frame, or no REST body);
-/// anything else is forwarded for litd to judge, never answered from the cache.
-fn is_empty_list_request(protocol: Protocol, body: &Bytes) -> bool {
-    match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => matches!(
-            codec::decode_unary(protocol, body),
-            Ok(Unary::Proto(m)) if m.is_empty()
-        ),
-        Protocol::Rest => body.iter().all(u8::is_ascii_whitespace),
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => false,
-    }
 }
 
 /// litd's verdict on an answer: only HTTP 200 with an OK status (grpc-status 0 wherever the
@@ -779,172 +538,6 @@ fn verdict(protocol: Protocol, a: &Answer) -> Verdict {
         Some(_) => Verdict::NotOk,
         None => Verdict::Unknown,
     }
-}
-
-/// The fields of `Session` that bound freshness; prost skips the rest (pairing secrets
-/// included) without copying them out.
-#[derive(Clone, PartialEq, prost::Message)]
-struct SessionFreshness {
-    #[prost(int32, tag = "2")]
-    session_state: i32,
-    #[prost(uint64, tag = "4")]
-    expiry_timestamp_seconds: u64,
-}
-
-/// `ListSessionsResponse` and `ListAutopilotSessionsResponse` (same shape: field 1, sessions).
-#[derive(Clone, PartialEq, prost::Message)]
-struct ListFreshness {
-    #[prost(message, repeated, tag = "1")]
-    sessions: Vec<SessionFreshness>,
-}
-
-/// Created (0) and InUse (1): the states litd will move on by itself at expiry.
-fn is_active(state: i32) -> bool {
-    state == 0 || state == 1
-}
-
-/// The earliest `expiry_timestamp_seconds` of a created/in-use session in an OK answer:
-/// `Some(None)` when there is none, `None` when the answer cannot be decoded (then it is not
-/// stored: litgate cannot tell how long it stays true).
-fn earliest_active_expiry(protocol: Protocol, body: &Bytes) -> Option<Option<u64>> {
-    use prost::Message;
-    let expiries: Vec<u64> = match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => {
-            // Compressed, or not one message: not something litgate can vouch for.
-            let msg = codec::answer_message(protocol, body)?;
-            ListFreshness::decode(msg)
-                .ok()?
-                .sessions
-                .into_iter()
-                .filter(|s| is_active(s.session_state))
-                .map(|s| s.expiry_timestamp_seconds)
-                .collect()
-        }
-        Protocol::Rest => {
-            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-            let sessions = match v.get("sessions") {
-                None | Some(serde_json::Value::Null) => return Some(None),
-                Some(serde_json::Value::Array(a)) => a,
-                Some(_) => return None,
-            };
-            let mut out = Vec::new();
-            for s in sessions {
-                let field = |a: &str, b: &str| s.get(a).or_else(|| s.get(b));
-                let state = match field("session_state", "sessionState") {
-                    None => 0,
-                    Some(serde_json::Value::Number(n)) => {
-                        n.as_i64().and_then(|n| i32::try_from(n).ok())?
-                    }
-                    Some(serde_json::Value::String(name)) => match name.as_str() {
-                        "STATE_CREATED" => 0,
-                        "STATE_IN_USE" => 1,
-                        "STATE_REVOKED" => 2,
-                        "STATE_EXPIRED" => 3,
-                        "STATE_RESERVED" => 4,
-                        _ => return None,
-                    },
-                    Some(_) => return None,
-                };
-                if !is_active(state) {
-                    continue;
-                }
-                let expiry = match field("expiry_timestamp_seconds", "expiryTimestampSeconds") {
-                    None => 0,
-                    Some(serde_json::Value::String(t)) => t.parse().ok()?,
-                    Some(serde_json::Value::Number(n)) => n.as_u64()?,
-                    Some(_) => return None,
-                };
-                out.push(expiry);
-            }
-            out
-        }
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => return None,
-    };
-    // An expiry of 0 is "unset", not 1970.
-    Some(expiries.into_iter().filter(|e| *e > 0).min())
-}
-
-fn put_headers(out: &mut BytesMut, h: Option<&HeaderMap>) {
-    let Some(h) = h else {
-        out.put_u8(0);
-        return;
-    };
-    out.put_u8(1);
-    out.put_u16(h.len() as u16);
-    for (k, v) in h {
-        out.put_u16(k.as_str().len() as u16);
-        out.put_slice(k.as_str().as_bytes());
-        out.put_u32(v.len() as u32);
-        out.put_slice(v.as_bytes());
-    }
-}
-
-fn get_headers(b: &mut Bytes) -> Option<Option<HeaderMap>> {
-    if !b.has_remaining() {
-        return None;
-    }
-    if b.get_u8() == 0 {
-        return Some(None);
-    }
-    if b.remaining() < 2 {
-        return None;
-    }
-    let n = b.get_u16();
-    let mut h = HeaderMap::with_capacity(n as usize);
-    for _ in 0..n {
-        if b.remaining() < 2 {
-            return None;
-        }
-        let kl = b.get_u16() as usize;
-        if b.remaining() < kl + 4 {
-            return None;
-        }
-        let k = HeaderName::from_bytes(&b.split_to(kl)).ok()?;
-        let vl = b.get_u32() as usize;
-        if b.remaining() < vl {
-            return None;
-        }
-        let v = HeaderValue::from_maybe_shared(b.split_to(vl)).ok()?;
-        h.append(k, v);
-    }
-    Some(Some(h))
-}
-
-/// stored_at ms ‖ status ‖ headers ‖ body length ‖ body ‖ trailers (the sealed plaintext).
-fn encode_captured(stored_at: u64, c: &Answer) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(c.body.len() + 256);
-    out.put_u64(stored_at);
-    out.put_u16(c.status.as_u16());
-    put_headers(&mut out, Some(&c.headers));
-    out.put_u32(c.body.len() as u32);
-    out.put_slice(&c.body);
-    put_headers(&mut out, c.trailers.as_ref());
-    out.to_vec()
-}
-
-fn decode_captured(mut b: Bytes) -> Option<Answer> {
-    if b.remaining() < 10 {
-        return None;
-    }
-    let _stored_at = b.get_u64();
-    let status = StatusCode::from_u16(b.get_u16()).ok()?;
-    let headers = get_headers(&mut b)??;
-    if b.remaining() < 4 {
-        return None;
-    }
-    let len = b.get_u32() as usize;
-    if b.remaining() < len {
-        return None;
-    }
-    // A slice of the decrypted buffer: the body is not copied again.
-    let body = b.split_to(len);
-    let trailers = get_headers(&mut b)?;
-    b.is_empty().then_some(Answer {
-        status,
-        headers,
-        body,
-        trailers,
-    })
 }
 
 /// A response replaying captured bytes; `stale` adds the `litgate-cache: stale` header.

@@ -1,0 +1,69 @@
+//! The session cache's metrics (names `litgate_cache_*`). Counts and sizes only: never a key,
+//! a credential or a body.
+
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+
+/// The cache's Prometheus metrics.
+#[derive(Debug, Clone, Default)]
+pub struct CacheMetrics {
+    /// Answers served fresh from the cache.
+    pub hits: Counter,
+    /// Cacheable calls that went to litd (or waited for a call that did).
+    pub misses: Counter,
+    /// Answers served stale because litd was unreachable.
+    pub stale: Counter,
+    /// Calls that could not use the cache (no credential, not the canonical request).
+    pub bypasses: Counter,
+    /// Entries that did not authenticate (tampered, truncated, foreign): each was a miss.
+    pub undecryptable: Counter,
+    /// Entries in the store.
+    pub entries: Gauge,
+    /// Bytes of those entries (keys and sealed values).
+    pub bytes: Gauge,
+}
+
+impl CacheMetrics {
+    /// Registers every cache metric in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = CacheMetrics::default();
+        registry.register(
+            "litgate_cache_hits",
+            "Session lists served fresh from the cache",
+            m.hits.clone(),
+        );
+        registry.register(
+            "litgate_cache_misses",
+            "Cacheable session lists that went to litd",
+            m.misses.clone(),
+        );
+        registry.register(
+            "litgate_cache_stale",
+            "Session lists served stale (marked) while litd was unreachable",
+            m.stale.clone(),
+        );
+        registry.register(
+            "litgate_cache_bypasses",
+            "Session lists that could not use the cache (no credential, non-canonical request)",
+            m.bypasses.clone(),
+        );
+        registry.register(
+            "litgate_cache_undecryptable",
+            "Cache entries that failed authentication and were treated as misses",
+            m.undecryptable.clone(),
+        );
+        registry.register(
+            "litgate_cache_entries",
+            "Entries in the session cache",
+            m.entries.clone(),
+        );
+        registry.register(
+            "litgate_cache_bytes",
+            "Bytes of the session cache's entries (keys and sealed values)",
+            m.bytes.clone(),
+        );
+        m
+    }
+}
