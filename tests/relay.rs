@@ -367,3 +367,45 @@ async fn litd_refusing_litgates_own_lookup_is_not_a_callers_fault() {
     env.litd.resume().await.unwrap();
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_relay_holds_flags_to_the_public_faces_rules_in_its_words() {
+    let env = Env::start_relay("[privacy]\ndeny_clear = [\"ClearNetworkAddresses\"]\n").await;
+    let mut relay = relay_client(&env).await;
+    let register = |flags: u64, feature: &str| RegisterSessionRequest {
+        responder_pub_key: vec![2; 33],
+        mailbox_addr: "mailbox.example:443".into(),
+        feature_configs: [(feature.to_string(), b"{}".to_vec())].into(),
+        privacy_flags: flags,
+        ..Default::default()
+    };
+    // The same codes and words as AddAutopilotSession on the public face (tests/policy.rs).
+    let cases = [
+        (
+            register(0x200, "AutoFees"),
+            Code::InvalidArgument,
+            "privacy_flags: unknown privacy flag bit 9",
+        ),
+        (
+            register(0x01, "AutoFees"),
+            Code::FailedPrecondition,
+            "privacy_flags: ClearPubkeys asks for less privacy than the requested features need (ClearChanIDs|ClearTimeStamps)",
+        ),
+        (
+            register(0x01, "AutoOpen"),
+            Code::FailedPrecondition,
+            "features: AutoOpen needs ClearNetworkAddresses, which [privacy] deny_clear forbids",
+        ),
+    ];
+    for (req, code, words) in cases {
+        let err = relay.register_session(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert_eq!(
+            err.message(),
+            format!("litgate refused the registration: {words}")
+        );
+    }
+    assert_eq!(env.autopilot.count("RegisterSession"), 0);
+    assert!(env.gate.store().ledger().unwrap().is_empty());
+    env.stop().await;
+}

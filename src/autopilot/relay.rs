@@ -23,7 +23,12 @@ use prometheus_client::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{catalogue::Catalogue, client::Autopilot, policy::APPROVAL_BOUNDS, privacy};
+use super::{
+    catalogue::Catalogue,
+    client::Autopilot,
+    policy::APPROVAL_BOUNDS,
+    privacy::{FlagPolicy, FlagRefusal},
+};
 use crate::{
     clock::SharedClock,
     error::Error,
@@ -54,7 +59,7 @@ pub struct Relay {
     catalogue: Arc<Catalogue>,
     store: Store,
     clock: SharedClock,
-    deny_mask: u64,
+    flags: FlagPolicy,
     calls: Family<CallLabels, Counter>,
 }
 
@@ -74,13 +79,12 @@ impl Relay {
             "Calls litd made to the relay, by method and outcome (forwarded, refused, answered_locally, failed)",
             calls.clone(),
         );
-        let deny_mask = privacy::flags::mask(deny_clear);
         Relay {
             autopilot,
             catalogue,
             store,
             clock,
-            deny_mask,
+            flags: FlagPolicy::new(deny_clear),
             calls,
         }
     }
@@ -115,37 +119,29 @@ impl Relay {
                 r.responder_pub_key.len()
             )));
         }
-        if let Some(bit) = privacy::flags::unknown_bit(r.privacy_flags) {
-            return Err(Status::invalid_argument(format!(
-                "privacy_flags: unknown privacy flag bit {bit}"
-            )));
-        }
-        let denied = r.privacy_flags & self.deny_mask;
-        if denied != 0 {
-            return Err(Status::failed_precondition(format!(
-                "litgate refused the registration: privacy flags {} are forbidden by [privacy] deny_clear",
-                privacy::flags::text(denied)
-            )));
-        }
+        // The public face's flag checks, in its order: known bits, each feature, the session.
+        let refused = |r: FlagRefusal| {
+            Status::new(r.code(), format!("litgate refused the registration: {r}"))
+        };
+        self.flags.check_known(r.privacy_flags).map_err(refused)?;
         let mut features: Vec<String> = r.feature_configs.keys().cloned().collect();
         features.sort();
         let snapshot = self.catalogue.get().await.map_err(|e| status_of(&e))?;
-        let mut union = 0u64;
+        let mut needed = 0u64;
         for f in &features {
             let Some(feature) = snapshot.features.get(f) else {
                 return Err(Status::failed_precondition(format!(
                     "litgate refused the registration: {f} is not a feature provided by the Autopilot server"
                 )));
             };
-            union |= feature.privacy_flags;
+            self.flags
+                .check_feature(f, feature.privacy_flags)
+                .map_err(refused)?;
+            needed |= feature.privacy_flags;
         }
-        let extra = r.privacy_flags & !union;
-        if extra != 0 {
-            return Err(Status::failed_precondition(format!(
-                "litgate refused the registration: privacy flags {} ask for less privacy than the features need",
-                privacy::flags::text(extra)
-            )));
-        }
+        self.flags
+            .check_session(r.privacy_flags, needed)
+            .map_err(refused)?;
         // Hold the registration to what the public face approved for these features, if it
         // approved anything recently; sessions created around the public face have no approval
         // and are held to [privacy] only.

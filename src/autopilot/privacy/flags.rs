@@ -41,6 +41,15 @@ pub fn text(flags: u64) -> String {
         .join("|")
 }
 
+/// [`text`], or `full privacy` when no flag is set (for messages).
+pub fn describe(flags: u64) -> String {
+    if flags == 0 {
+        "full privacy".into()
+    } else {
+        text(flags)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
