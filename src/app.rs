@@ -178,24 +178,18 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         .await
         .map_err(|e| StartError::Config(format!("opening the store failed: {e}")))??;
 
-    let mut registry = Registry::default();
+    // Every metric is `litgate_<component>_<name>`: each component registers its own in the
+    // sub-registry it is handed.
+    let mut registry = Registry::with_prefix("litgate");
     let request_metrics = RequestMetrics::register(&mut registry);
     let rate_limiter = Limiter::registered(
         &cfg.rate_limit,
-        registry.sub_registry_with_prefix("litgate_rate_limit"),
+        registry.sub_registry_with_prefix("rate_limit"),
     );
-    let upstream_metrics = UpstreamMetrics::default();
-    registry.register(
-        "litgate_upstream_connections",
-        "Transport connections opened to litd (one serves many calls)",
-        upstream_metrics.connections.clone(),
-    );
-    registry.register(
-        "litgate_upstream_errors",
-        "Calls that could not reach litd or broke in transport",
-        upstream_metrics.errors.clone(),
-    );
-    let upstream = Upstream::new(&cfg.upstream, upstream_metrics)?;
+    let upstream = Upstream::new(
+        &cfg.upstream,
+        UpstreamMetrics::register(registry.sub_registry_with_prefix("upstream")),
+    )?;
 
     let autopilot = Autopilot::new(&cfg.autopilot)?;
     let catalogue = Catalogue::new(
@@ -204,7 +198,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         clock.clone(),
         cfg.autopilot.catalogue_ttl,
         cfg.autopilot.catalogue_max_stale,
-        &mut registry,
+        registry.sub_registry_with_prefix("catalogue"),
     );
     let add_session = AddSessionHandler::new(
         Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
@@ -213,7 +207,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         store.clone(),
         clock.clone(),
         cfg.listen.max_message_bytes,
-        &mut registry,
+        registry.sub_registry_with_prefix("autopilot"),
     );
     // The session cache (off: the router passes lists and writes through untouched).
     let cache = match cfg.cache.enabled {
@@ -225,7 +219,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
                 clock.clone(),
                 upstream.clone(),
                 label,
-                &mut registry,
+                registry.sub_registry_with_prefix("cache"),
             )?)
         }
         false => None,
@@ -242,7 +236,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
             store.clone(),
             clock.clone(),
             &cfg.privacy.deny_clear,
-            &mut registry,
+            registry.sub_registry_with_prefix("relay"),
         )
     });
     let reconciler = match read_macaroon(&cfg.upstream.macaroon)? {

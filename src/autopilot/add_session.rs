@@ -66,7 +66,7 @@ impl AddSessionHandler {
     ) -> Self {
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
-            "litgate_autopilot_sessions",
+            "sessions",
             "AddAutopilotSession requests approved or refused by litgate's policy, by reason",
             outcomes.clone(),
         );

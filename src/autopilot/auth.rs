@@ -94,7 +94,7 @@ impl AuthGate {
     pub fn new(upstream: Upstream, clock: SharedClock, registry: &mut Registry) -> Self {
         let probes = Family::<ProbeLabels, Counter>::default();
         registry.register(
-            "litgate_autopilot_auth_probes",
+            "auth_probes",
             "Probes asking litd whether a credential may call AddAutopilotSession, by verdict",
             probes.clone(),
         );

@@ -73,22 +73,22 @@ impl Catalogue {
     ) -> Arc<Self> {
         let metrics = CatalogueMetrics::default();
         registry.register(
-            "litgate_catalogue_age_seconds",
+            "age_seconds",
             "Age of the feature catalogue in use",
             metrics.age_seconds.clone(),
         );
         registry.register(
-            "litgate_catalogue_fetches",
+            "fetches",
             "Successful ListFeatures calls to the Autopilot server",
             metrics.fetches.clone(),
         );
         registry.register(
-            "litgate_catalogue_fetch_failures",
+            "fetch_failures",
             "Failed ListFeatures calls to the Autopilot server",
             metrics.fetch_failures.clone(),
         );
         registry.register(
-            "litgate_catalogue_stale_served",
+            "stale_served",
             "Times a catalogue past its TTL was used because the server was unreachable",
             metrics.stale_served.clone(),
         );

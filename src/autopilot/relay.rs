@@ -75,7 +75,7 @@ impl Relay {
     ) -> Self {
         let calls = Family::<CallLabels, Counter>::default();
         registry.register(
-            "litgate_relay_calls",
+            "calls",
             "Calls litd made to the relay, by method and outcome (forwarded, refused, answered_locally, failed)",
             calls.clone(),
         );

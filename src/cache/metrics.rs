@@ -30,37 +30,33 @@ impl CacheMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = CacheMetrics::default();
         registry.register(
-            "litgate_cache_hits",
+            "hits",
             "Session lists served fresh from the cache",
             m.hits.clone(),
         );
         registry.register(
-            "litgate_cache_misses",
+            "misses",
             "Cacheable session lists that went to litd",
             m.misses.clone(),
         );
         registry.register(
-            "litgate_cache_stale",
+            "stale",
             "Session lists served stale (marked) while litd was unreachable",
             m.stale.clone(),
         );
         registry.register(
-            "litgate_cache_bypasses",
+            "bypasses",
             "Session lists that could not use the cache (no credential, non-canonical request)",
             m.bypasses.clone(),
         );
         registry.register(
-            "litgate_cache_undecryptable",
+            "undecryptable",
             "Cache entries that failed authentication and were treated as misses",
             m.undecryptable.clone(),
         );
+        registry.register("entries", "Entries in the session cache", m.entries.clone());
         registry.register(
-            "litgate_cache_entries",
-            "Entries in the session cache",
-            m.entries.clone(),
-        );
-        registry.register(
-            "litgate_cache_bytes",
+            "bytes",
             "Bytes of the session cache's entries (keys and sealed values)",
             m.bytes.clone(),
         );

@@ -73,12 +73,12 @@ impl RequestMetrics {
             ))
         });
         registry.register(
-            "litgate_requests",
+            "requests",
             "Requests on the public face by route, protocol and outcome",
             requests.clone(),
         );
         registry.register(
-            "litgate_request_duration_seconds",
+            "request_duration_seconds",
             "Time from request to response head on the public face",
             latency.clone(),
         );

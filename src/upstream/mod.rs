@@ -22,7 +22,7 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
 
 use self::config::UpstreamConfig;
 use crate::{
@@ -31,13 +31,31 @@ use crate::{
     headers::strip_hop_by_hop,
 };
 
-/// Counters the upstream client keeps; registered by the app.
+/// Counters the upstream client keeps (names `litgate_upstream_*`).
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamMetrics {
     /// New transport connections (TCP, and TLS where used) opened to litd.
     pub connections: Counter,
     /// Calls that failed to reach litd or broke in transport.
     pub errors: Counter,
+}
+
+impl UpstreamMetrics {
+    /// The counters, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = UpstreamMetrics::default();
+        registry.register(
+            "connections",
+            "Transport connections opened to litd (one serves many calls)",
+            m.connections.clone(),
+        );
+        registry.register(
+            "errors",
+            "Calls that could not reach litd or broke in transport",
+            m.errors.clone(),
+        );
+        m
+    }
 }
 
 type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector>>;
