@@ -407,5 +407,21 @@ async fn the_relay_holds_flags_to_the_public_faces_rules_in_its_words() {
     }
     assert_eq!(env.autopilot.count("RegisterSession"), 0);
     assert!(env.gate.store().ledger().unwrap().is_empty());
+    // The relay face is counted as the public face is, by method and the code litd got.
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    for (code, n) in [("3", 1), ("9", 2)] {
+        let line = format!(
+            "litgate_relay_requests_total{{route=\"RegisterSession\",protocol=\"grpc\",code=\"{code}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    // The relay face is counted as the public face is, by method and the code litd got.
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    for (code, n) in [("3", 1), ("9", 2)] {
+        let line = format!(
+            "litgate_relay_requests_total{{route=\"RegisterSession\",protocol=\"grpc\",code=\"{code}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
     env.stop().await;
 }

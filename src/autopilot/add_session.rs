@@ -194,14 +194,15 @@ impl AddSessionHandler {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.record_approval(&approval, APPROVAL_BOUNDS))
+        self.store
+            .off_worker(move |s| s.record_approval(&approval, APPROVAL_BOUNDS))
             .await
-            .map_err(|e| Error::Internal(format!("could not record the approval: {e}")))
-            .and_then(|r| {
-                r.map_err(|e| Error::Internal(format!("could not record the approval: {e}")))
-            })
-            .map_err(|e| as_refusal("store", e))?;
+            .map_err(|e| {
+                as_refusal(
+                    "store",
+                    Error::Internal(format!("could not record the approval: {e}")),
+                )
+            })?;
 
         let body = match rewritten {
             // Nothing to change: forward the caller's bytes as they came.

@@ -1,7 +1,8 @@
-//! Metrics: Prometheus counters and a latency histogram per route, protocol and outcome. Sits
-//! inside rescue so it sees litgate's own refusals as errors with their gRPC code, and outside
-//! identity so every request is counted once. Labels are bounded (route names from the router,
-//! protocol names, gRPC codes); never a path, peer or credential.
+//! Metrics: Prometheus counters and a latency histogram per route, protocol and outcome, for
+//! the public face and the relay face alike. Sits inside rescue so it sees litgate's own
+//! refusals as errors with their gRPC code, and outside identity so every request is counted
+//! once. Labels are bounded (route names from a path table, [`RouteLabel`], protocol names,
+//! gRPC codes); never a path, peer or credential.
 
 use std::{
     future::Future,
@@ -25,8 +26,10 @@ use crate::{
         status::{self, Deferred, Outcome},
         Protocol,
     },
-    methods::Route,
 };
+
+/// Names a request's route for the `route` label, from a table of paths (bounded).
+pub type RouteLabel = fn(&http::Method, &str) -> &'static str;
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,12 +77,12 @@ impl RequestMetrics {
         });
         registry.register(
             "requests",
-            "Requests on the public face by route, protocol and outcome",
+            "Requests by route, protocol and outcome",
             requests.clone(),
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request to response head on the public face",
+            "Time from request to response head",
             latency.clone(),
         );
         RequestMetrics { requests, latency }
@@ -90,12 +93,13 @@ impl RequestMetrics {
 #[derive(Clone, Debug)]
 pub struct MetricsLayer {
     metrics: RequestMetrics,
+    route: RouteLabel,
 }
 
 impl MetricsLayer {
-    /// A layer recording into `metrics`.
-    pub fn new(metrics: RequestMetrics) -> Self {
-        MetricsLayer { metrics }
+    /// A layer recording into `metrics`, naming routes with `route`.
+    pub fn new(metrics: RequestMetrics, route: RouteLabel) -> Self {
+        MetricsLayer { metrics, route }
     }
 }
 
@@ -106,6 +110,7 @@ impl<S> Layer<S> for MetricsLayer {
         Metrics {
             inner,
             metrics: self.metrics.clone(),
+            route: self.route,
         }
     }
 }
@@ -115,6 +120,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct Metrics<S> {
     inner: S,
     metrics: RequestMetrics,
+    route: RouteLabel,
 }
 
 impl<S> Service<Request> for Metrics<S>
@@ -131,7 +137,7 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let route = Route::classify(req.method(), req.uri().path()).label();
+        let route = (self.route)(req.method(), req.uri().path());
         let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
         let requests = metrics.requests.clone();

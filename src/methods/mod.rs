@@ -32,6 +32,38 @@ const REST_AUTOPILOT_SESSION_PREFIX: &str = "/v1/autopilot/sessions/";
 /// REST twin of [`REVOKE_SESSION`] (DELETE, then the session's key).
 const REST_SESSION_PREFIX: &str = "/v1/sessions/";
 
+/// The relay face's methods (`autopilotserverrpc.Autopilot`, which litd calls), by path, with
+/// their metric labels.
+const RELAY_METHODS: [(&str, &str); 5] = [
+    ("/autopilotserverrpc.Autopilot/Terms", "Terms"),
+    ("/autopilotserverrpc.Autopilot/ListFeatures", "ListFeatures"),
+    (
+        "/autopilotserverrpc.Autopilot/RegisterSession",
+        "RegisterSession",
+    ),
+    (
+        "/autopilotserverrpc.Autopilot/ActivateSession",
+        "ActivateSession",
+    ),
+    (
+        "/autopilotserverrpc.Autopilot/RevokeSession",
+        "RevokeSession",
+    ),
+];
+
+/// The public face's route label of a request: its [`Route`]'s.
+pub fn public_route_label(method: &Method, path: &str) -> &'static str {
+    Route::classify(method, path).label()
+}
+
+/// The relay face's route label of a request: the method it calls, or `unknown`.
+pub fn relay_route_label(_method: &Method, path: &str) -> &'static str {
+    RELAY_METHODS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or("unknown", |(_, label)| label)
+}
+
 /// A route: an intercepted method, or the passthrough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {

@@ -73,6 +73,22 @@ impl Store {
         &self.path
     }
 
+    /// Runs `work` on the blocking pool, for calls that wait on the disk (ledger writes and
+    /// approvals, which flush; the shutdown flush): never on an async worker.
+    pub async fn off_worker<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.path.clone(),
+                detail: format!("the blocking store task failed: {e}"),
+            })?
+    }
+
     /// Writes everything to disk (on shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))

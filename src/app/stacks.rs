@@ -1,0 +1,61 @@
+//! The tower stacks of the two faces, outermost first. Both have the same outer shape: one
+//! span per request (trace), the one place errors become responses (rescue), metrics inside
+//! rescue so refusals count with their code.
+
+use std::convert::Infallible;
+
+use tower::ServiceBuilder;
+
+use crate::{
+    autopilot::relay::Relay,
+    body::{Request, Response},
+    layers::{
+        identity::IdentityLayer,
+        metrics::{MetricsLayer, RequestMetrics},
+        rate_limit::RateLimitLayer,
+        rescue::RescueLayer,
+        trace::TraceLayer,
+    },
+    methods,
+    router::Router,
+};
+
+/// The public face's service: every layer of `design.md` §1, outermost first.
+pub fn public_stack(
+    router: Router,
+    metrics: RequestMetrics,
+    rate_limit: RateLimitLayer,
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        // Outermost: one span covers the whole request, refusals included.
+        .layer(TraceLayer)
+        // The single place where litgate's errors become responses in the caller's protocol.
+        .layer(RescueLayer)
+        // Inside rescue, so refusals are counted with their gRPC code rather than as OK.
+        .layer(MetricsLayer::new(metrics, methods::public_route_label))
+        // Before the rate limiter and the router, which both read `Caller`.
+        .layer(IdentityLayer)
+        // After identity (keys by `Caller`), before the router: a refused call never reaches litd.
+        .layer(rate_limit)
+        // The only place that maps paths to handlers; the rest is raw passthrough.
+        .service(router)
+}
+
+/// The relay face's service (litd's `autopilot.address`): trace, rescue and metrics as on the
+/// public face, then the relay (`autopilotserverrpc.Autopilot`).
+pub fn relay_stack(
+    relay: Relay,
+    metrics: RequestMetrics,
+) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    ServiceBuilder::new()
+        .layer(TraceLayer)
+        .layer(RescueLayer)
+        .layer(MetricsLayer::new(metrics, methods::relay_route_label))
+        .service(relay.service())
+}
