@@ -180,7 +180,10 @@ impl AddSessionHandler {
                 "malformed",
                 Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}")),
             ),
-            e @ RewriteError::Json(_) => as_refusal("internal", Error::Internal(e.to_string())),
+            e @ RewriteError::Json(_) => as_refusal(
+                "internal",
+                Error::internal_from("rewriting the request failed", e),
+            ),
         })?;
         let approval = Approval {
             features: decision.features.clone(),
@@ -200,7 +203,7 @@ impl AddSessionHandler {
             .map_err(|e| {
                 as_refusal(
                     "store",
-                    Error::Internal(format!("could not record the approval: {e}")),
+                    Error::internal_from("could not record the approval", e),
                 )
             })?;
 

@@ -149,8 +149,8 @@ impl AuthGate {
             }
             // Authenticated without a credential (a litd that does not check): probe each time.
             (true, None) => Ok(Verdict::Authenticated),
-            (false, _) if label == "unexpected" => Err(Error::Internal(
-                "litd accepted an AddAutopilotSession without features; litgate refuses to decide on an answer it does not understand".into(),
+            (false, _) if label == "unexpected" => Err(Error::internal(
+                "litd accepted an AddAutopilotSession without features; litgate refuses to decide on an answer it does not understand",
             )),
             (false, _) => Ok(Verdict::Answered(answer.into_response())),
         }
@@ -203,7 +203,7 @@ impl AuthGate {
             .uri(parts.uri.clone())
             .version(parts.version)
             .body(body::full(body.clone()))
-            .map_err(|e| Error::Internal(format!("building the authentication probe: {e}")))?;
+            .map_err(|e| Error::internal_from("building the authentication probe failed", e))?;
         *req.headers_mut() = parts.headers.clone();
         req.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));

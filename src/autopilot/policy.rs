@@ -15,7 +15,7 @@ use tonic::Code;
 use super::{
     config::RulesConfig,
     privacy::{self, config::PrivacyConfig, FlagPolicy, FlagRefusal},
-    rules::{self, RATE_LIMIT},
+    rules::{self, RuleError, RATE_LIMIT},
 };
 use crate::{
     error::Error,
@@ -400,10 +400,9 @@ fn check_rule_value(feature: &str, rule: &str, value: &RuleValue) -> Result<(), 
         }
     }
     rules::check_value(rule, value).map_err(|e| {
-        let reason = if e.contains("incorrect RuleValue type") {
-            "wrong_rule_type"
-        } else {
-            "bad_rule_value"
+        let reason = match e {
+            RuleError::WrongType => "wrong_rule_type",
+            _ => "bad_rule_value",
         };
         invalid(reason, format!("{field}: {e}"))
     })

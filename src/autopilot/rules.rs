@@ -14,6 +14,28 @@ use crate::proto::litrpc::{
     OnChainBudget, PeerRestrict, Rate, RateLimit, RuleValue,
 };
 
+/// Why a rule value is refused, in litd's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// A rule this litd has no manager for.
+    #[error("unknown rule {0}, please upgrade")]
+    Unknown(String),
+    /// The oneof variant does not match the rule.
+    #[error("incorrect RuleValue type")]
+    WrongType,
+    /// A value litd refuses to parse.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A JSON form that does not decode (or encode).
+    #[error("invalid {rule} value: {reason}")]
+    Json {
+        /// The rule.
+        rule: String,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
 /// `rate-limit`.
 pub const RATE_LIMIT: &str = "rate-limit";
 /// `channel-policy-bounds`.
@@ -137,9 +159,12 @@ fn is_go_zero_start(s: &Option<String>) -> bool {
 
 /// Parses a rule value in its JSON (Go struct) form into the proto form, as litd does when it
 /// converts the Autopilot server's defaults and bounds.
-pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, String> {
-    fn parse<'a, T: Deserialize<'a>>(name: &str, raw: &'a [u8]) -> Result<T, String> {
-        serde_json::from_slice(raw).map_err(|e| format!("invalid {name} value: {e}"))
+pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, RuleError> {
+    fn parse<'a, T: Deserialize<'a>>(name: &str, raw: &'a [u8]) -> Result<T, RuleError> {
+        serde_json::from_slice(raw).map_err(|e| RuleError::Json {
+            rule: name.to_owned(),
+            reason: e.to_string(),
+        })
     }
     let value = match name {
         RATE_LIMIT => {
@@ -177,7 +202,10 @@ pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, String> {
                 crate::macaroon::parse_rfc3339(s)
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_secs())
-                    .ok_or_else(|| format!("invalid {name} value: bad start_date"))?
+                    .ok_or_else(|| RuleError::Json {
+                        rule: name.to_owned(),
+                        reason: "bad start_date".into(),
+                    })?
             };
             Value::HistoryLimit(HistoryLimit {
                 start_time,
@@ -213,14 +241,19 @@ pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, String> {
                 public_allowed: v.public_allowed,
             })
         }
-        other => return Err(format!("unknown rule {other}, please upgrade")),
+        other => return Err(RuleError::Unknown(other.to_owned())),
     };
     Ok(RuleValue { value: Some(value) })
 }
 
 /// The JSON (Go struct) form of a rule value, as litd writes it into the rules caveat.
-pub fn to_json(name: &str, value: &RuleValue) -> Result<String, String> {
-    let enc = |r: Result<String, serde_json::Error>| r.map_err(|e| e.to_string());
+pub fn to_json(name: &str, value: &RuleValue) -> Result<String, RuleError> {
+    let enc = |r: Result<String, serde_json::Error>| {
+        r.map_err(|e| RuleError::Json {
+            rule: name.to_owned(),
+            reason: e.to_string(),
+        })
+    };
     match (name, value.value.as_ref()) {
         (RATE_LIMIT, Some(Value::RateLimit(v))) => {
             let rate = |r: Option<Rate>| {
@@ -284,47 +317,51 @@ pub fn to_json(name: &str, value: &RuleValue) -> Result<String, String> {
                 public_allowed: v.public_allowed,
             }))
         }
-        (n, _) if !is_known(n) => Err(format!("unknown rule {n}, please upgrade")),
-        _ => Err("incorrect RuleValue type".to_string()),
+        (n, _) if !is_known(n) => Err(RuleError::Unknown(n.to_owned())),
+        _ => Err(RuleError::WrongType),
     }
 }
 
 /// litd's per-rule checks on a caller's value: the oneof variant must match the rule
 /// (`incorrect RuleValue type`) and the value must parse.
-pub fn check_value(name: &str, value: &RuleValue) -> Result<(), String> {
+pub fn check_value(name: &str, value: &RuleValue) -> Result<(), RuleError> {
     if !is_known(name) {
-        return Err(format!("unknown rule {name}, please upgrade"));
+        return Err(RuleError::Unknown(name.to_owned()));
     }
     match (name, value.value.as_ref()) {
         (RATE_LIMIT, Some(Value::RateLimit(v))) => {
             // litd dereferences both without a check (and would crash); the fake refuses.
             if v.read_limit.is_none() || v.write_limit.is_none() {
-                return Err("rate-limit needs both read_limit and write_limit".into());
+                return Err(RuleError::Invalid(
+                    "rate-limit needs both read_limit and write_limit",
+                ));
             }
             Ok(())
         }
         (HISTORY_LIMIT, Some(Value::HistoryLimit(v))) => {
             if v.start_time != 0 && v.duration != 0 {
-                return Err("only one of start_time or duration may be set".into());
+                return Err(RuleError::Invalid(
+                    "only one of start_time or duration may be set",
+                ));
             }
             Ok(())
         }
         (CHANNEL_RESTRICTION, Some(Value::ChannelRestrict(v))) => {
             if v.channel_ids.is_empty() {
-                return Err("channel deny list cannot be empty".into());
+                return Err(RuleError::Invalid("channel deny list cannot be empty"));
             }
             Ok(())
         }
         (PEER_RESTRICTION, Some(Value::PeerRestrict(v))) => {
             if v.peer_ids.is_empty() {
-                return Err("peer deny list cannot be empty".into());
+                return Err(RuleError::Invalid("peer deny list cannot be empty"));
             }
             Ok(())
         }
         (CHANNEL_POLICY_BOUNDS, Some(Value::ChanPolicyBounds(_)))
         | (ON_CHAIN_BUDGET, Some(Value::OnChainBudget(_)))
         | (CHANNEL_CONSTRAINT, Some(Value::ChannelConstraint(_))) => Ok(()),
-        _ => Err("incorrect RuleValue type".into()),
+        _ => Err(RuleError::WrongType),
     }
 }
 
@@ -558,12 +595,11 @@ mod tests {
         let v = RuleValue {
             value: Some(Value::OnChainBudget(OnChainBudget::default())),
         };
+        let e = check_value(RATE_LIMIT, &v).unwrap_err();
+        assert_eq!(e, RuleError::WrongType);
+        assert_eq!(e.to_string(), "incorrect RuleValue type");
         assert_eq!(
-            check_value(RATE_LIMIT, &v).unwrap_err(),
-            "incorrect RuleValue type"
-        );
-        assert_eq!(
-            check_value("off-chain-budget", &v).unwrap_err(),
+            check_value("off-chain-budget", &v).unwrap_err().to_string(),
             "unknown rule off-chain-budget, please upgrade"
         );
     }

@@ -1156,7 +1156,7 @@ fn convert_feature(f: &aps::Feature) -> Result<Feature, Status> {
         let parse = |raw: &[u8]| {
             rules::from_json(name, raw)
                 .map(Some)
-                .map_err(Status::unknown)
+                .map_err(|e| Status::unknown(e.to_string()))
         };
         out_rules.insert(
             name.clone(),
@@ -1452,14 +1452,16 @@ async fn add_autopilot_session(
             .map(|m| m.rules.clone().into_iter().collect())
             .unwrap_or_default();
         for (rname, value) in &user_rules {
-            rules::check_value(rname, value).map_err(unknown)?;
+            rules::check_value(rname, value).map_err(|e| unknown(e.to_string()))?;
             let srule = f.rules.get(rname).ok_or_else(|| {
                 unknown(format!(
                     "autopilot did not specify {rname} as a rule for feature {fname}"
                 ))
             })?;
-            let min = rules::from_json(rname, &srule.min_value).map_err(unknown)?;
-            let max = rules::from_json(rname, &srule.max_value).map_err(unknown)?;
+            let min =
+                rules::from_json(rname, &srule.min_value).map_err(|e| unknown(e.to_string()))?;
+            let max =
+                rules::from_json(rname, &srule.max_value).map_err(|e| unknown(e.to_string()))?;
             if let Err(reason) = rules::check_sane(rname, value, &min, &max) {
                 let show = |v| rules::to_json(rname, v).unwrap_or_default();
                 return Err(unknown(format!(
@@ -1481,11 +1483,13 @@ async fn add_autopilot_session(
             let value = match user_rules.get(rname) {
                 Some(v) => v.clone(),
                 // Defaults are taken as the server gives them: not checked against min/max.
-                None => rules::from_json(rname, &srule.default).map_err(unknown)?,
+                None => {
+                    rules::from_json(rname, &srule.default).map_err(|e| unknown(e.to_string()))?
+                }
             };
             json_rules.insert(
                 rname.clone(),
-                rules::to_json(rname, &value).map_err(unknown)?,
+                rules::to_json(rname, &value).map_err(|e| unknown(e.to_string()))?,
             );
             final_rules.insert(rname.clone(), value);
         }

@@ -61,7 +61,7 @@ where
             match fut.await {
                 Ok(resp) => Ok(resp),
                 Err(err) => {
-                    tracing::warn!(error = %err, kind = err.kind(), code = ?err.code(), "request refused");
+                    err.log("request refused");
                     Ok(error_response(protocol, &err))
                 }
             }

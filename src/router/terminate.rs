@@ -80,13 +80,11 @@ where
             Err(e) => Err(Error::client(e.code(), e.to_string())),
         };
         let resp = answer.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, kind = e.kind(), code = ?e.code(), "grpc-websockets call refused");
+            e.log("grpc-websockets call refused");
             error_response(Protocol::GrpcWeb, &e)
         });
         let resp = match report {
-            Some(report) => {
-                status::watch(Protocol::GrpcWeb, resp, move |o| report.report(o))
-            }
+            Some(report) => status::watch(Protocol::GrpcWeb, resp, move |o| report.report(o)),
             None => resp,
         };
         if let Err(e) = answer::write_response(&mut ws, resp).await {

@@ -1,10 +1,7 @@
 //! Why the store could not be opened or used, each error saying what to do; and sled's errors
 //! classified into them.
 
-use std::{
-    io,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use super::SCHEMA_VERSION;
 
@@ -63,15 +60,15 @@ pub enum StoreError {
     },
 }
 
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        crate::error::Error::internal_from("the store failed", e)
+    }
+}
+
 pub(super) fn classify(path: &Path, e: sled::Error) -> StoreError {
     let path = path.to_path_buf();
     match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::Locked { path }
-        }
-        sled::Error::Io(io) if io.kind() == io::ErrorKind::WouldBlock => {
-            StoreError::Locked { path }
-        }
         sled::Error::Corruption { .. } => StoreError::Corrupt {
             path,
             detail: e.to_string(),

@@ -20,9 +20,10 @@
 //!   generation and freshness bounds, then a ChaCha20-Poly1305 ciphertext). Opaque here: the
 //!   store neither reads nor can read an entry.
 //!
-//! A directory that is corrupt, locked by another process, of an unknown schema, or not a
-//! litgate store is refused with a message saying which and what to do; it is never deleted
-//! or rewritten.
+//! While open, litgate holds an exclusive lock on `store.data_dir/db.lock` (a second litgate
+//! on the same directory is refused as locked). A directory that is corrupt, locked by another
+//! process, of an unknown schema, or not a litgate store is refused with a message saying which
+//! and what to do; it is never deleted or rewritten.
 
 pub(crate) mod config;
 
@@ -49,6 +50,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Clone)]
 pub struct Store {
     path: PathBuf,
+    /// litgate's lock on the directory, released with the last handle.
+    _lock: std::sync::Arc<std::fs::File>,
     db: sled::Db,
     catalogue: sled::Tree,
     approvals: sled::Tree,

@@ -1,7 +1,12 @@
 //! Opening the store: the directory must be empty or carry litgate's marker with this schema
 //! version, and sled's `meta` tree must agree; anything else is refused untouched.
 
-use std::{io, path::Path, time::Duration};
+use std::{
+    fs::{File, TryLockError},
+    io,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use super::{error::classify, Store, StoreError, SCHEMA_VERSION};
 
@@ -76,6 +81,7 @@ impl Store {
                 })
             }
         }
+        let lock = lock(data_dir, &path)?;
         let db = open_sled(&path)?;
         let meta = db.open_tree("meta").map_err(|e| classify(&path, e))?;
         match meta.get(SCHEMA_KEY).map_err(|e| classify(&path, e))? {
@@ -122,6 +128,7 @@ impl Store {
         let cache = db.open_tree("cache").map_err(|e| classify(&path, e))?;
         Ok(Store {
             path,
+            _lock: std::sync::Arc::new(lock),
             db,
             catalogue,
             approvals,
@@ -133,26 +140,60 @@ impl Store {
     }
 }
 
-/// Opens sled, waiting briefly for a lock that is being released: sled lets go of its file
-/// lock when its background flusher stops, shortly after the previous handle in this process
-/// was dropped (a restart in place). A lock held by another process stays and is reported.
-fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+/// How long opening waits for a lock a previous instance in this process is releasing (a
+/// restart in place); a lock held by another process stays and is reported.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes litgate's own exclusive lock (`db.lock` beside the database directory, which stays
+/// exactly as sled and litgate's marker left it), held for as long as the store is open, so a
+/// second litgate on the same `store.data_dir` is refused as [`StoreError::Locked`] before
+/// sled is touched.
+fn lock(data_dir: &Path, path: &Path) -> Result<File, StoreError> {
+    let io = |e: io::Error| StoreError::Io {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(io)?;
+    let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| classify(path, e))
-        {
-            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            other => return other,
+            Err(TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+    }
+}
+
+/// Opens sled. Holding litgate's lock, the only holder of sled's own file lock can be a
+/// previous instance in this process whose background flusher has not stopped yet (sled lets
+/// go shortly after its last handle is dropped), so an I/O failure to open is retried until
+/// [`LOCK_WAIT`] has passed.
+fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.map_err(|e| classify(path, e)),
         }
     }
 }
 
 const MARKER_FILE: &str = "LITGATE_STORE";
+const LOCK_FILE: &str = "db.lock";
 const MARKER_PREFIX: &str = "litgate store schema";
 
 fn write_marker(path: &Path, marker: &Path) -> Result<(), StoreError> {

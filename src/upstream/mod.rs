@@ -292,13 +292,22 @@ impl tower::Service<Request> for Upstream {
 }
 
 /// The error and its causes on one line, e.g. `client error (Connect): tcp connect error:
-/// Connection refused (os error 111)`.
+/// Connection refused (os error 111)`; a timeout anywhere in the chain (the connect deadline,
+/// the OS's own) names the key that bounds it.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = crate::error::chain(e);
-    if s.contains("deadline has elapsed") || s.contains("operation timed out") {
+    if timed_out(e) {
         s.push_str(" (upstream.connect_timeout)");
     }
     s
+}
+
+/// Whether `e` or any of its causes is an I/O timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
 
 /// Counts the connections the inner connector opens and bounds each attempt (TCP connect and
@@ -331,10 +340,40 @@ where
         Box::pin(async move {
             match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r.map_err(Into::into),
-                Err(_) => {
-                    Err(format!("connect and TLS handshake took longer than {timeout:?}").into())
-                }
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect and TLS handshake took longer than {timeout:?}"),
+                )
+                .into()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_anywhere_in_the_chain_name_the_key() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let slow = Outer(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "deadline has elapsed",
+        ));
+        assert_eq!(
+            describe(&slow),
+            "client error (Connect): deadline has elapsed (upstream.connect_timeout)"
+        );
+        let refused = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        assert_eq!(
+            describe(&refused),
+            "client error (Connect): Connection refused"
+        );
     }
 }

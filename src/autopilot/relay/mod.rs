@@ -126,7 +126,7 @@ impl Relay {
                     _ => "failed",
                 };
                 self.count(method, outcome);
-                tracing::warn!(method, error = %e, kind = e.kind(), code = ?e.code(), "relay call refused");
+                e.log("relay call refused");
                 Err(Status::new(e.code(), e.to_string()))
             }
         }
