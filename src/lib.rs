@@ -29,35 +29,38 @@
 //!  admin face :9445   /live /ready /metrics /registrations                         admin.rs
 //! ```
 //!
-//! A request enters through [`server::serve`], gets a span ([`layers::trace`]), is counted
-//! ([`layers::metrics`]), has its caller read ([`layers::identity`]) and limited
-//! ([`layers::rate_limit`]), and is dispatched by [`router::Router`]; anything not intercepted
-//! is forwarded as bytes by [`upstream::Upstream`], bodies and trailers streaming both ways;
-//! WebSockets are tunnelled as bytes ([`upstream::Upstream::tunnel`]) unless they carry a call
-//! to an intercepted method ([`grpc::websocket`]).
-//! Errors become responses in one place, [`layers::rescue`], in the caller's protocol
-//! ([`grpc`]). Persistent state lives behind [`store::Store`], the only user of sled.
+//! A request enters through `server::serve`, gets a span (`layers::trace`), is counted
+//! (`layers::metrics`), has its caller read (`layers::identity`) and limited
+//! (`layers::rate_limit`), and is dispatched by `router::Router`; anything not intercepted
+//! is forwarded as bytes by `upstream::Upstream`, bodies and trailers streaming both ways;
+//! WebSockets are tunnelled as bytes (`upstream::Upstream::tunnel`) unless they carry a call
+//! to an intercepted method (`grpc::websocket`).
+//! Errors become responses in one place, `layers::rescue`, in the caller's protocol
+//! (`grpc`). Persistent state lives behind `store::Store`, the only user of sled.
 
+// The library's API: what the binary, the integration tests, the benches and the examples
+// use. Everything else is crate-private, so the compiler reports what nothing uses.
 pub mod admin;
 pub mod app;
 pub mod autopilot;
-pub mod body;
-pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
-pub mod grpc;
-pub(crate) mod headers;
 pub mod layers;
 pub mod macaroon;
-pub mod methods;
 pub mod proto;
-pub mod router;
-pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
-pub mod upstream;
+
+pub(crate) mod body;
+pub(crate) mod cache;
+pub(crate) mod grpc;
+pub(crate) mod headers;
+pub(crate) mod methods;
+pub(crate) mod router;
+pub(crate) mod server;
+pub(crate) mod upstream;
 pub(crate) mod values;

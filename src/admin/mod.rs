@@ -16,12 +16,12 @@ use crate::{
 };
 
 /// One readiness check: a name and an async probe returning `Err(reason)` when not ready.
-pub type Check =
+pub(crate) type Check =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     registry: crate::layers::metrics::SharedRegistry,
     checks: Arc<Vec<(&'static str, Check)>>,
     notes: Arc<Vec<String>>,
@@ -36,7 +36,7 @@ impl std::fmt::Debug for Admin {
 
 impl Admin {
     /// Admin endpoints over `registry` with readiness `checks`, run in order on each `/ready`.
-    pub fn new(
+    pub(crate) fn new(
         registry: crate::layers::metrics::SharedRegistry,
         checks: Vec<(&'static str, Check)>,
     ) -> Self {
@@ -49,19 +49,19 @@ impl Admin {
     }
 
     /// Adds lines shown in `/ready` that do not affect readiness (e.g. a feature that is off).
-    pub fn with_notes(mut self, notes: Vec<String>) -> Self {
+    pub(crate) fn with_notes(mut self, notes: Vec<String>) -> Self {
         self.notes = Arc::new(notes);
         self
     }
 
     /// Serves the registration ledger at `/registrations`.
-    pub fn with_registrations(mut self, store: Store) -> Self {
+    pub(crate) fn with_registrations(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
     }
 
     /// The readiness check for litd: a fresh TLS handshake (not a pooled connection).
-    pub fn upstream_check(upstream: Upstream) -> Check {
+    pub(crate) fn upstream_check(upstream: Upstream) -> Check {
         Arc::new(move || {
             let u = upstream.clone();
             Box::pin(async move { u.probe().await.map_err(|e| e.to_string()) })
@@ -69,7 +69,7 @@ impl Admin {
     }
 
     /// Answers one admin request.
-    pub async fn handle(&self, req: Request) -> Result<Response, Infallible> {
+    pub(crate) async fn handle(&self, req: Request) -> Result<Response, Infallible> {
         if req.method() != Method::GET {
             return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into()));
         }
@@ -180,7 +180,7 @@ pub async fn fetch_registrations(admin: &str) -> Result<String, String> {
 }
 
 /// The ledger as a fixed-width text table.
-pub fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
+pub(crate) fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
     let fmt_time = |t: Option<u64>| {
         t.map(|s| {
             crate::macaroon::format_rfc3339(

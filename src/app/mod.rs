@@ -1,5 +1,5 @@
-//! Builds litgate from its configuration and runs it: the components ([`build`]), the tower
-//! stacks of the public and relay faces ([`stacks`]), the listeners and TLS ([`listen`]), the
+//! Builds litgate from its configuration and runs it: the components (`build`), the tower
+//! stacks of the public and relay faces (`stacks`), the listeners and TLS (`listen`), the
 //! admin endpoints; and stops them in order. Runtime objects are built from config and do not
 //! carry the config around.
 
@@ -12,11 +12,12 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use prometheus_client::registry::Registry;
 use tokio::{sync::watch, task::JoinHandle};
 
-pub use self::stacks::{public_stack, relay_stack};
+pub(crate) use self::stacks::{public_stack, relay_stack};
 use self::{build::Components, listen::Listeners};
+pub use crate::autopilot::relay::ReconcileReport;
 use crate::{
     admin::{self, Admin},
-    autopilot::relay::{ReconcileReport, Reconciler},
+    autopilot::relay::Reconciler,
     body::Request,
     clock::{SharedClock, SystemClock},
     config::Config,

@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// The public face's service: every layer of `design.md` §1, outermost first.
-pub fn public_stack(
+pub(crate) fn public_stack(
     router: Router,
     metrics: RequestMetrics,
     rate_limit: RateLimitLayer,
@@ -46,7 +46,7 @@ pub fn public_stack(
 
 /// The relay face's service (litd's `autopilot.address`): trace, rescue and metrics as on the
 /// public face, then the relay (`autopilotserverrpc.Autopilot`).
-pub fn relay_stack(
+pub(crate) fn relay_stack(
     relay: Relay,
     metrics: RequestMetrics,
 ) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>

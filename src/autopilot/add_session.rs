@@ -154,7 +154,7 @@ impl AddSessionHandler {
             Verdict::Answered(resp) => return Ok(Decided::LitdAnswered(resp)),
         }
         self.policy.check_request(&msg, self.clock.now())?;
-        let snapshot = self
+        let features = self
             .catalogue
             .get()
             .await
@@ -167,9 +167,7 @@ impl AddSessionHandler {
                     .await?,
             )
         };
-        let decision = self
-            .policy
-            .decide(&msg, &snapshot.features, linked.as_ref())?;
+        let decision = self.policy.decide(&msg, &features, linked.as_ref())?;
 
         let rewritten = match unary {
             Unary::Proto(b) => rewrite::proto(&b, &msg, &decision).map(|r| r.map(Unary::Proto)),

@@ -52,17 +52,17 @@ use crate::{
 };
 
 /// litd's answer to an AddAutopilotSession without features, after authentication.
-pub const AUTHENTICATED_ANSWER: &str = "must include at least one feature";
+pub(crate) const AUTHENTICATED_ANSWER: &str = "must include at least one feature";
 /// How long litd's verdict on a credential is trusted.
 pub const VERDICT_TTL: Duration = Duration::from_secs(60);
 /// Most credentials remembered; the oldest verdict is forgotten first.
-pub const MAX_VERDICTS: usize = 4096;
+pub(crate) const MAX_VERDICTS: usize = 4096;
 /// Largest probe answer read (litd's refusals are a few hundred bytes).
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// What the probe found.
 #[derive(Debug)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// litd authenticated the credential for AddAutopilotSession: the policy may run.
     Authenticated,
     /// litd did not: its answer, to give the caller as is.
@@ -76,7 +76,7 @@ struct ProbeLabels {
 
 /// Remembers litd's verdicts and probes for new credentials.
 #[derive(Debug)]
-pub struct AuthGate {
+pub(crate) struct AuthGate {
     upstream: Upstream,
     clock: SharedClock,
     known: Mutex<Known>,
@@ -91,7 +91,7 @@ struct Known {
 
 impl AuthGate {
     /// A gate probing `upstream`; registers `litgate_autopilot_auth_probes_total{verdict}`.
-    pub fn new(upstream: Upstream, clock: SharedClock, registry: &mut Registry) -> Self {
+    pub(crate) fn new(upstream: Upstream, clock: SharedClock, registry: &mut Registry) -> Self {
         let probes = Family::<ProbeLabels, Counter>::default();
         registry.register(
             "auth_probes",
@@ -108,7 +108,7 @@ impl AuthGate {
 
     /// litd's verdict on the caller of the request whose head is `parts`, from memory or from a
     /// probe.
-    pub async fn verdict(
+    pub(crate) async fn verdict(
         &self,
         protocol: Protocol,
         parts: &http::request::Parts,

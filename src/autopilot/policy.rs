@@ -426,7 +426,7 @@ fn show(rule: &str, v: &RuleValue) -> String {
 
 /// How long and how many approvals are kept for the relay (litd registers within the same
 /// call, seconds after the decision).
-pub const APPROVAL_BOUNDS: crate::store::ApprovalBounds = crate::store::ApprovalBounds {
+pub(crate) const APPROVAL_BOUNDS: crate::store::ApprovalBounds = crate::store::ApprovalBounds {
     max_age: Duration::from_secs(600),
     max_count: 10_000,
 };

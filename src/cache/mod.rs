@@ -213,11 +213,6 @@ impl Cache {
         })
     }
 
-    /// The metrics (tests and benches read them).
-    pub fn metrics(&self) -> &CacheMetrics {
-        &self.inner.metrics
-    }
-
     /// Answers a `ListSessions` or `ListAutopilotSessions` call (`route`), in any protocol: from
     /// the cache when it may, else from litd (one call per key at a time), else stale.
     pub async fn list(&self, route: Route, req: Request) -> Result<Response, Error> {

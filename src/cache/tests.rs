@@ -14,6 +14,12 @@ use crate::{
     proto::litrpc::{ListSessionsResponse, Session},
 };
 
+impl Cache {
+    fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+}
+
 const MAC: &str = "0201036c6e640206034944454e5400000620a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2";
 
 /// What the scripted upstream does on its next call.

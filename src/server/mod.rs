@@ -25,8 +25,6 @@ use crate::body::{boxed, Request, Response};
 pub struct ConnectInfo {
     /// The client's address.
     pub peer: SocketAddr,
-    /// Our address.
-    pub local: SocketAddr,
 }
 
 /// The upgraded connections (WebSocket tunnels, terminated grpc-websockets calls) of one
@@ -94,7 +92,6 @@ pub async fn serve<S, F>(
     // Connection tasks, so the ones still running at the drain deadline can be closed.
     let mut conns = tokio::task::JoinSet::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let local = listener.local_addr().ok();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder
@@ -120,10 +117,7 @@ pub async fn serve<S, F>(
         // Reap finished connection tasks so the set holds only live ones.
         while conns.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
-        let info = ConnectInfo {
-            peer,
-            local: local.unwrap_or(peer),
-        };
+        let info = ConnectInfo { peer };
         let svc = service.clone();
         let upgrades = upgrades.clone();
         let hyper_svc =

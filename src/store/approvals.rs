@@ -27,7 +27,7 @@ pub struct Approval {
 /// between the public face's decision and litd's `RegisterSession`; these bounds keep a flood
 /// of approved adds from growing the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApprovalBounds {
+pub(crate) struct ApprovalBounds {
     /// Older approvals are dropped.
     pub max_age: Duration,
     /// Beyond this many, the oldest are dropped.
@@ -53,7 +53,7 @@ fn approval_prefix(features: &[String]) -> [u8; 32] {
 impl Store {
     /// Records an approval, then drops approvals older than `bounds.max_age` (measured from
     /// this one's `approved_at`) and the oldest beyond `bounds.max_count`; returns its id.
-    pub fn record_approval(
+    pub(crate) fn record_approval(
         &self,
         a: &Approval,
         bounds: ApprovalBounds,
@@ -124,7 +124,7 @@ impl Store {
     }
 
     /// Removes an approval (consumed by a registration, or expired).
-    pub fn remove_approval(&self, id: &ApprovalId) -> Result<(), StoreError> {
+    pub(crate) fn remove_approval(&self, id: &ApprovalId) -> Result<(), StoreError> {
         self.approvals
             .remove(id.0.as_slice())
             .map_err(|e| self.err(e))?;

@@ -8,7 +8,7 @@ const CACHE_GENERATION_KEY: &[u8] = b"cache_generation";
 
 impl Store {
     /// The session cache's HKDF salt: 32 random bytes kept in `meta`, created on first use.
-    pub fn cache_salt(&self) -> Result<[u8; 32], StoreError> {
+    pub(crate) fn cache_salt(&self) -> Result<[u8; 32], StoreError> {
         let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
         if let Some(v) = meta.get(CACHE_SALT_KEY).map_err(|e| self.err(e))? {
             if let Ok(salt) = <[u8; 32]>::try_from(v.as_ref()) {
@@ -34,7 +34,7 @@ impl Store {
 
     /// Moves the session cache's generation on; returns the new generation. Durable at sled's
     /// next periodic flush (the cache keeps the authoritative generation in memory).
-    pub fn bump_cache_generation(&self) -> Result<u64, StoreError> {
+    pub(crate) fn bump_cache_generation(&self) -> Result<u64, StoreError> {
         let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
         let next = meta
             .update_and_fetch(CACHE_GENERATION_KEY, |old| {
@@ -52,7 +52,7 @@ impl Store {
     }
 
     /// A session-cache entry.
-    pub fn cache_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn cache_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .cache
             .get(key)
@@ -67,7 +67,7 @@ impl Store {
     }
 
     /// Removes a session-cache entry; returns its size (key + value) if there was one.
-    pub fn cache_remove(&self, key: &[u8]) -> Result<Option<usize>, StoreError> {
+    pub(crate) fn cache_remove(&self, key: &[u8]) -> Result<Option<usize>, StoreError> {
         let old = self.cache.remove(key).map_err(|e| self.err(e))?;
         Ok(old.map(|v| key.len() + v.len()))
     }
@@ -107,11 +107,6 @@ impl Store {
             }
         }
         Ok((n, bytes))
-    }
-
-    /// Removes every session-cache entry (not atomic: the generation is what invalidates).
-    pub fn cache_clear(&self) -> Result<(), StoreError> {
-        self.cache.clear().map_err(|e| self.err(e))
     }
 
     /// How many session-cache entries there are and their total size (key + value), by a scan.

@@ -10,7 +10,7 @@ const TERMS_KEY: &[u8] = b"terms";
 
 /// The last fetched feature catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogueRecord {
+pub(crate) struct CatalogueRecord {
     /// When it was fetched from the Autopilot server.
     pub fetched_at: SystemTime,
     /// `autopilotserverrpc.ListFeaturesResponse`, encoded.
@@ -19,22 +19,22 @@ pub struct CatalogueRecord {
 
 impl Store {
     /// The stored catalogue, if any. An unreadable record counts as none.
-    pub fn catalogue(&self) -> Result<Option<CatalogueRecord>, StoreError> {
+    pub(crate) fn catalogue(&self) -> Result<Option<CatalogueRecord>, StoreError> {
         self.timed(CATALOGUE_KEY)
     }
 
     /// Replaces the stored catalogue.
-    pub fn put_catalogue(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
+    pub(crate) fn put_catalogue(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
         self.put_timed(CATALOGUE_KEY, rec)
     }
 
     /// The stored `TermsResponse`, if any.
-    pub fn terms(&self) -> Result<Option<CatalogueRecord>, StoreError> {
+    pub(crate) fn terms(&self) -> Result<Option<CatalogueRecord>, StoreError> {
         self.timed(TERMS_KEY)
     }
 
     /// Replaces the stored `TermsResponse`.
-    pub fn put_terms(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
+    pub(crate) fn put_terms(&self, rec: &CatalogueRecord) -> Result<(), StoreError> {
         self.put_timed(TERMS_KEY, rec)
     }
 

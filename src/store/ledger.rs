@@ -38,7 +38,10 @@ pub struct LedgerEntry {
 
 impl Store {
     /// The ledger entry for a responder key.
-    pub fn ledger_get(&self, responder_key: &[u8]) -> Result<Option<LedgerEntry>, StoreError> {
+    pub(crate) fn ledger_get(
+        &self,
+        responder_key: &[u8],
+    ) -> Result<Option<LedgerEntry>, StoreError> {
         let Some(v) = self.ledger.get(responder_key).map_err(|e| self.err(e))? else {
             return Ok(None);
         };
@@ -46,7 +49,11 @@ impl Store {
     }
 
     /// Writes a ledger entry, durably (the ledger must survive a crash right after).
-    pub fn ledger_put(&self, responder_key: &[u8], entry: &LedgerEntry) -> Result<(), StoreError> {
+    pub(crate) fn ledger_put(
+        &self,
+        responder_key: &[u8],
+        entry: &LedgerEntry,
+    ) -> Result<(), StoreError> {
         let v = serde_json::to_vec(entry).map_err(|e| StoreError::Io {
             path: self.path.clone(),
             detail: e.to_string(),

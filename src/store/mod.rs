@@ -6,12 +6,12 @@
 //!   salt of the session cache; `cache_generation` → u64 BE, bumped (durably) by every session
 //!   write so that older cache entries are invalid;
 //! - `catalogue`: `features` → the Autopilot server's `ListFeaturesResponse`, `terms` → its
-//!   `TermsResponse`, each with when it was fetched ([`CatalogueRecord`]);
+//!   `TermsResponse`, each with when it was fetched (`CatalogueRecord`);
 //! - `approvals_v2`: SHA-256 of the sorted feature names ‖ approved_at (u64 BE) ‖ id (u64 BE) →
 //!   [`Approval`], the features and privacy flags that the AddAutopilotSession policy approved,
 //!   for the relay to hold `RegisterSession` to (looked up by the features' prefix, never
 //!   scanned whole); `approvals_by_time`: approved_at ‖ id → the primary key, so approvals past
-//!   their age or over the count bound ([`ApprovalBounds`]) are dropped oldest first. (Schema 1
+//!   their age or over the count bound (`ApprovalBounds`) are dropped oldest first. (Schema 1
 //!   stores may still hold the unbounded `approvals` tree of earlier builds: it is dropped.)
 //! - `ledger`: responder public key (33 bytes) → [`LedgerEntry`], every registration that went
 //!   through the relay;
@@ -36,9 +36,9 @@ mod open;
 
 use std::path::{Path, PathBuf};
 
+pub(crate) use self::{approvals::ApprovalBounds, catalogue::CatalogueRecord};
 pub use self::{
-    approvals::{Approval, ApprovalBounds, ApprovalId},
-    catalogue::CatalogueRecord,
+    approvals::{Approval, ApprovalId},
     error::StoreError,
     ledger::LedgerEntry,
 };
@@ -78,7 +78,7 @@ impl Store {
 
     /// Runs `work` on the blocking pool, for calls that wait on the disk (ledger writes and
     /// approvals, which flush; the shutdown flush): never on an async worker.
-    pub async fn off_worker<T, F>(&self, work: F) -> Result<T, StoreError>
+    pub(crate) async fn off_worker<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
@@ -98,7 +98,7 @@ impl Store {
     }
 
     /// A cheap liveness check for `/ready`: a read of the schema key.
-    pub fn check(&self) -> Result<(), StoreError> {
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
         self.db
             .open_tree("meta")
             .and_then(|m| m.get(open::SCHEMA_KEY))

@@ -17,7 +17,7 @@ impl Store {
     ///
     /// Before sled touches anything, the directory must be empty or carry litgate's marker
     /// file with this schema version; otherwise it is refused unchanged.
-    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join("db");
         let marker = path.join(MARKER_FILE);
         match std::fs::metadata(&path) {

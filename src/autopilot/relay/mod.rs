@@ -164,10 +164,10 @@ impl Relay {
         self.flags.check_known(r.privacy_flags).map_err(refused)?;
         let mut features: Vec<String> = r.feature_configs.keys().cloned().collect();
         features.sort();
-        let snapshot = self.catalogue.get().await?;
+        let catalogue = self.catalogue.get().await?;
         let mut needed = 0u64;
         for f in &features {
-            let Some(feature) = snapshot.features.get(f) else {
+            let Some(feature) = catalogue.get(f) else {
                 return Err(Error::refused(format!(
                     "litgate refused the registration: {f} is not a feature provided by the Autopilot server"
                 )));
@@ -368,8 +368,8 @@ impl autopilot_server::Autopilot for Relay {
         &self,
         _req: Request<ListFeaturesRequest>,
     ) -> Result<Response<ListFeaturesResponse>, Status> {
-        let res = self.catalogue.get().await.map(|snapshot| {
-            let features = (*snapshot.features).clone();
+        let res = self.catalogue.get().await.map(|features| {
+            let features = (*features).clone();
             (ListFeaturesResponse { features }, "answered_locally")
         });
         self.finish("ListFeatures", res.map_err(Failure::from))

@@ -16,7 +16,7 @@ use super::{config::RateLimitConfig, limiter::Limiter};
 
 /// Labels of one rate-limit decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
+pub(crate) struct DecisionLabels {
     /// The method's class, `read` or `write`.
     pub class: &'static str,
     /// The limit applied: `read`, `write`, or an overridden method path (from config, so
@@ -28,7 +28,7 @@ pub struct DecisionLabels {
 
 impl Limiter<DefaultClock> {
     /// A limiter on the real clock, its metrics registered in `registry`.
-    pub fn registered(cfg: &RateLimitConfig, registry: &mut Registry) -> Arc<Self> {
+    pub(crate) fn registered(cfg: &RateLimitConfig, registry: &mut Registry) -> Arc<Self> {
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "decisions",

@@ -1,5 +1,5 @@
 //! Rate limit (`design.md` §4): per-caller limits in LiT's RateLimit shape
-//! (`{ iterations, num_hours }`), separately for reads and writes ([`crate::methods`]), with
+//! (`{ iterations, num_hours }`), separately for reads and writes (`crate::methods`), with
 //! per-method overrides, enforced by `governor`'s keyed GCRA limiters. It sits after identity
 //! (it reads [`Caller`]) and before the router, so a refused call never reaches litd; every
 //! request is checked once, when it opens (a stream counts once, however many messages it
@@ -34,10 +34,7 @@ mod identities;
 mod limiter;
 mod metrics;
 
-pub use self::{
-    limiter::{Admitted, Limiter},
-    metrics::DecisionLabels,
-};
+pub use self::limiter::{Admitted, Limiter};
 use crate::{
     body::{Request, Response},
     error::Error,
@@ -61,7 +58,7 @@ impl<C: Clock> Clone for RateLimitLayer<C> {
 
 impl<C: Clock> RateLimitLayer<C> {
     /// A layer deciding with `limiter`.
-    pub fn new(limiter: Arc<Limiter<C>>) -> Self {
+    pub(crate) fn new(limiter: Arc<Limiter<C>>) -> Self {
         Self { limiter }
     }
 }
