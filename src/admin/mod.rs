@@ -22,7 +22,7 @@ pub(crate) type Check =
 /// What the admin endpoints read.
 #[derive(Clone)]
 pub(crate) struct Admin {
-    registry: crate::layers::metrics::SharedRegistry,
+    registry: Arc<prometheus_client::registry::Registry>,
     checks: Arc<Vec<(&'static str, Check)>>,
     notes: Arc<Vec<String>>,
     store: Option<Store>,
@@ -37,7 +37,7 @@ impl std::fmt::Debug for Admin {
 impl Admin {
     /// Admin endpoints over `registry` with readiness `checks`, run in order on each `/ready`.
     pub(crate) fn new(
-        registry: crate::layers::metrics::SharedRegistry,
+        registry: Arc<prometheus_client::registry::Registry>,
         checks: Vec<(&'static str, Check)>,
     ) -> Self {
         Admin {

@@ -7,7 +7,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -194,6 +193,3 @@ fn outcome(route: &'static str, protocol: Protocol, code: String) -> OutcomeLabe
         code,
     }
 }
-
-/// Shared handle to the registry, for the admin endpoint.
-pub type SharedRegistry = Arc<Registry>;

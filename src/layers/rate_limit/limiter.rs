@@ -22,9 +22,12 @@ use governor::{
     Quota,
 };
 use http::Method;
-use prometheus_client::metrics::{counter::Counter, family::Family};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+};
 
-use super::{config::RateLimitConfig, identities::Accepted, metrics::DecisionLabels};
+use super::{config::RateLimitConfig, identities::Accepted};
 use crate::{
     error::Error,
     layers::identity::Caller,
@@ -52,6 +55,18 @@ struct Limit<C: Clock> {
     buckets: Option<Keyed<C>>,
     allowed: Counter,
     refused: Counter,
+}
+
+/// Labels of one rate-limit decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DecisionLabels {
+    /// The method's class, `read` or `write`.
+    pub class: &'static str,
+    /// The limit applied: `read`, `write`, or an overridden method path (from config, so
+    /// bounded).
+    pub limit: String,
+    /// `allowed` or `refused`.
+    pub outcome: &'static str,
 }
 
 /// The decision engine shared by every clone of the layer: limits, buckets, the accepted set.

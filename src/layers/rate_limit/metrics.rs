@@ -7,24 +7,15 @@ use std::sync::Arc;
 use governor::clock::DefaultClock;
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{counter::Counter, family::Family, gauge::ConstGauge},
     registry::Registry,
 };
 
-use super::{config::RateLimitConfig, limiter::Limiter};
-
-/// Labels of one rate-limit decision.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct DecisionLabels {
-    /// The method's class, `read` or `write`.
-    pub class: &'static str,
-    /// The limit applied: `read`, `write`, or an overridden method path (from config, so
-    /// bounded).
-    pub limit: String,
-    /// `allowed` or `refused`.
-    pub outcome: &'static str,
-}
+use super::{
+    config::RateLimitConfig,
+    limiter::{DecisionLabels, Limiter},
+};
 
 impl Limiter<DefaultClock> {
     /// A limiter on the real clock, its metrics registered in `registry`.
