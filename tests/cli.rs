@@ -91,11 +91,11 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = Binary::prepare(dir.path(), &litd, "");
-    let mut child = bin.spawn("stderr.log");
-    bin.wait_up("stderr.log").await;
-    let public = bin.public;
+    let Spawned {
+        mut child, public, ..
+    } = bin.spawn("stderr.log").await;
     let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
-    let mut echo = EchoClient::new(channel(([127, 0, 0, 1], public).into(), &cert).await);
+    let mut echo = EchoClient::new(channel(public, &cert).await);
     let mut stream = echo
         .server_stream(EchoRequest {
             message: "drain".into(),
@@ -109,11 +109,7 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.index, 0);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
 
     let mut got = vec![first.index];
     while let Some(r) = stream
@@ -131,9 +127,7 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", public))
-            .await
-            .is_err(),
+        tokio::net::TcpStream::connect(public).await.is_err(),
         "stopped accepting"
     );
     litd.shutdown().await;

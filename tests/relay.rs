@@ -230,7 +230,7 @@ async fn reconciliation_revokes_orphaned_registrations_only() {
 
 #[tokio::test]
 async fn reconciliation_is_off_without_a_macaroon_and_ready_says_so() {
-    let env = Env::start_relay_opts("", "", false).await;
+    let env = Env::start_relay_with("", |c| c.upstream.macaroon = Default::default()).await;
     assert!(env.gate.reconcile_now().await.is_none());
     let (status, body) = admin_get(&env.admin_uri("/ready")).await;
     assert_eq!(status, 200);
