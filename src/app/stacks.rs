@@ -20,7 +20,8 @@ use crate::{
     router::Router,
 };
 
-/// The public face's service: every layer of `design.md` §1, outermost first.
+/// The public face's service: every layer (`docs/design.md`, "The public face"), outermost
+/// first.
 pub(crate) fn public_stack(
     router: Router,
     metrics: RequestMetrics,

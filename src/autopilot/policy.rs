@@ -1,4 +1,4 @@
-//! The AddAutopilotSession policy (`design.md` §2, §3): everything litgate checks and decides
+//! The AddAutopilotSession policy (`docs/design.md`, "AddAutopilotSession"): everything litgate checks and decides
 //! about a request before litd sees it. Pure: it takes the decoded request, the feature
 //! catalogue and (for linked sessions) what litd says about the linked session, and returns
 //! either a refusal naming the field and the reason, or the decision — the values to write into

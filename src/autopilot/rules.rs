@@ -1,8 +1,7 @@
-//! LiT's firewall rules: the JSON forms the Autopilot server sends (`spec/lit-api.md` §6.3, the
-//! Go structs of LiT's rule managers), their conversion to and from `litrpc.RuleValue`, litd's
-//! per-rule parse checks and its "sanity" checks against a feature's min and max
-//! (`spec/lit-behaviour.md` §3). These functions copy
-//! litd's comparisons, holes included; the AddAutopilotSession policy (`policy.rs`) closes the
+//! LiT's firewall rules: the JSON forms the Autopilot server sends (the Go structs of LiT's rule
+//! managers), their conversion to and from `litrpc.RuleValue`, litd's per-rule parse checks and
+//! its "sanity" checks against a feature's min and max (`firewall/rule_enforcer.go`,
+//! `rules/*.go`). These functions copy litd's comparisons, holes included; the AddAutopilotSession policy (`policy.rs`) closes the
 //! holes (NaN rates, `num_hours = 0`) before it calls them. The demo litd uses them too.
 
 use std::time::{SystemTime, UNIX_EPOCH};

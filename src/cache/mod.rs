@@ -1,4 +1,4 @@
-//! The session cache (`design.md` §6): answers `ListSessions` and `ListAutopilotSessions`, in
+//! The session cache (`docs/design.md`, "The session cache"): answers `ListSessions` and `ListAutopilotSessions`, in
 //! gRPC, grpc-web, grpc-web-text and REST, from sled when litd already gave the same caller the
 //! same answer, and invalidates everything on every session write that goes through litgate.
 //! Owns `[cache]`. Sits in the router, after identity and the rate limiter: the router hands it

@@ -1362,7 +1362,7 @@ fn unknown(msg: impl Into<String>) -> Status {
     Status::unknown(msg)
 }
 
-/// litd's AddAutopilotSession after the macaroon check (`spec/lit-behaviour.md` §1.1–1.4),
+/// litd's AddAutopilotSession after the macaroon check (LiT's `session_rpcserver.go`),
 /// without the privacy mapper's pseudonyms (values and configs are sent in clear).
 async fn add_autopilot_session(
     inner: &Inner,

@@ -3,11 +3,11 @@
 //! decides what a caller may do (litd checks macaroons); it only decides which limit a call
 //! is counted against.
 //!
-//! The rule is LiT's (`rules/rate_limit.go`, `spec/lit-behaviour.md` §3.2): a method is a read
+//! The rule is LiT's (LiT's `rules/rate_limit.go`): a method is a read
 //! when it is known and **every** permission it requires has action `read`; anything else,
 //! including a method not in the table, is a write. Where the facts come from:
 //!
-//! - `litrpc.*`: `spec/lit-api.md` §2.7 (LiT's `perms/permissions.go`); `litrpc.Status/
+//! - `litrpc.*`: LiT's `perms/permissions.go` (`RequiredPermissions`, v0.17.2-alpha); `litrpc.Status/
 //!   SubServerStatus` is whitelisted (an empty op list, vacuously all-read), so it is a read;
 //! - `lnrpc.Lightning`: lnd's `MainRPCServerPermissions` (`rpcserver.go`), checked against the
 //!   source; `generate` actions (BakeMacaroon, signrpc's signing calls) are not `read`, so
@@ -23,7 +23,7 @@
 //!   `SubscribeState` are reads (empty op lists, like SubServerStatus); `InitWallet`,
 //!   `UnlockWallet` and `ChangePassword` are counted as **writes** on purpose: they change
 //!   state and are password-guessing targets, so they get the tighter limit;
-//! - REST: litd's yaml (`spec/lit-api.md` §2.1–2.5 and appendix A) and the most used lnd
+//! - REST: litd's grpc-gateway rules (`litrpc/*.yaml`) and the most used lnd
 //!   (`lightning.yaml`, `router.yaml`, `walletkit.yaml`, `invoices.yaml`) and loop mappings.
 //!   A REST path not in the table is a read for GET (and HEAD) and a write otherwise; the table
 //!   matters for the exceptions (`GET /v1/newaddress` writes; `POST /v1/switch`,
@@ -398,7 +398,7 @@ pub static GRPC_METHODS: &[(&str, Class)] = &[
 /// segment counts differ wherever literal and parameter segments could collide.
 #[rustfmt::skip]
 pub static REST_ROUTES: &[(Method, &str, &str)] = &[
-    // litrpc (spec/lit-api.md §2.1-2.5, appendix A).
+    // litrpc (litrpc/*.yaml, Accounts included).
     (Method::POST, "/v1/sessions", "/litrpc.Sessions/AddSession"),
     (Method::GET, "/v1/sessions", "/litrpc.Sessions/ListSessions"),
     (Method::DELETE, "/v1/sessions/{local_public_key}", "/litrpc.Sessions/RevokeSession"),
@@ -641,7 +641,7 @@ mod tests {
 
     #[test]
     fn litrpc_matches_the_spec_permission_map() {
-        // spec/lit-api.md §2.7, row by row.
+        // LiT's perms/permissions.go, row by row.
         let reads = [
             "/litrpc.Sessions/ListSessions",
             "/litrpc.Accounts/ListAccounts",

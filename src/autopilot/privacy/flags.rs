@@ -1,7 +1,7 @@
 //! The privacy-mapper flags: their names by bit, as LiT defines them, and the bitmask helpers
 //! the policy, the relay, the config and the ledger table use. Pure data; imports nothing.
 
-/// The privacy flag names by bit (`spec/lit-api.md` §6.4).
+/// The privacy flag names by bit (LiT's `session/privacy_flags.go`).
 pub const NAMES: [&str; 8] = [
     "ClearPubkeys",
     "ClearAmounts",

@@ -1,5 +1,5 @@
 //! The relay face: litd's `autopilot.address` points here, so every registration litd makes
-//! goes through litgate (`design.md` §5). It serves `autopilotserverrpc.Autopilot` and
+//! goes through litgate (`docs/design.md`, "The relay face"). It serves `autopilotserverrpc.Autopilot` and
 //! forwards to the real server over the shared channel, adding:
 //! - `Terms` and `ListFeatures` answered from the catalogue (fresh, or stale within bounds);
 //! - `RegisterSession` held to `[privacy]` and to what the public face approved, before the

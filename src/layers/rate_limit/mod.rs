@@ -1,4 +1,4 @@
-//! Rate limit (`design.md` §4): per-caller limits in LiT's RateLimit shape
+//! Rate limit (`docs/design.md`, "Rate limits"): per-caller limits in LiT's RateLimit shape
 //! (`{ iterations, num_hours }`), separately for reads and writes (`crate::methods`), with
 //! per-method overrides, enforced by `governor`'s keyed GCRA limiters. It sits after identity
 //! (it reads [`Caller`]) and before the router, so a refused call never reaches litd; every
