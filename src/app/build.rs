@@ -14,7 +14,7 @@ use crate::{
         relay::{Reconciler, Relay},
         Autopilot, Catalogue,
     },
-    cache::Cache,
+    cache::{Cache, CacheMetrics},
     clock::SharedClock,
     config::{Config, StoreConfig},
     layers::{
@@ -100,14 +100,14 @@ impl Components {
             (relay, RequestMetrics::register(registry))
         });
         let reconciler = match read_macaroon(&cfg.upstream.macaroon)? {
-            Some(mac) if relay.is_some() => Some(Reconciler::new(
+            Some(macaroon) if relay.is_some() => Some(Reconciler {
                 autopilot,
-                upstream.clone(),
-                store.clone(),
-                clock.clone(),
-                mac,
-                cfg.autopilot.relay.reconcile_grace,
-            )),
+                upstream: upstream.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                macaroon,
+                grace: cfg.autopilot.relay.reconcile_grace,
+            }),
             _ => None,
         };
         Ok(Components {
@@ -146,7 +146,7 @@ fn router(
             clock.clone(),
             upstream.clone(),
             upstream.addr().to_string(),
-            registry.sub_registry_with_prefix("cache"),
+            CacheMetrics::register(registry.sub_registry_with_prefix("cache")),
         )?),
         false => None,
     };

@@ -2,13 +2,10 @@
 //! span per request (trace), the one place errors become responses (rescue), metrics inside
 //! rescue so refusals count with their code.
 
-use std::convert::Infallible;
-
 use tower::ServiceBuilder;
 
 use crate::{
     autopilot::relay::Relay,
-    body::{Request, Response},
     layers::{
         identity::IdentityLayer,
         metrics::{MetricsLayer, RequestMetrics},
@@ -18,6 +15,7 @@ use crate::{
     },
     methods,
     router::Router,
+    server::Served,
 };
 
 /// The public face's service: every layer (`docs/design.md`, "The public face"), outermost
@@ -26,10 +24,7 @@ pub(crate) fn public_stack(
     router: Router,
     metrics: RequestMetrics,
     rate_limit: RateLimitLayer,
-) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
-       + Clone
-       + Send
-       + 'static {
+) -> impl Served {
     ServiceBuilder::new()
         // Outermost: one span covers the whole request, refusals included.
         .layer(TraceLayer)
@@ -47,13 +42,7 @@ pub(crate) fn public_stack(
 
 /// The relay face's service (litd's `autopilot.address`): trace, rescue and metrics as on the
 /// public face, then the relay (`autopilotserverrpc.Autopilot`).
-pub(crate) fn relay_stack(
-    relay: Relay,
-    metrics: RequestMetrics,
-) -> impl tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
-       + Clone
-       + Send
-       + 'static {
+pub(crate) fn relay_stack(relay: Relay, metrics: RequestMetrics) -> impl Served {
     ServiceBuilder::new()
         .layer(TraceLayer)
         .layer(RescueLayer)

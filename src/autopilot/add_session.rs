@@ -30,6 +30,7 @@ use crate::{
     },
     proto::litrpc::AddAutopilotSessionRequest,
     store::{Approval, Store},
+    telemetry::metrics::registered,
     upstream::{litd::CallError, Upstream},
 };
 
@@ -64,11 +65,10 @@ impl AddSessionHandler {
         max_message_bytes: usize,
         registry: &mut Registry,
     ) -> Self {
-        let outcomes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        let outcomes: Family<OutcomeLabels, Counter> = registered(
+            registry,
             "sessions",
             "AddAutopilotSession requests approved or refused by litgate's policy, by reason",
-            outcomes.clone(),
         );
         AddSessionHandler {
             policy,

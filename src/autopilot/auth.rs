@@ -48,6 +48,7 @@ use crate::{
         Protocol,
     },
     layers::identity::Caller,
+    telemetry::metrics::registered,
     upstream::Upstream,
 };
 
@@ -92,11 +93,10 @@ struct Known {
 impl AuthGate {
     /// A gate probing `upstream`; registers `litgate_autopilot_auth_probes_total{verdict}`.
     pub(crate) fn new(upstream: Upstream, clock: SharedClock, registry: &mut Registry) -> Self {
-        let probes = Family::<ProbeLabels, Counter>::default();
-        registry.register(
+        let probes: Family<ProbeLabels, Counter> = registered(
+            registry,
             "auth_probes",
             "Probes asking litd whether a credential may call AddAutopilotSession, by verdict",
-            probes.clone(),
         );
         AuthGate {
             upstream,

@@ -23,13 +23,14 @@ use crate::{
     error::Error,
     proto::autopilotserverrpc::{Feature, ListFeaturesResponse, TermsResponse},
     store::{CatalogueRecord, Store},
+    telemetry::metrics::registered,
 };
 
 /// Features by name, as the server sent them.
 pub type Features = Arc<HashMap<String, Feature>>;
 
 /// Catalogue metrics.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct CatalogueMetrics {
     age_seconds: Gauge,
     fetches: Counter,
@@ -60,27 +61,28 @@ impl Catalogue {
         max_stale: Duration,
         registry: &mut Registry,
     ) -> Arc<Self> {
-        let metrics = CatalogueMetrics::default();
-        registry.register(
-            "age_seconds",
-            "Age of the feature catalogue in use",
-            metrics.age_seconds.clone(),
-        );
-        registry.register(
-            "fetches",
-            "Successful ListFeatures calls to the Autopilot server",
-            metrics.fetches.clone(),
-        );
-        registry.register(
-            "fetch_failures",
-            "Failed ListFeatures calls to the Autopilot server",
-            metrics.fetch_failures.clone(),
-        );
-        registry.register(
-            "stale_served",
-            "Times a catalogue past its TTL was used because the server was unreachable",
-            metrics.stale_served.clone(),
-        );
+        let metrics = CatalogueMetrics {
+            age_seconds: registered(
+                registry,
+                "age_seconds",
+                "Age of the feature catalogue in use",
+            ),
+            fetches: registered(
+                registry,
+                "fetches",
+                "Successful ListFeatures calls to the Autopilot server",
+            ),
+            fetch_failures: registered(
+                registry,
+                "fetch_failures",
+                "Failed ListFeatures calls to the Autopilot server",
+            ),
+            stale_served: registered(
+                registry,
+                "stale_served",
+                "Times a catalogue past its TTL was used because the server was unreachable",
+            ),
+        };
         let seeded = match store.catalogue() {
             Ok(Some(rec)) => ListFeaturesResponse::decode(rec.response.as_slice())
                 .ok()

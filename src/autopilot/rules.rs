@@ -377,6 +377,27 @@ fn history_start(v: &HistoryLimit, now: i64) -> i64 {
     }
 }
 
+/// `(name, value, min, max)` of each named numeric field of three rule values, as `u64`.
+macro_rules! between {
+    ($v:ident, $lo:ident, $hi:ident; $($field:ident),+) => {
+        [$((
+            stringify!($field),
+            u64::from($v.$field),
+            u64::from($lo.$field),
+            u64::from($hi.$field),
+        )),+]
+    };
+}
+
+/// Each `(name, value, min, max)` has its value within its bounds; the first that is not is
+/// named.
+fn within<const N: usize>(fields: [(&str, u64, u64, u64); N]) -> Result<(), String> {
+    match fields.iter().find(|(_, v, lo, hi)| v < lo || v > hi) {
+        Some((field, ..)) => Err(format!("{field} is not between the min and max")),
+        None => Ok(()),
+    }
+}
+
 /// litd's `VerifySane`: `value` against the server's `min` and `max` for one rule. The error is
 /// the reason text only; the caller wraps it in litd's `rule value for ... not valid` sentence.
 pub fn check_sane(
@@ -407,64 +428,19 @@ pub fn check_sane(
             Some(V::ChanPolicyBounds(v)),
             Some(V::ChanPolicyBounds(lo)),
             Some(V::ChanPolicyBounds(hi)),
-        ) => {
-            let fields: [(&str, u64, u64, u64); 8] = [
-                (
-                    "min_base_msat",
-                    v.min_base_msat,
-                    lo.min_base_msat,
-                    hi.min_base_msat,
-                ),
-                (
-                    "max_base_msat",
-                    v.max_base_msat,
-                    lo.max_base_msat,
-                    hi.max_base_msat,
-                ),
-                (
-                    "min_rate_ppm",
-                    v.min_rate_ppm.into(),
-                    lo.min_rate_ppm.into(),
-                    hi.min_rate_ppm.into(),
-                ),
-                (
-                    "max_rate_ppm",
-                    v.max_rate_ppm.into(),
-                    lo.max_rate_ppm.into(),
-                    hi.max_rate_ppm.into(),
-                ),
-                (
-                    "min_cltv_delta",
-                    v.min_cltv_delta.into(),
-                    lo.min_cltv_delta.into(),
-                    hi.min_cltv_delta.into(),
-                ),
-                (
-                    "max_cltv_delta",
-                    v.max_cltv_delta.into(),
-                    lo.max_cltv_delta.into(),
-                    hi.max_cltv_delta.into(),
-                ),
-                (
-                    "min_htlc_msat",
-                    v.min_htlc_msat,
-                    lo.min_htlc_msat,
-                    hi.min_htlc_msat,
-                ),
-                (
-                    "max_htlc_msat",
-                    v.max_htlc_msat,
-                    lo.max_htlc_msat,
-                    hi.max_htlc_msat,
-                ),
-            ];
-            for (field, v, lo, hi) in fields {
-                if v < lo || v > hi {
-                    return Err(format!("{field} is not between the min and max"));
-                }
-            }
-            Ok(())
-        }
+        ) => within(between!(
+            v,
+            lo,
+            hi;
+            min_base_msat,
+            max_base_msat,
+            min_rate_ppm,
+            max_rate_ppm,
+            min_cltv_delta,
+            max_cltv_delta,
+            min_htlc_msat,
+            max_htlc_msat
+        )),
         (Some(V::HistoryLimit(v)), Some(V::HistoryLimit(lo)), _) => {
             let now = now_unix();
             if history_start(v, now) >= history_start(lo, now) {
@@ -485,31 +461,7 @@ pub fn check_sane(
             Some(V::ChannelConstraint(lo)),
             Some(V::ChannelConstraint(hi)),
         ) => {
-            let nums = [
-                (
-                    "min_capacity_sat",
-                    v.min_capacity_sat,
-                    lo.min_capacity_sat,
-                    hi.min_capacity_sat,
-                ),
-                (
-                    "max_capacity_sat",
-                    v.max_capacity_sat,
-                    lo.max_capacity_sat,
-                    hi.max_capacity_sat,
-                ),
-                (
-                    "max_push_sat",
-                    v.max_push_sat,
-                    lo.max_push_sat,
-                    hi.max_push_sat,
-                ),
-            ];
-            for (field, v, lo, hi) in nums {
-                if v < lo || v > hi {
-                    return Err(format!("{field} is not between the min and max"));
-                }
-            }
+            within(between!(v, lo, hi; min_capacity_sat, max_capacity_sat, max_push_sat))?;
             if (v.private_allowed && !hi.private_allowed)
                 || (!v.private_allowed && lo.private_allowed)
             {

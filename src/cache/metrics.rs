@@ -6,6 +6,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::telemetry::metrics::registered;
+
 /// The cache's Prometheus metrics.
 #[derive(Debug, Clone, Default)]
 pub struct CacheMetrics {
@@ -26,40 +28,40 @@ pub struct CacheMetrics {
 }
 
 impl CacheMetrics {
-    /// Registers every cache metric in `registry`.
+    /// Every cache metric, registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = CacheMetrics::default();
-        registry.register(
-            "hits",
-            "Session lists served fresh from the cache",
-            m.hits.clone(),
-        );
-        registry.register(
-            "misses",
-            "Cacheable session lists that went to litd",
-            m.misses.clone(),
-        );
-        registry.register(
-            "stale",
-            "Session lists served stale (marked) while litd was unreachable",
-            m.stale.clone(),
-        );
-        registry.register(
-            "bypasses",
-            "Session lists that could not use the cache (no credential, non-canonical request)",
-            m.bypasses.clone(),
-        );
-        registry.register(
-            "undecryptable",
-            "Cache entries that failed authentication and were treated as misses",
-            m.undecryptable.clone(),
-        );
-        registry.register("entries", "Entries in the session cache", m.entries.clone());
-        registry.register(
-            "bytes",
-            "Bytes of the session cache's entries (keys and sealed values)",
-            m.bytes.clone(),
-        );
-        m
+        CacheMetrics {
+            hits: registered(
+                registry,
+                "hits",
+                "Session lists served fresh from the cache",
+            ),
+            misses: registered(
+                registry,
+                "misses",
+                "Cacheable session lists that went to litd",
+            ),
+            stale: registered(
+                registry,
+                "stale",
+                "Session lists served stale (marked) while litd was unreachable",
+            ),
+            bypasses: registered(
+                registry,
+                "bypasses",
+                "Session lists that could not use the cache (no credential, non-canonical request)",
+            ),
+            undecryptable: registered(
+                registry,
+                "undecryptable",
+                "Cache entries that failed authentication and were treated as misses",
+            ),
+            entries: registered(registry, "entries", "Entries in the session cache"),
+            bytes: registered(
+                registry,
+                "bytes",
+                "Bytes of the session cache's entries (keys and sealed values)",
+            ),
+        }
     }
 }

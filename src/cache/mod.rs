@@ -41,8 +41,6 @@ mod metrics;
 
 use std::{
     collections::HashMap,
-    future::Future,
-    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -51,7 +49,6 @@ use std::{
 };
 
 use http::{header, HeaderName, HeaderValue, StatusCode};
-use prometheus_client::registry::Registry;
 
 pub use self::metrics::CacheMetrics;
 use self::{
@@ -63,7 +60,7 @@ use self::{
     key::{cache_key, is_empty_list_request, protocol_tag, route_tag, shape_ok, MAX_REQUEST_BYTES},
 };
 use crate::{
-    body::{self, Request, Response},
+    body::{self, Request, Response, ResponseFuture},
     clock::SharedClock,
     error::Error,
     grpc::{
@@ -87,9 +84,7 @@ pub const STALE_VALUE: &str = "stale";
 /// never get this far (the upstream client drops them).
 const RECOMPUTED_HEADERS: [HeaderName; 2] = [header::DATE, header::CONTENT_LENGTH];
 
-type Forward = Arc<
-    dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>> + Send + Sync,
->;
+type Forward = Arc<dyn Fn(Request) -> ResponseFuture + Send + Sync>;
 
 /// The session cache. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -145,29 +140,8 @@ enum Verdict {
 
 impl Cache {
     /// Builds the cache over `store`, forwarding misses to `upstream` (litd; `label` names it
-    /// in errors), and registers its metrics.
+    /// in errors), counting into `metrics` (registered by the caller, or not).
     pub fn new<S>(
-        cfg: &CacheConfig,
-        store: Store,
-        clock: SharedClock,
-        upstream: S,
-        label: impl Into<String>,
-        registry: &mut Registry,
-    ) -> Result<Cache, StoreError>
-    where
-        S: tower::Service<Request, Response = Response, Error = Error>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let metrics = CacheMetrics::register(registry);
-        Self::with_metrics(cfg, store, clock, upstream, label, metrics)
-    }
-
-    /// Same as [`new`](Self::new), with metrics the caller registered (or not).
-    pub fn with_metrics<S>(
         cfg: &CacheConfig,
         store: Store,
         clock: SharedClock,

@@ -136,7 +136,7 @@ fn harness(cfg: CacheConfig, steps: Vec<Step>, delay: Duration) -> Harness {
         calls: AtomicUsize::new(0),
         delay,
     });
-    let cache = Cache::with_metrics(
+    let cache = Cache::new(
         &cfg,
         store.clone(),
         Arc::new(clock.clone()),

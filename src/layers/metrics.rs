@@ -5,8 +5,6 @@
 //! gRPC codes); never a path, peer or credential.
 
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
     time::Instant,
 };
@@ -19,12 +17,13 @@ use prometheus_client::{
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Request, Response},
+    body::{Request, Response, ResponseFuture},
     error::Error,
     grpc::{
         status::{self, Deferred, Outcome},
         Protocol,
     },
+    telemetry::metrics::registered,
 };
 
 /// Names a request's route for the `route` label, from a table of paths (bounded).
@@ -67,18 +66,17 @@ impl std::fmt::Debug for RequestMetrics {
 impl RequestMetrics {
     /// Creates the families and registers them.
     pub fn register(registry: &mut Registry) -> Self {
-        let requests = Family::<OutcomeLabels, Counter>::default();
+        let requests = registered(
+            registry,
+            "requests",
+            "Requests by route, protocol and outcome",
+        );
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 100 µs .. ~26 s: loopback passthrough to slow autopilot registrations.
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 0.0001, 2.0, 19,
             ))
         });
-        registry.register(
-            "requests",
-            "Requests by route, protocol and outcome",
-            requests.clone(),
-        );
         registry.register(
             "request_duration_seconds",
             "Time from request to response head",
@@ -129,7 +127,7 @@ where
 {
     type Response = Response;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)

@@ -13,8 +13,6 @@
 mod terminate;
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -23,7 +21,7 @@ use tower::Service;
 
 use crate::{
     autopilot::add_session::AddSessionHandler,
-    body::{Request, Response},
+    body::{Request, Response, ResponseFuture},
     cache::Cache,
     error::Error,
     grpc::{
@@ -78,7 +76,7 @@ impl Router {
 impl Service<Request> for Router {
     type Response = Response;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -94,12 +92,12 @@ impl Service<Request> for Router {
 
 impl Router {
     /// Routes one call (not an upgrade) to its handler.
-    fn dispatch(&self, req: Request) -> RouteFuture {
+    fn dispatch(&self, req: Request) -> ResponseFuture {
         let route = Route::classify(req.method(), req.uri().path());
         let protocol = Protocol::of(&req);
         match route {
             Route::AddAutopilotSession => {
-                let write: RouteFuture = match &self.add_autopilot_session {
+                let write: ResponseFuture = match &self.add_autopilot_session {
                     Some(h) => {
                         let h = h.clone();
                         Box::pin(async move { h.handle(req).await })
@@ -124,7 +122,7 @@ impl Router {
     }
 
     /// Routes one WebSocket upgrade.
-    fn upgrade(&self, upgrade: Upgrade, req: Request) -> RouteFuture {
+    fn upgrade(&self, upgrade: Upgrade, req: Request) -> ResponseFuture {
         let path = req.uri().path();
         if upgrade == Upgrade::GrpcWebSockets && Route::grpc(path).is_some() {
             // The grpc-web call inside gets exactly a grpc-web call's dispatch.
@@ -153,7 +151,7 @@ impl Router {
 
     /// Hands a session write's answer to the cache, which invalidates itself before the caller
     /// sees a success; without a cache the answer streams through as is.
-    fn invalidating(&self, protocol: Protocol, write: RouteFuture) -> RouteFuture {
+    fn invalidating(&self, protocol: Protocol, write: ResponseFuture) -> ResponseFuture {
         match &self.cache {
             Some(cache) => {
                 let cache = cache.clone();
@@ -163,5 +161,3 @@ impl Router {
         }
     }
 }
-
-type RouteFuture = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;

@@ -20,6 +20,24 @@ use tower::{Service, ServiceExt};
 
 use crate::body::{boxed, Request, Response};
 
+/// What a listener serves: a cloneable service of litgate's requests that never fails (errors
+/// are responses by then).
+pub(crate) trait Served:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Served for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The connection a request arrived on: a request extension set by the server.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectInfo {
@@ -75,18 +93,14 @@ impl Upgrades {
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then drains for at most `drain`.
-pub async fn serve<S, F>(
+pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handshake_timeout: Duration,
-    service: S,
-    shutdown: F,
+    service: impl Served,
+    shutdown: impl Future<Output = ()>,
     drain: Duration,
-) where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    F: Future<Output = ()>,
-{
+) {
     let graceful = GracefulShutdown::new();
     let upgrades = Upgrades::default();
     // Connection tasks, so the ones still running at the drain deadline can be closed.

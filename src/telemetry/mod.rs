@@ -2,6 +2,7 @@
 //! line: no layer records header values, and credential types redact their `Debug`.
 
 pub(crate) mod config;
+pub(crate) mod metrics;
 
 use tracing_subscriber::{fmt, EnvFilter};
 

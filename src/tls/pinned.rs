@@ -253,46 +253,16 @@ pub(crate) fn client_config(
     )
 }
 
-/// Refuses every certificate: the TLS config of a plaintext connector, never used for a
-/// handshake.
-#[derive(Debug)]
-pub(crate) struct NoTls(pub Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoTls {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::General(
-            "upstream.plaintext = true: no TLS towards litd".into(),
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no TLS".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no TLS".into()))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+/// A client config that trusts no certificate at all (an empty root store): the TLS side of a
+/// plaintext connector, never used for a handshake.
+pub(crate) fn trusting_nothing() -> Result<rustls::ClientConfig, TlsError> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    )
 }
 
 /// A client config pinning exactly the certificates in `pem` (tests, the demo fakes).

@@ -26,9 +26,10 @@ use prometheus_client::{metrics::counter::Counter, registry::Registry};
 
 use self::config::UpstreamConfig;
 use crate::{
-    body::{boxed, Body, BoxError, Request, Response},
+    body::{boxed, Body, BoxError, Request, Response, ResponseFuture},
     error::Error,
     headers::strip_hop_by_hop,
+    telemetry::metrics::registered,
 };
 
 /// Counters the upstream client keeps (names `litgate_upstream_*`).
@@ -43,18 +44,18 @@ pub struct UpstreamMetrics {
 impl UpstreamMetrics {
     /// The counters, registered in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = UpstreamMetrics::default();
-        registry.register(
-            "connections",
-            "Transport connections opened to litd (one serves many calls)",
-            m.connections.clone(),
-        );
-        registry.register(
-            "errors",
-            "Calls that could not reach litd or broke in transport",
-            m.errors.clone(),
-        );
-        m
+        UpstreamMetrics {
+            connections: registered(
+                registry,
+                "connections",
+                "Transport connections opened to litd (one serves many calls)",
+            ),
+            errors: registered(
+                registry,
+                "errors",
+                "Calls that could not reach litd or broke in transport",
+            ),
+        }
     }
 }
 
@@ -125,9 +126,7 @@ impl Upstream {
 
         let (tls, https) = if cfg.plaintext {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(crate::tls::pinned::client_config(Arc::new(
-                    crate::tls::pinned::NoTls(crate::tls::provider()),
-                ))?)
+                .with_tls_config(crate::tls::pinned::trusting_nothing()?)
                 .https_or_http()
                 .enable_http2()
                 .wrap_connector(http);
@@ -280,7 +279,7 @@ impl Upstream {
 impl tower::Service<Request> for Upstream {
     type Response = Response;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))

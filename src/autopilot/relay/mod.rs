@@ -41,6 +41,7 @@ use crate::{
         RevokeSessionRequest, RevokeSessionResponse, TermsRequest, TermsResponse,
     },
     store::{ApprovalId, LedgerEntry, Store},
+    telemetry::metrics::registered,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,11 +71,10 @@ impl Relay {
         deny_clear: &[String],
         registry: &mut Registry,
     ) -> Self {
-        let calls = Family::<CallLabels, Counter>::default();
-        registry.register(
+        let calls: Family<CallLabels, Counter> = registered(
+            registry,
             "calls",
             "Calls litd made to the relay, by method and outcome (forwarded, refused, answered_locally, failed)",
-            calls.clone(),
         );
         Relay {
             autopilot,

@@ -32,35 +32,22 @@ pub struct ReconcileReport {
 /// Compares the ledger with litd's sessions and revokes orphaned registrations at the server.
 #[derive(Debug, Clone)]
 pub struct Reconciler {
-    autopilot: Autopilot,
-    upstream: Upstream,
-    store: Store,
-    clock: SharedClock,
-    macaroon: http::HeaderValue,
-    grace: Duration,
+    /// Where orphans are revoked.
+    pub(crate) autopilot: Autopilot,
+    /// litd, asked for its autopilot sessions.
+    pub(crate) upstream: Upstream,
+    /// The ledger.
+    pub(crate) store: Store,
+    /// Now.
+    pub(crate) clock: SharedClock,
+    /// litgate's own credential for `ListAutopilotSessions`.
+    pub(crate) macaroon: http::HeaderValue,
+    /// Registrations younger than this are left alone (their AddAutopilotSession may still be
+    /// running).
+    pub(crate) grace: Duration,
 }
 
 impl Reconciler {
-    /// `macaroon_hex` is litgate's own credential for `ListAutopilotSessions`; registrations
-    /// younger than `grace` are left alone (their AddAutopilotSession may still be running).
-    pub fn new(
-        autopilot: Autopilot,
-        upstream: Upstream,
-        store: Store,
-        clock: SharedClock,
-        macaroon: http::HeaderValue,
-        grace: Duration,
-    ) -> Self {
-        Reconciler {
-            autopilot,
-            upstream,
-            store,
-            clock,
-            macaroon,
-            grace,
-        }
-    }
-
     /// One pass.
     pub async fn run_once(&self) -> Result<ReconcileReport, Error> {
         let mut metadata = http::HeaderMap::new();

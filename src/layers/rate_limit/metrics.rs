@@ -12,6 +12,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::telemetry::metrics::registered;
+
 use super::{
     config::RateLimitConfig,
     limiter::{DecisionLabels, Limiter},
@@ -20,11 +22,10 @@ use super::{
 impl Limiter<DefaultClock> {
     /// A limiter on the real clock, its metrics registered in `registry`.
     pub(crate) fn registered(cfg: &RateLimitConfig, registry: &mut Registry) -> Arc<Self> {
-        let decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register(
+        let decisions: Family<DecisionLabels, Counter> = registered(
+            registry,
             "decisions",
             "Rate-limit decisions on the public face by method class, limit and outcome",
-            decisions.clone(),
         );
         let limiter = Self::build(cfg, DefaultClock::default(), decisions);
         registry.register_collector(Box::new(StateCollector(limiter.clone())));

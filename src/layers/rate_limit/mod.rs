@@ -19,8 +19,6 @@
 //! is read from the response head, or from the trailers as the body streams past.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -36,7 +34,7 @@ mod metrics;
 
 pub use self::limiter::{Admitted, Limiter};
 use crate::{
-    body::{Request, Response},
+    body::{Request, Response, ResponseFuture},
     error::Error,
     grpc::{status, Protocol},
     layers::identity::Caller,
@@ -99,7 +97,7 @@ where
 {
     type Response = Response;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
