@@ -130,12 +130,8 @@ mod tests {
             sessions: vec![session(0, 700), session(3, 10)],
         }
         .encode_to_vec();
-        let mut web = frame::message(&msg).to_vec();
-        let trailer = b"grpc-status:0\r\ngrpc-message:\r\n";
-        web.push(0x80);
-        web.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
-        web.extend_from_slice(trailer);
-        let web = Bytes::from(web);
+        let trailer = frame::encode(frame::TRAILERS, b"grpc-status:0\r\ngrpc-message:\r\n");
+        let web = Bytes::from([frame::message(&msg), trailer].concat());
         assert_eq!(
             earliest_active_expiry(Protocol::GrpcWeb, &web),
             Some(Some(700))

@@ -574,12 +574,8 @@ fn verdicts_need_http_200_and_an_ok_status() {
         sessions: vec![session(b"x", 0, 700)],
     }
     .encode_to_vec();
-    let mut web = frame::message(&msg).to_vec();
-    let trailer = b"grpc-status:0\r\ngrpc-message:\r\n";
-    web.push(0x80);
-    web.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
-    web.extend_from_slice(trailer);
-    let web = Bytes::from(web);
+    let trailer = frame::encode(frame::TRAILERS, b"grpc-status:0\r\ngrpc-message:\r\n");
+    let web = Bytes::from([frame::message(&msg), trailer].concat());
     let text = web_text::encode(&web);
     let cap = |protocol, status: u16, body: Bytes| {
         verdict(

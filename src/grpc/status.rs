@@ -331,21 +331,16 @@ impl TrailerScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::frame;
     use base64::Engine;
     use http::HeaderName;
 
     fn trailer_frame(block: &str) -> Vec<u8> {
-        let mut f = vec![0x80];
-        f.extend_from_slice(&(block.len() as u32).to_be_bytes());
-        f.extend_from_slice(block.as_bytes());
-        f
+        frame::encode(frame::TRAILERS, block.as_bytes()).to_vec()
     }
 
     fn message_frame(n: usize) -> Vec<u8> {
-        let mut f = vec![0];
-        f.extend_from_slice(&(n as u32).to_be_bytes());
-        f.extend(std::iter::repeat_n(7u8, n));
-        f
+        frame::message(&vec![7u8; n]).to_vec()
     }
 
     #[test]
