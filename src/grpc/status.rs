@@ -256,7 +256,7 @@ pub fn status_in(h: &HeaderMap) -> Option<tonic::Status> {
 }
 
 /// `grpc-status` in a header map, if present.
-fn head_code(h: &HeaderMap) -> Option<Code> {
+pub(crate) fn head_code(h: &HeaderMap) -> Option<Code> {
     let v = h.get("grpc-status")?;
     Some(
         std::str::from_utf8(v.as_bytes())
