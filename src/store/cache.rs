@@ -7,7 +7,8 @@ const CACHE_SALT_KEY: &[u8] = b"cache_salt";
 const CACHE_GENERATION_KEY: &[u8] = b"cache_generation";
 
 impl Store {
-    /// The session cache's HKDF salt: 32 random bytes kept in `meta`, created on first use.
+    /// The session cache's HKDF salt: 32 random bytes kept in `meta`, created (and flushed)
+    /// when the store first opens.
     pub(crate) fn cache_salt(&self) -> Result<[u8; 32], StoreError> {
         let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
         if let Some(v) = meta.get(CACHE_SALT_KEY).map_err(|e| self.err(e))? {

@@ -76,8 +76,9 @@ impl Store {
         &self.path
     }
 
-    /// Runs `work` on the blocking pool, for calls that wait on the disk (ledger writes and
-    /// approvals, which flush; the shutdown flush): never on an async worker.
+    /// Runs `work` on the blocking pool, for calls that wait on the disk (ledger writes, which
+    /// flush; approvals, which write and scan a tree; the flush at shutdown): never on an async
+    /// worker.
     pub(crate) async fn off_worker<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

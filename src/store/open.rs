@@ -126,7 +126,7 @@ impl Store {
             std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(approvals_by_time.len()));
         let ledger = db.open_tree("ledger").map_err(|e| classify(&path, e))?;
         let cache = db.open_tree("cache").map_err(|e| classify(&path, e))?;
-        Ok(Store {
+        let store = Store {
             path,
             _lock: std::sync::Arc::new(lock),
             db,
@@ -136,7 +136,11 @@ impl Store {
             approval_count,
             ledger,
             cache,
-        })
+        };
+        // Created (and flushed) here, where opening already waits on the disk, so that later
+        // reads of it never do.
+        store.cache_salt()?;
+        Ok(store)
     }
 }
 
