@@ -280,7 +280,9 @@ mod tests {
         )
         .unwrap();
         {
-            let db = sled::open(dir.path().join("db")).unwrap();
+            // sled lets go of its lock shortly after the store above was dropped: open_sled
+            // waits for that, bounded.
+            let db = open_sled(&dir.path().join("db")).unwrap();
             db.open_tree("meta")
                 .unwrap()
                 .insert(SCHEMA_KEY, &7u32.to_be_bytes())
