@@ -12,11 +12,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
 use litgate::{
     app,
-    config::{Config, Rate},
+    config::{Config, Rate, RateLimitConfig},
     demo::{DemoLitd, DemoLitdConfig},
     layers::{
         identity::{Caller, Credential, CredentialKind},
-        rate_limit::{self, Limiter},
+        rate_limit::Limiter,
     },
     proto::litgatetest::{echo_client::EchoClient, EchoRequest},
 };
@@ -24,12 +24,12 @@ use litgate::{
 const GET_INFO: &str = "/lnrpc.Lightning/GetInfo";
 
 /// Limits high enough that no decision in the bench is a refusal.
-fn roomy() -> rate_limit::Config {
+fn roomy() -> RateLimitConfig {
     let rate = Rate {
         iterations: u32::MAX,
         num_hours: 1,
     };
-    rate_limit::Config {
+    RateLimitConfig {
         read: rate,
         write: rate,
         ..Default::default()

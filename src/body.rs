@@ -24,6 +24,10 @@ pub type Request = http::Request<Body>;
 /// A response inside litgate.
 pub type Response = http::Response<Body>;
 
+/// The future of a response or litgate's error: what the services inside the stacks return.
+pub type ResponseFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response, crate::error::Error>> + Send>>;
+
 impl Body {
     /// Boxes any body.
     pub fn new<B>(body: B) -> Body

@@ -1,172 +1,53 @@
-//! The configuration file (`config/litgate.toml`): loading, the sections that have no runtime
-//! module of their own yet, and cross-checks. Sections map 1:1 to modules; each module that
-//! exists owns its `Config` (`server::ListenConfig`, `upstream::Config`, `admin::Config`,
-//! `telemetry::Config`, `layers::rate_limit::Config`, `cache::Config`). Unknown keys and bad
-//! values are errors that name the key. The key names are a contract (`design.md` §7): add keys freely, rename
-//! none.
+//! The configuration file (`config/litgate.toml`): loading, the aggregate of every section, and
+//! the checks that span sections. Sections map 1:1 to modules, and each module owns its
+//! section's type and its checks in a `config` submodule that imports only the shared value
+//! types (`values`): `[listen]` (server), `[upstream]`, `[autopilot]` with `[autopilot.relay]`
+//! and `[autopilot.rules]`, `[privacy]` (autopilot::privacy), `[rate_limit]`
+//! (layers::rate_limit), `[cache]`, `[store]`, `[admin]`, `[log]` (telemetry). This file imports
+//! those submodules and nothing that runs. Unknown keys and bad values are errors that name the
+//! key. The key names are a contract: add keys freely, rename none.
 
-use std::{fmt, path::Path, time::Duration};
+use std::{fmt, net::SocketAddr, path::Path};
 
 use serde::Deserialize;
 
-use crate::{admin, cache, layers::rate_limit, server, telemetry, upstream};
+pub use crate::{
+    admin::config::AdminConfig,
+    autopilot::{
+        config::{AutopilotConfig, RelayConfig, RulesConfig},
+        privacy::config::PrivacyConfig,
+    },
+    cache::config::CacheConfig,
+    layers::rate_limit::config::{MethodLimit, RateLimitConfig},
+    server::config::ListenConfig,
+    store::config::StoreConfig,
+    telemetry::config::{Format as LogFormat, LogConfig},
+    upstream::config::UpstreamConfig,
+    values::Rate,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[listen]`: the public face.
-    pub listen: server::ListenConfig,
+    pub listen: ListenConfig,
     /// `[upstream]`: litd.
-    pub upstream: upstream::Config,
+    pub upstream: UpstreamConfig,
     /// `[autopilot]`: the Autopilot server, the relay and rule caps.
     pub autopilot: AutopilotConfig,
     /// `[privacy]`: privacy-mapper flag policy.
     pub privacy: PrivacyConfig,
     /// `[rate_limit]`: per-caller limits.
-    pub rate_limit: rate_limit::Config,
+    pub rate_limit: RateLimitConfig,
     /// `[cache]`: the session-list cache.
-    pub cache: cache::Config,
+    pub cache: CacheConfig,
     /// `[store]`: the data directory.
     pub store: StoreConfig,
     /// `[admin]`: the admin listener.
-    pub admin: admin::Config,
+    pub admin: AdminConfig,
     /// `[log]`: logging.
-    pub log: telemetry::Config,
-}
-
-/// LiT's RateLimit shape: at most `iterations` calls per `num_hours` hours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rate {
-    /// Calls allowed per window. 0 means blocked, where a section says so.
-    pub iterations: u32,
-    /// Window length in hours; must be positive.
-    pub num_hours: u32,
-}
-
-/// `[autopilot]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AutopilotConfig {
-    /// The Autopilot server, `host:port`.
-    pub server: String,
-    /// PEM cert to pin for a self-signed server; empty: system roots.
-    pub tls_cert: std::path::PathBuf,
-    /// Plaintext gRPC to the server (tests, loopback only).
-    pub plaintext: bool,
-    /// Per-call timeout towards the server.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// How long a fetched feature catalogue is fresh.
-    #[serde(with = "duration")]
-    pub catalogue_ttl: Duration,
-    /// How long a stale catalogue may be used while the server is unreachable.
-    #[serde(with = "duration")]
-    pub catalogue_max_stale: Duration,
-    /// `[autopilot.relay]`.
-    pub relay: RelayConfig,
-    /// `[autopilot.rules]`.
-    pub rules: RulesConfig,
-}
-
-impl Default for AutopilotConfig {
-    fn default() -> Self {
-        Self {
-            server: "autopilot.lightning.finance:12010".into(),
-            tls_cert: Default::default(),
-            plaintext: false,
-            timeout: Duration::from_secs(10),
-            catalogue_ttl: Duration::from_secs(600),
-            catalogue_max_stale: Duration::from_secs(24 * 3600),
-            relay: RelayConfig::default(),
-            rules: RulesConfig::default(),
-        }
-    }
-}
-
-/// `[autopilot.relay]`: litd's `autopilot.address` points here.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RelayConfig {
-    /// Listen address; empty disables the relay.
-    pub addr: String,
-    /// How often the ledger is reconciled with litd's sessions.
-    #[serde(with = "duration")]
-    pub reconcile_every: Duration,
-    /// Registrations younger than this are not reconciled (their AddAutopilotSession may still
-    /// be running in litd).
-    #[serde(with = "duration")]
-    pub reconcile_grace: Duration,
-    /// Serve the relay over TLS with the public face's certificate (litd's
-    /// `--autopilot.tlspath`); false: plaintext (litd's `--autopilot.insecure`, loopback only).
-    pub tls: bool,
-}
-
-impl Default for RelayConfig {
-    fn default() -> Self {
-        Self {
-            addr: "127.0.0.1:12010".into(),
-            reconcile_every: Duration::from_secs(600),
-            reconcile_grace: Duration::from_secs(300),
-            tls: false,
-        }
-    }
-}
-
-/// `[autopilot.rules]`: operator caps on AddAutopilotSession rule values.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
-    /// Highest read rate a session may be granted.
-    pub rate_limit_read_max: Rate,
-    /// Highest write rate a session may be granted.
-    pub rate_limit_write_max: Rate,
-    /// Longest session lifetime from now.
-    #[serde(with = "duration")]
-    pub max_expiry: Duration,
-}
-
-impl Default for RulesConfig {
-    fn default() -> Self {
-        Self {
-            rate_limit_read_max: Rate {
-                iterations: 1000,
-                num_hours: 1,
-            },
-            rate_limit_write_max: Rate {
-                iterations: 10,
-                num_hours: 1,
-            },
-            max_expiry: Duration::from_secs(2160 * 3600),
-        }
-    }
-}
-
-/// `[privacy]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PrivacyConfig {
-    /// Flag names no session may carry.
-    pub deny_clear: Vec<String>,
-    /// Whether `no_privacy_mapper = true` sessions are allowed.
-    pub allow_no_privacy_mapper: bool,
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreConfig {
-    /// Data directory: generated TLS pair, sled database.
-    pub data_dir: std::path::PathBuf,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: "/var/lib/litgate".into(),
-        }
-    }
+    pub log: LogConfig,
 }
 
 /// One configuration problem, naming the key.
@@ -230,7 +111,7 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks values and cross-constraints that serde cannot; collects every problem.
+    /// Checks every section, then what spans sections; collects every problem.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut errs = Vec::new();
         let mut err = |key: &str, reason: String| {
@@ -239,92 +120,37 @@ impl Config {
                 reason,
             })
         };
-
         self.listen.validate(&mut err);
         self.upstream.validate(&mut err);
         self.log.validate(&mut err);
-
-        if host_port(&self.autopilot.server).is_none() {
-            err(
-                "autopilot.server",
-                format!("{:?} is not host:port", self.autopilot.server),
-            );
-        }
-        if self.autopilot.plaintext && !self.autopilot.tls_cert.as_os_str().is_empty() {
-            err(
-                "autopilot.tls_cert",
-                "set together with autopilot.plaintext = true".into(),
-            );
-        }
-        nonzero(&mut err, "autopilot.timeout", self.autopilot.timeout);
-        nonzero(
-            &mut err,
-            "autopilot.catalogue_ttl",
-            self.autopilot.catalogue_ttl,
-        );
-        if self.autopilot.catalogue_max_stale < self.autopilot.catalogue_ttl {
-            err(
-                "autopilot.catalogue_max_stale",
-                "must be at least autopilot.catalogue_ttl".into(),
-            );
-        }
-        let relay = &self.autopilot.relay;
-        if !relay.addr.is_empty() && relay.addr.parse::<std::net::SocketAddr>().is_err() {
-            err(
-                "autopilot.relay.addr",
-                format!("{:?} is not an ip:port socket address", relay.addr),
-            );
-        }
-        nonzero(
-            &mut err,
-            "autopilot.relay.reconcile_every",
-            relay.reconcile_every,
-        );
-        let rules = &self.autopilot.rules;
-        rate(
-            &mut err,
-            "autopilot.rules.rate_limit_read_max",
-            rules.rate_limit_read_max,
-            true,
-        );
-        rate(
-            &mut err,
-            "autopilot.rules.rate_limit_write_max",
-            rules.rate_limit_write_max,
-            true,
-        );
-        nonzero(&mut err, "autopilot.rules.max_expiry", rules.max_expiry);
-
-        for (i, name) in self.privacy.deny_clear.iter().enumerate() {
-            if !crate::autopilot::rules::PRIVACY_FLAG_NAMES.contains(&name.as_str()) {
-                err(
-                    &format!("privacy.deny_clear[{i}]"),
-                    format!(
-                        "unknown privacy flag {name:?}; known: {}",
-                        crate::autopilot::rules::PRIVACY_FLAG_NAMES.join(", ")
-                    ),
-                );
-            }
-        }
-
+        self.autopilot.validate(&mut err);
+        self.privacy.validate(&mut err);
         self.rate_limit.validate(&mut err);
-
         self.cache.validate(&mut err);
-        if self.store.data_dir.as_os_str().is_empty() {
-            err("store.data_dir", "must not be empty".into());
+        self.store.validate(&mut err);
+        self.cross_check(&mut err);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errs))
         }
+    }
 
-        let mut addrs: Vec<(&str, std::net::SocketAddr)> = vec![
-            ("listen.addr", self.listen.addr),
-            ("admin.addr", self.admin.addr),
-        ];
+    /// What no single section can check: the relay's TLS needs the public face's certificate,
+    /// and no two listeners may share an address.
+    fn cross_check(&self, err: &mut dyn FnMut(&str, String)) {
+        let relay = &self.autopilot.relay;
         if relay.tls && self.listen.plaintext {
             err(
                 "autopilot.relay.tls",
                 "needs the public face's certificate, but listen.plaintext = true".into(),
             );
         }
-        if let Ok(a) = relay.addr.parse() {
+        let mut addrs: Vec<(&str, SocketAddr)> = vec![
+            ("listen.addr", self.listen.addr),
+            ("admin.addr", self.admin.addr),
+        ];
+        if let Some(a) = relay.addr {
             addrs.push(("autopilot.relay.addr", a));
         }
         for (i, (ka, a)) in addrs.iter().enumerate() {
@@ -334,38 +160,7 @@ impl Config {
                 }
             }
         }
-
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(errs))
-        }
     }
-}
-
-fn nonzero(err: &mut impl FnMut(&str, String), key: &str, d: Duration) {
-    if d.is_zero() {
-        err(key, "must be greater than zero".into());
-    }
-}
-
-fn rate(err: &mut impl FnMut(&str, String), key: &str, r: Rate, zero_iterations_ok: bool) {
-    if r.num_hours == 0 {
-        err(&format!("{key}.num_hours"), "must be positive".into());
-    }
-    if r.iterations == 0 && !zero_iterations_ok {
-        err(&format!("{key}.iterations"), "must be positive".into());
-    }
-}
-
-/// `host:port` with a numeric port; returns the parts.
-pub fn host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
 }
 
 /// The dotted key a TOML error is about, recovered from its span: the text of the line the
@@ -397,30 +192,10 @@ fn toml_key(e: &toml::de::Error, text: &str) -> String {
     }
 }
 
-/// Serde helper for durations written as `"250ms"`, `"10s"`, `"24h"`.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Deserializes a duration string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); write a number and a unit, like \"250ms\", \"10s\", \"24h\""
-            ))
-        })
-    }
-
-    /// Serializes a duration string.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -428,6 +203,10 @@ mod tests {
         let c = Config::parse("").unwrap();
         assert_eq!(c.listen.addr.to_string(), "0.0.0.0:8445");
         assert_eq!(c.upstream.addr, "127.0.0.1:8443");
+        assert_eq!(
+            c.autopilot.relay.addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 12010)))
+        );
         assert_eq!(c.upstream.connect_timeout, Duration::from_secs(3));
         assert_eq!(c.autopilot.catalogue_max_stale, Duration::from_secs(86400));
         assert_eq!(

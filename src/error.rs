@@ -1,10 +1,15 @@
 //! litgate's error type. Each variant says whose fault it was (the caller, litd, the Autopilot
 //! server, or litgate itself) and carries the gRPC code it becomes. Errors become responses in
-//! exactly one place, the rescue layer (`layers::rescue`). Messages never contain credentials.
+//! one place per face: the rescue layer (`layers::rescue`) and the relay's `Relay::finish`.
+//! Messages never contain credentials; litgate's own faults keep their cause as `source` for
+//! the log and show the caller only what failed. A leaf: it imports nothing from litgate.
 
 use std::time::Duration;
 
 use tonic::Code;
+
+/// A boxed cause.
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can stop litgate from answering a request with litd's own response.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +46,26 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// A fault in litgate itself.
-    #[error("litgate internal error: {0}")]
-    Internal(String),
+    /// litd refused a call litgate made on its own behalf (with `[upstream] macaroon`): the
+    /// operator's configuration is at fault, not any caller.
+    #[error("litd refused litgate's own {method} call ({code:?}): {message}")]
+    OwnCallRefused {
+        /// The method litgate called.
+        method: &'static str,
+        /// litd's code.
+        code: Code,
+        /// litd's message.
+        message: String,
+    },
+    /// A fault in litgate itself: what failed (sent to the caller), and why (logged).
+    #[error("litgate internal error: {message}")]
+    Internal {
+        /// What failed, without internals.
+        message: String,
+        /// The cause, for the log.
+        #[source]
+        source: Option<Source>,
+    },
 }
 
 impl Error {
@@ -60,6 +82,27 @@ impl Error {
         Self::client(Code::InvalidArgument, message)
     }
 
+    /// A fault in litgate itself, with no cause beneath it.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A fault in litgate itself, caused by `source`.
+    pub fn internal_from(message: impl Into<String>, source: impl Into<Source>) -> Self {
+        Error::Internal {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Logs a call litgate refused or could not complete, once, with every cause.
+    pub fn log(&self, what: &'static str) {
+        tracing::warn!(error = %chain(self), kind = self.kind(), code = ?self.code(), "{what}");
+    }
+
     /// FAILED_PRECONDITION: a well-formed request that policy refuses.
     pub fn refused(message: impl Into<String>) -> Self {
         Self::client(Code::FailedPrecondition, message)
@@ -71,7 +114,7 @@ impl Error {
             Error::Client { code, .. } => *code,
             Error::RateLimited { .. } => Code::ResourceExhausted,
             Error::Upstream { .. } | Error::Autopilot { .. } => Code::Unavailable,
-            Error::Internal(_) => Code::Internal,
+            Error::OwnCallRefused { .. } | Error::Internal { .. } => Code::Internal,
         }
     }
 
@@ -82,7 +125,8 @@ impl Error {
             Error::RateLimited { .. } => "rate_limited",
             Error::Upstream { .. } => "upstream",
             Error::Autopilot { .. } => "autopilot",
-            Error::Internal(_) => "internal",
+            Error::OwnCallRefused { .. } => "own_call_refused",
+            Error::Internal { .. } => "internal",
         }
     }
 }
@@ -104,12 +148,6 @@ pub fn http_status(code: Code) -> http::StatusCode {
         Code::ResourceExhausted => S::TOO_MANY_REQUESTS,
         Code::Unimplemented => S::NOT_IMPLEMENTED,
         Code::Unavailable => S::SERVICE_UNAVAILABLE,
-    }
-}
-
-impl From<crate::store::StoreError> for Error {
-    fn from(e: crate::store::StoreError) -> Self {
-        Error::Internal(e.to_string())
     }
 }
 

@@ -1,5 +1,5 @@
-//! Reading a macaroon as litd's clients send it (hex of the V2 binary format,
-//! `shared/spec/macaroons.md`). litgate never verifies a macaroon: only litd holds the root keys.
+//! Reading a macaroon as litd's clients send it: hex of the V2 binary format (libmacaroons and
+//! go-macaroon's). litgate never verifies a macaroon: only litd holds the root keys.
 //! It reads the **identifier** (names a caller for rate limits; attenuation never changes it)
 //! and first-party `time-before` caveats (bounds how long a cached answer may be served).
 //! Encoding is here too so the demo litd and the tests can bake and attenuate real macaroons.
@@ -352,7 +352,7 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
 mod tests {
     use super::*;
 
-    // The example of shared/spec/macaroons.md, with a fixed signature.
+    // A V2 macaroon as litd bakes them, with a fixed signature.
     fn example_hex() -> String {
         let mut s = String::from("02");
         s += "01036c6e64";

@@ -52,6 +52,16 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+                // One stable line for whoever started the process (supervisors, tests): where
+                // each listener is bound, port 0 resolved.
+                println!(
+                    "litgate listening public={} admin={} relay={}",
+                    running.public_addr,
+                    running.admin_addr,
+                    running
+                        .relay_addr
+                        .map_or_else(|| "off".to_string(), |a| a.to_string())
+                );
                 if let Some(p) = &running.cert_path {
                     if running.cert_generated {
                         tracing::info!(path = %p.display(), "generated a self-signed certificate for the public face; clients pin this file");

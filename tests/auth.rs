@@ -116,7 +116,7 @@ fn visible(door: Door, c: &Collected) -> (u16, Option<String>, Option<String>, B
                 let block = frames(body.clone())
                     .into_iter()
                     .find(|(f, _)| f & 0x80 != 0)
-                    .map(|(_, b)| litgate::grpc::status::parse_block(&b))
+                    .map(|(_, b)| trailer_block(&b))
                     .expect("trailer frame");
                 let s = tonic::Status::from_header_map(&block).unwrap();
                 status = Some((s.code() as i32).to_string());

@@ -8,6 +8,7 @@
 mod common;
 
 use std::{
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -384,11 +385,9 @@ async fn fifty_concurrent_misses_make_one_upstream_call() {
     .unwrap();
     let relay = slow_relay(litd.addr(), Duration::from_millis(200)).await;
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(dir.path(), &litd, "").replace(
-        &format!("addr = \"{}\"", litd.addr()),
-        &format!("addr = \"{relay}\""),
-    );
-    let config = litgate::config::Config::parse(&toml).unwrap();
+    let mut config = litgate::config::Config::parse(&config_toml(dir.path(), &litd, "")).unwrap();
+    // Through the slow relay.
+    config.upstream.addr = relay.to_string();
     let gate = litgate::app::start(&config).await.unwrap();
     let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
     let client = h2_client(&cert);
@@ -618,9 +617,6 @@ async fn sigkill_during_writes_then_restart_serves_correct_answers_or_misses() {
         &litd,
         "[cache]\nttl = \"1h\"\nmax_stale = \"2h\"\nmax_entries = 10000\n",
     );
-    let (public, admin) = (bin.public, bin.admin);
-    let spawn = |log: &str| bin.spawn(log);
-    let wait_up = |log: &'static str| bin.wait_up(log);
     // Credentials: the admin macaroon, the read-only one, and attenuated copies (each its own
     // entry, so every first call writes one).
     let base = litd.macaroon().clone();
@@ -651,83 +647,76 @@ async fn sigkill_during_writes_then_restart_serves_correct_answers_or_misses() {
         rest_get(format!("https://{}/v1/sessions", litd.addr()), &creds[0]),
     )
     .await;
+    let list = |gate: SocketAddr, mac: &str| {
+        grpc_request(
+            &format!("https://{gate}{LIST}"),
+            grpc_frame(&ListSessionsRequest {}),
+            Some(mac),
+        )
+    };
+    let rest = |gate: SocketAddr, mac: &str| rest_get(format!("https://{gate}/v1/sessions"), mac);
 
-    let mut child = spawn("stderr-1.log");
-    wait_up("stderr-1.log").await;
+    // Entries that are on disk whatever sled's flush timing: written, then a clean stop, which
+    // flushes the store.
+    let durable = 20;
+    let first = bin.spawn("stderr-1.log").await;
     let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
-    let gate = format!("https://127.0.0.1:{public}");
-    // Hammer: 8 lanes, each walking through the credentials in gRPC and REST, until killed.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (h2, h1) = (h2_client(&cert), h1_client(&cert));
+    for mac in &creds[..durable] {
+        send(&h2, list(first.public, mac)).await;
+        send(&h1, rest(first.public, mac)).await;
+    }
+    let (_, m) = admin_get(&format!("http://{}/metrics", first.admin)).await;
+    assert_eq!(
+        metric(&m, "litgate_cache_entries"),
+        (2 * durable) as f64,
+        "every answer was stored (else this test proves nothing)"
+    );
+    stop(first.child).await;
+
+    // Hammer: 8 lanes walking the other credentials once each, in gRPC and REST; killed
+    // (SIGKILL) while they are still writing new entries.
+    let mut second = bin.spawn("stderr-2.log").await;
+    let rest_creds = creds[durable..].to_vec();
+    let total = 2 * rest_creds.len();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut lanes = Vec::new();
     for lane in 0..8 {
-        let (creds, cert, gate, stop, done) = (
-            creds.clone(),
-            cert.clone(),
-            gate.clone(),
-            stop.clone(),
-            done.clone(),
-        );
+        let (mine, done) = (rest_creds.clone(), done.clone());
+        let (h2, h1, gate) = (h2_client(&cert), h1_client(&cert), second.public);
         lanes.push(tokio::spawn(async move {
-            let h2 = h2_client(&cert);
-            let h1 = h1_client(&cert);
-            let mut i = lane;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let mac = &creds[i % creds.len()];
-                let ok = if i % 2 == 0 {
-                    h2.request(grpc_request(
-                        &format!("{gate}{LIST}"),
-                        grpc_frame(&ListSessionsRequest {}),
-                        Some(mac),
-                    ))
-                    .await
-                    .is_ok()
-                } else {
-                    h1.request(rest_get(format!("{gate}/v1/sessions"), mac))
-                        .await
-                        .is_ok()
-                };
-                if ok {
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            for mac in mine.iter().skip(lane).step_by(8) {
+                for ok in [
+                    h2.request(list(gate, mac)).await.is_ok(),
+                    h1.request(rest(gate, mac)).await.is_ok(),
+                ] {
+                    if ok {
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
                 }
-                i += 8;
             }
         }));
     }
-    // Hammer for a while (sled flushes every 500ms: some entries must be on disk, others in
-    // flight), then kill. This is the workload's duration, not a wait for readiness.
-    let started = tokio::time::Instant::now();
-    let busy = eventually(1000, Duration::from_millis(10), || async {
+    let busy = eventually(3000, Duration::from_millis(10), || async {
         done.load(std::sync::atomic::Ordering::SeqCst) >= 600
     })
     .await;
     assert!(busy, "the hammer made progress");
-    tokio::time::sleep_until(started + Duration::from_millis(1500)).await;
+    second.child.kill().unwrap(); // SIGKILL, mid-write.
     assert!(
-        done.load(std::sync::atomic::Ordering::SeqCst) < 2 * creds.len(),
+        done.load(std::sync::atomic::Ordering::SeqCst) < total,
         "still writing new entries when killed"
     );
-    child.kill().unwrap(); // SIGKILL, mid-write.
-    child.wait().unwrap();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    second.child.wait().unwrap();
     for l in lanes {
         let _ = l.await;
     }
 
-    let mut child = spawn("stderr-2.log");
-    wait_up("stderr-2.log").await;
-    let h2 = h2_client(&cert);
-    let h1 = h1_client(&cert);
+    // Restarted: every answer is litd's, from the cache or from litd; the durable entries are
+    // served from the cache.
+    let mut third = bin.spawn("stderr-3.log").await;
     for (i, mac) in creds.iter().enumerate().take(200) {
-        let g = send(
-            &h2,
-            grpc_request(
-                &format!("{gate}{LIST}"),
-                grpc_frame(&ListSessionsRequest {}),
-                Some(mac),
-            ),
-        )
-        .await;
+        let g = send(&h2, list(third.public, mac)).await;
         assert_eq!(
             g.grpc_status().as_deref(),
             Some("0"),
@@ -737,21 +726,31 @@ async fn sigkill_during_writes_then_restart_serves_correct_answers_or_misses() {
             g.body, expected.body,
             "credential {i}: gRPC answer differs from litd's"
         );
-        let r = send(&h1, rest_get(format!("{gate}/v1/sessions"), mac)).await;
+        let r = send(&h1, rest(third.public, mac)).await;
         assert_eq!(
             (r.status, &r.body),
             (expected_rest.status, &expected_rest.body),
             "credential {i}: REST answer differs"
         );
     }
-    let (_, m) = admin_get(&format!("http://127.0.0.1:{admin}/metrics")).await;
+    let (_, m) = admin_get(&format!("http://{}/metrics", third.admin)).await;
     assert!(
-        metric(&m, "litgate_cache_hits_total") > 0.0,
+        metric(&m, "litgate_cache_hits_total") >= (2 * durable) as f64,
         "entries written before the kill were served: {m}"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    third.child.kill().unwrap();
+    third.child.wait().unwrap();
     litd.shutdown().await;
+}
+
+/// SIGTERM, then the exit (bounded by the drain deadline), which must be clean.
+async fn stop(mut child: std::process::Child) {
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 /// Headers compared between a miss, a hit and litd's own answer: all but those every server

@@ -92,11 +92,11 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = Binary::prepare(dir.path(), &litd, "");
-    let mut child = bin.spawn("stderr.log");
-    bin.wait_up("stderr.log").await;
-    let public = bin.public;
+    let Spawned {
+        mut child, public, ..
+    } = bin.spawn("stderr.log").await;
     let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
-    let mut echo = EchoClient::new(channel(([127, 0, 0, 1], public).into(), &cert).await);
+    let mut echo = EchoClient::new(channel(public, &cert).await);
     let mut stream = echo
         .server_stream(EchoRequest {
             message: "drain".into(),
@@ -110,11 +110,7 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
     let first = stream.message().await.unwrap().unwrap();
     assert_eq!(first.index, 0);
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
 
     let mut got = vec![first.index];
     while let Some(r) = stream
@@ -132,9 +128,7 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", public))
-            .await
-            .is_err(),
+        tokio::net::TcpStream::connect(public).await.is_err(),
         "stopped accepting"
     );
     litd.shutdown().await;
@@ -215,7 +209,9 @@ fn completions_for_each_shell_name_the_subcommands() {
 fn fake_lit_dir(root: &std::path::Path, lit_conf: &str) -> std::path::PathBuf {
     let lit = root.join("lit");
     std::fs::create_dir_all(lit.join("mainnet")).unwrap();
-    let pair = litgate::tls::generate_lnd_style(&litgate::tls::default_names(&[])).unwrap();
+    let pair =
+        litgate::tls::generate_lnd_style(&["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     std::fs::write(lit.join("tls.cert"), &pair.cert_pem).unwrap();
     std::fs::write(lit.join("tls.key"), &pair.key_pem).unwrap();
     let mac = litgate::demo::MacaroonBaker::new().bake(&[("autopilot", &["read", "write"])]);
@@ -255,7 +251,10 @@ fn init_writes_a_config_check_config_accepts_and_prints_litd_flags() {
     assert_eq!(cfg.upstream.tls_cert, lit.join("tls.cert"));
     assert_eq!(cfg.upstream.macaroon, lit.join("mainnet/lit.macaroon"));
     assert_eq!(cfg.autopilot.server, "autopilot.lightning.finance:12010");
-    assert_eq!(cfg.autopilot.relay.addr, "127.0.0.1:12010");
+    assert_eq!(
+        cfg.autopilot.relay.addr,
+        Some("127.0.0.1:12010".parse().unwrap())
+    );
     let written = std::fs::read_to_string(&out_file).unwrap();
     assert!(written.contains("\n# drain_timeout = \"30s\""), "{written}");
 

@@ -578,7 +578,7 @@ async fn shutdown_cuts_calls_still_running_at_the_drain_deadline() {
         gate,
         gate_cert,
         ..
-    } = Bare::with_drain("300ms").await;
+    } = Bare::with_drain(Duration::from_millis(300)).await;
     let mut echo = EchoClient::new(channel(gate.public_addr, &gate_cert).await);
     // 100 replies 100 ms apart: far longer than the drain deadline.
     let mut stream = echo

@@ -1,4 +1,4 @@
-//! Rate limits (issue 5, `design.md` §4) through the real stack, against the fake litd: a
+//! Rate limits (`docs/design.md`, "Rate limits") through the real stack, against the fake litd: a
 //! refusal is RESOURCE_EXHAUSTED with `retry-after` for gRPC and 429 with `Retry-After` and
 //! grpc-gateway JSON for REST, it names the limit, and the refused call never reaches litd; a
 //! stream counts once; forged credentials share their address's bucket; the state is visible

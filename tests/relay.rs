@@ -230,7 +230,7 @@ async fn reconciliation_revokes_orphaned_registrations_only() {
 
 #[tokio::test]
 async fn reconciliation_is_off_without_a_macaroon_and_ready_says_so() {
-    let env = Env::start_relay_opts("", "", false).await;
+    let env = Env::start_relay_with("", |c| c.upstream.macaroon = Default::default()).await;
     assert!(env.gate.reconcile_now().await.is_none());
     let (status, body) = admin_get(&env.admin_uri("/ready")).await;
     assert_eq!(status, 200);
@@ -325,5 +325,103 @@ async fn registrations_command_prints_the_ledger() {
             && lines[1].contains("ClearChanIDs|ClearTimeStamps"),
         "{text}"
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn litd_refusing_litgates_own_lookup_is_not_a_callers_fault() {
+    // A macaroon litd never baked: litd refuses reconciliation's ListAutopilotSessions.
+    let dir = tempfile::tempdir().unwrap();
+    let foreign = dir.path().join("foreign.macaroon");
+    std::fs::write(
+        &foreign,
+        litgate::demo::MacaroonBaker::new().bake_admin().to_hex(),
+    )
+    .unwrap();
+    let env = Env::start_pinned_autopilot(|c| c.upstream.macaroon = foreign.clone()).await;
+    let err = env
+        .gate
+        .reconcile_now()
+        .await
+        .expect("reconciliation is on")
+        .unwrap_err();
+    assert!(
+        matches!(err, litgate::error::Error::OwnCallRefused { .. }),
+        "{err}"
+    );
+    assert_eq!(err.code(), Code::Internal, "not a caller's error code");
+    assert!(
+        err.to_string()
+            .starts_with("litd refused litgate's own /litrpc.Autopilot/ListAutopilotSessions call"),
+        "{err}"
+    );
+
+    // litd down: the call never reached it, and the error says so.
+    env.litd.pause().await;
+    let err = env.gate.reconcile_now().await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, litgate::error::Error::Upstream { .. }),
+        "{err}"
+    );
+    assert_eq!(err.code(), Code::Unavailable);
+    env.litd.resume().await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_relay_holds_flags_to_the_public_faces_rules_in_its_words() {
+    let env = Env::start_relay("[privacy]\ndeny_clear = [\"ClearNetworkAddresses\"]\n").await;
+    let mut relay = relay_client(&env).await;
+    let register = |flags: u64, feature: &str| RegisterSessionRequest {
+        responder_pub_key: vec![2; 33],
+        mailbox_addr: "mailbox.example:443".into(),
+        feature_configs: [(feature.to_string(), b"{}".to_vec())].into(),
+        privacy_flags: flags,
+        ..Default::default()
+    };
+    // The same codes and words as AddAutopilotSession on the public face (tests/policy.rs).
+    let cases = [
+        (
+            register(0x200, "AutoFees"),
+            Code::InvalidArgument,
+            "privacy_flags: unknown privacy flag bit 9",
+        ),
+        (
+            register(0x01, "AutoFees"),
+            Code::FailedPrecondition,
+            "privacy_flags: ClearPubkeys asks for less privacy than the requested features need (ClearChanIDs|ClearTimeStamps)",
+        ),
+        (
+            register(0x01, "AutoOpen"),
+            Code::FailedPrecondition,
+            "features: AutoOpen needs ClearNetworkAddresses, which [privacy] deny_clear forbids",
+        ),
+    ];
+    for (req, code, words) in cases {
+        let err = relay.register_session(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert_eq!(
+            err.message(),
+            format!("litgate refused the registration: {words}")
+        );
+    }
+    assert_eq!(env.autopilot.count("RegisterSession"), 0);
+    assert!(env.gate.store().ledger().unwrap().is_empty());
+    // The relay face is counted as the public face is, by method and the code litd got.
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    for (code, n) in [("3", 1), ("9", 2)] {
+        let line = format!(
+            "litgate_relay_requests_total{{route=\"RegisterSession\",protocol=\"grpc\",code=\"{code}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    // The relay face is counted as the public face is, by method and the code litd got.
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    for (code, n) in [("3", 1), ("9", 2)] {
+        let line = format!(
+            "litgate_relay_requests_total{{route=\"RegisterSession\",protocol=\"grpc\",code=\"{code}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
     env.stop().await;
 }

@@ -649,7 +649,7 @@ async fn shutdown_with_an_open_tunnel_returns_within_the_drain_deadline() {
         gate,
         gate_cert,
         ..
-    } = Bare::with_drain("300ms").await;
+    } = Bare::with_drain(Duration::from_millis(300)).await;
     let mut ws = open(gate.public_addr, &gate_cert, WS_ECHO, false, None)
         .await
         .unwrap();

@@ -4,9 +4,8 @@
 //! forward to litd with the caller's own metadata (litd still authenticates the caller).
 //! A refused request is answered here: litd is never contacted and nothing is stored.
 
-use std::{collections::HashMap, sync::Arc, time::UNIX_EPOCH};
+use std::{sync::Arc, time::UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::{header, HeaderValue};
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -18,8 +17,8 @@ use prost::Message;
 use super::{
     auth::{AuthGate, Verdict},
     catalogue::Catalogue,
-    policy::{Decision, LinkedSession, Policy, Refusal, APPROVAL_BOUNDS},
-    rules::RATE_LIMIT,
+    policy::{LinkedSession, Policy, Refusal, APPROVAL_BOUNDS},
+    rewrite::{self, RewriteError},
 };
 use crate::{
     body::{self, Request, Response},
@@ -27,15 +26,12 @@ use crate::{
     error::Error,
     grpc::{
         codec::{self, Unary},
-        wire, Protocol,
+        Protocol,
     },
-    proto::litrpc::{
-        AddAutopilotSessionRequest, FeatureConfig, ListAutopilotSessionsRequest,
-        ListAutopilotSessionsResponse, RulesMap,
-    },
-    router::LIST_AUTOPILOT_SESSIONS,
+    proto::litrpc::AddAutopilotSessionRequest,
     store::{Approval, Store},
-    upstream::Upstream,
+    telemetry::metrics::registered,
+    upstream::{litd::CallError, Upstream},
 };
 
 /// Labels of a policy outcome.
@@ -69,11 +65,10 @@ impl AddSessionHandler {
         max_message_bytes: usize,
         registry: &mut Registry,
     ) -> Self {
-        let outcomes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "litgate_autopilot_sessions",
+        let outcomes: Family<OutcomeLabels, Counter> = registered(
+            registry,
+            "sessions",
             "AddAutopilotSession requests approved or refused by litgate's policy, by reason",
-            outcomes.clone(),
         );
         AddSessionHandler {
             policy,
@@ -159,7 +154,7 @@ impl AddSessionHandler {
             Verdict::Answered(resp) => return Ok(Decided::LitdAnswered(resp)),
         }
         self.policy.check_request(&msg, self.clock.now())?;
-        let snapshot = self
+        let features = self
             .catalogue
             .get()
             .await
@@ -172,14 +167,22 @@ impl AddSessionHandler {
                     .await?,
             )
         };
-        let decision = self
-            .policy
-            .decide(&msg, &snapshot.features, linked.as_ref())?;
+        let decision = self.policy.decide(&msg, &features, linked.as_ref())?;
 
         let rewritten = match unary {
-            Unary::Proto(b) => patch_proto(b, &msg, &decision)?.map(Unary::Proto),
-            Unary::Json(obj) => patch_json(obj, &msg, &decision)?.map(Unary::Json),
-        };
+            Unary::Proto(b) => rewrite::proto(&b, &msg, &decision).map(|r| r.map(Unary::Proto)),
+            Unary::Json(obj) => rewrite::json(obj, &msg, &decision).map(|r| r.map(Unary::Json)),
+        }
+        .map_err(|e| match e {
+            RewriteError::Malformed(e) => as_refusal(
+                "malformed",
+                Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}")),
+            ),
+            e @ RewriteError::Json(_) => as_refusal(
+                "internal",
+                Error::internal_from("rewriting the request failed", e),
+            ),
+        })?;
         let approval = Approval {
             features: decision.features.clone(),
             privacy_flags: decision.approved_flags,
@@ -192,14 +195,15 @@ impl AddSessionHandler {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.record_approval(&approval, APPROVAL_BOUNDS))
+        self.store
+            .off_worker(move |s| s.record_approval(&approval, APPROVAL_BOUNDS))
             .await
-            .map_err(|e| Error::Internal(format!("could not record the approval: {e}")))
-            .and_then(|r| {
-                r.map_err(|e| Error::Internal(format!("could not record the approval: {e}")))
-            })
-            .map_err(|e| as_refusal("store", e))?;
+            .map_err(|e| {
+                as_refusal(
+                    "store",
+                    Error::internal_from("could not record the approval", e),
+                )
+            })?;
 
         let body = match rewritten {
             // Nothing to change: forward the caller's bytes as they came.
@@ -233,25 +237,23 @@ impl AddSessionHandler {
                 metadata.insert(to, v.clone());
             }
         }
-        let list: ListAutopilotSessionsResponse = self
+        let list = self
             .upstream
-            .unary(
-                LIST_AUTOPILOT_SESSIONS,
-                &ListAutopilotSessionsRequest {},
-                metadata,
-            )
+            .list_autopilot_sessions(metadata)
             .await
             .map_err(|e| match e {
-                Error::Client { code, message } => as_refusal(
+                // The caller's own credential: litd's refusal is the caller's answer.
+                CallError::Refused(s) => as_refusal(
                     "linked_lookup_failed",
                     Error::client(
-                        code,
+                        s.code(),
                         format!(
-                            "linked_group_id: litd refused the lookup of session {gid}: {message}"
+                            "linked_group_id: litd refused the lookup of session {gid}: {}",
+                            s.message()
                         ),
                     ),
                 ),
-                other => as_refusal("upstream", other),
+                CallError::Unreachable(e) => as_refusal("upstream", e),
             })?;
         let session = list
             .sessions
@@ -280,101 +282,4 @@ enum Decided {
 
 fn as_refusal(reason: &'static str, error: Error) -> Refusal {
     Refusal { reason, error }
-}
-
-/// Appends the decision to the caller's protobuf bytes; `None` when nothing changes.
-fn patch_proto(
-    orig: Bytes,
-    msg: &AddAutopilotSessionRequest,
-    d: &Decision,
-) -> Result<Option<Bytes>, Refusal> {
-    let flags = d
-        .write_flags
-        .filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
-    if flags.is_none() && d.rate_limits.is_empty() {
-        return Ok(None);
-    }
-    let mut out = orig.to_vec();
-    if !d.rate_limits.is_empty() {
-        // A map entry with the same key replaces the old one, so the new entry carries the
-        // caller's FeatureConfig bytes with the rule appended (messages merge, and inside
-        // RulesMap the `rate-limit` entry replaces any earlier one).
-        let originals = wire::map_values(&orig, 5).map_err(|e| {
-            as_refusal(
-                "malformed",
-                Error::invalid(format!("malformed AddAutopilotSessionRequest: {e}")),
-            )
-        })?;
-        for (feature, value) in &d.rate_limits {
-            let mut v = originals
-                .get(feature)
-                .map(|b| b.to_vec())
-                .unwrap_or_default();
-            let patch = FeatureConfig {
-                rules: Some(RulesMap {
-                    rules: HashMap::from([(RATE_LIMIT.to_string(), value.clone())]),
-                }),
-                config: Vec::new(),
-            };
-            patch
-                .encode(&mut v)
-                .map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
-            out.extend_from_slice(&wire::map_entry(5, feature, &v));
-        }
-    }
-    if let Some(f) = flags {
-        prost::encoding::uint64::encode(9, &f, &mut out);
-        prost::encoding::bool::encode(10, &true, &mut out);
-    }
-    Ok(Some(Bytes::from(out)))
-}
-
-/// Edits the caller's JSON object in place; unknown keys stay. `None` when nothing changes.
-fn patch_json(
-    mut obj: serde_json::Map<String, serde_json::Value>,
-    msg: &AddAutopilotSessionRequest,
-    d: &Decision,
-) -> Result<Option<serde_json::Map<String, serde_json::Value>>, Refusal> {
-    use serde_json::Value;
-    let flags = d
-        .write_flags
-        .filter(|f| !(msg.privacy_flags_set && msg.privacy_flags == *f));
-    if flags.is_none() && d.rate_limits.is_empty() {
-        return Ok(None);
-    }
-    if let Some(f) = flags {
-        // protojson accepts both names; keeping both would be a duplicate field.
-        obj.remove("privacyFlags");
-        obj.remove("privacyFlagsSet");
-        obj.insert("privacy_flags".into(), Value::String(f.to_string()));
-        obj.insert("privacy_flags_set".into(), Value::Bool(true));
-    }
-    for (feature, value) in &d.rate_limits {
-        let rule = serde_json::to_value(value)
-            .map_err(|e| as_refusal("internal", Error::Internal(e.to_string())))?;
-        let features = object_at(&mut obj, "features");
-        let fc = object_at(features, feature);
-        let rules = object_at(fc, "rules");
-        let inner = object_at(rules, "rules");
-        inner.insert(RATE_LIMIT.into(), rule);
-    }
-    Ok(Some(obj))
-}
-
-/// The object under `key`, created (or replacing a JSON null) if absent.
-fn object_at<'a>(
-    obj: &'a mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> &'a mut serde_json::Map<String, serde_json::Value> {
-    let slot = obj
-        .entry(key.to_string())
-        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-    if !slot.is_object() {
-        *slot = serde_json::Value::Object(Default::default());
-    }
-    match slot {
-        serde_json::Value::Object(m) => m,
-        // Made an object just above.
-        _ => unreachable!("slot is an object"),
-    }
 }

@@ -48,21 +48,22 @@ use crate::{
         Protocol,
     },
     layers::identity::Caller,
+    telemetry::metrics::registered,
     upstream::Upstream,
 };
 
 /// litd's answer to an AddAutopilotSession without features, after authentication.
-pub const AUTHENTICATED_ANSWER: &str = "must include at least one feature";
+pub(crate) const AUTHENTICATED_ANSWER: &str = "must include at least one feature";
 /// How long litd's verdict on a credential is trusted.
 pub const VERDICT_TTL: Duration = Duration::from_secs(60);
 /// Most credentials remembered; the oldest verdict is forgotten first.
-pub const MAX_VERDICTS: usize = 4096;
+pub(crate) const MAX_VERDICTS: usize = 4096;
 /// Largest probe answer read (litd's refusals are a few hundred bytes).
 const MAX_ANSWER: usize = 64 * 1024;
 
 /// What the probe found.
 #[derive(Debug)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// litd authenticated the credential for AddAutopilotSession: the policy may run.
     Authenticated,
     /// litd did not: its answer, to give the caller as is.
@@ -76,7 +77,7 @@ struct ProbeLabels {
 
 /// Remembers litd's verdicts and probes for new credentials.
 #[derive(Debug)]
-pub struct AuthGate {
+pub(crate) struct AuthGate {
     upstream: Upstream,
     clock: SharedClock,
     known: Mutex<Known>,
@@ -91,12 +92,11 @@ struct Known {
 
 impl AuthGate {
     /// A gate probing `upstream`; registers `litgate_autopilot_auth_probes_total{verdict}`.
-    pub fn new(upstream: Upstream, clock: SharedClock, registry: &mut Registry) -> Self {
-        let probes = Family::<ProbeLabels, Counter>::default();
-        registry.register(
-            "litgate_autopilot_auth_probes",
+    pub(crate) fn new(upstream: Upstream, clock: SharedClock, registry: &mut Registry) -> Self {
+        let probes: Family<ProbeLabels, Counter> = registered(
+            registry,
+            "auth_probes",
             "Probes asking litd whether a credential may call AddAutopilotSession, by verdict",
-            probes.clone(),
         );
         AuthGate {
             upstream,
@@ -108,7 +108,7 @@ impl AuthGate {
 
     /// litd's verdict on the caller of the request whose head is `parts`, from memory or from a
     /// probe.
-    pub async fn verdict(
+    pub(crate) async fn verdict(
         &self,
         protocol: Protocol,
         parts: &http::request::Parts,
@@ -149,8 +149,8 @@ impl AuthGate {
             }
             // Authenticated without a credential (a litd that does not check): probe each time.
             (true, None) => Ok(Verdict::Authenticated),
-            (false, _) if label == "unexpected" => Err(Error::Internal(
-                "litd accepted an AddAutopilotSession without features; litgate refuses to decide on an answer it does not understand".into(),
+            (false, _) if label == "unexpected" => Err(Error::internal(
+                "litd accepted an AddAutopilotSession without features; litgate refuses to decide on an answer it does not understand",
             )),
             (false, _) => Ok(Verdict::Answered(answer.into_response())),
         }
@@ -203,7 +203,7 @@ impl AuthGate {
             .uri(parts.uri.clone())
             .version(parts.version)
             .body(body::full(body.clone()))
-            .map_err(|e| Error::Internal(format!("building the authentication probe: {e}")))?;
+            .map_err(|e| Error::internal_from("building the authentication probe failed", e))?;
         *req.headers_mut() = parts.headers.clone();
         req.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));

@@ -23,24 +23,14 @@ use crate::{
     error::Error,
     proto::autopilotserverrpc::{Feature, ListFeaturesResponse, TermsResponse},
     store::{CatalogueRecord, Store},
+    telemetry::metrics::registered,
 };
 
 /// Features by name, as the server sent them.
 pub type Features = Arc<HashMap<String, Feature>>;
 
-/// One fetched catalogue.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    /// When it was fetched from the server.
-    pub fetched_at: SystemTime,
-    /// Features by name, exactly as the server sent them.
-    pub features: Arc<HashMap<String, Feature>>,
-    /// True when it is past the TTL and the server could not be reached.
-    pub stale: bool,
-}
-
 /// Catalogue metrics.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct CatalogueMetrics {
     age_seconds: Gauge,
     fetches: Counter,
@@ -71,27 +61,28 @@ impl Catalogue {
         max_stale: Duration,
         registry: &mut Registry,
     ) -> Arc<Self> {
-        let metrics = CatalogueMetrics::default();
-        registry.register(
-            "litgate_catalogue_age_seconds",
-            "Age of the feature catalogue in use",
-            metrics.age_seconds.clone(),
-        );
-        registry.register(
-            "litgate_catalogue_fetches",
-            "Successful ListFeatures calls to the Autopilot server",
-            metrics.fetches.clone(),
-        );
-        registry.register(
-            "litgate_catalogue_fetch_failures",
-            "Failed ListFeatures calls to the Autopilot server",
-            metrics.fetch_failures.clone(),
-        );
-        registry.register(
-            "litgate_catalogue_stale_served",
-            "Times a catalogue past its TTL was used because the server was unreachable",
-            metrics.stale_served.clone(),
-        );
+        let metrics = CatalogueMetrics {
+            age_seconds: registered(
+                registry,
+                "age_seconds",
+                "Age of the feature catalogue in use",
+            ),
+            fetches: registered(
+                registry,
+                "fetches",
+                "Successful ListFeatures calls to the Autopilot server",
+            ),
+            fetch_failures: registered(
+                registry,
+                "fetch_failures",
+                "Failed ListFeatures calls to the Autopilot server",
+            ),
+            stale_served: registered(
+                registry,
+                "stale_served",
+                "Times a catalogue past its TTL was used because the server was unreachable",
+            ),
+        };
         let seeded = match store.catalogue() {
             Ok(Some(rec)) => ListFeaturesResponse::decode(rec.response.as_slice())
                 .ok()
@@ -116,7 +107,7 @@ impl Catalogue {
 
     /// The catalogue to decide with: fresh if possible, stale within `max_stale` if the
     /// server is unreachable, else UNAVAILABLE naming the server.
-    pub async fn get(&self) -> Result<Snapshot, Error> {
+    pub async fn get(&self) -> Result<Features, Error> {
         if let Some(s) = self.fresh() {
             return Ok(s);
         }
@@ -192,19 +183,15 @@ impl Catalogue {
             .unwrap_or_default()
     }
 
-    fn fresh(&self) -> Option<Snapshot> {
+    fn fresh(&self) -> Option<Features> {
         let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
         let (at, features) = cur.as_ref()?;
         let age = self.age(*at);
         self.metrics.age_seconds.set(age.as_secs() as i64);
-        (age < self.ttl).then(|| Snapshot {
-            fetched_at: *at,
-            features: features.clone(),
-            stale: false,
-        })
+        (age < self.ttl).then(|| features.clone())
     }
 
-    async fn fetch(&self) -> Result<Snapshot, Error> {
+    async fn fetch(&self) -> Result<Features, Error> {
         let resp = match self.client.list_features().await {
             Ok(r) => r,
             Err(e) => {
@@ -224,14 +211,10 @@ impl Catalogue {
         let features = Arc::new(resp.features);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((now, features.clone()));
         self.metrics.age_seconds.set(0);
-        Ok(Snapshot {
-            fetched_at: now,
-            features,
-            stale: false,
-        })
+        Ok(features)
     }
 
-    fn stale_or(&self, err: Error) -> Result<Snapshot, Error> {
+    fn stale_or(&self, err: Error) -> Result<Features, Error> {
         let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
         match cur.as_ref() {
             Some((at, features)) if self.age(*at) <= self.max_stale => {
@@ -241,11 +224,7 @@ impl Catalogue {
                     error = %err,
                     "Autopilot server unreachable; using the stale feature catalogue"
                 );
-                Ok(Snapshot {
-                    fetched_at: *at,
-                    features: features.clone(),
-                    stale: true,
-                })
+                Ok(features.clone())
             }
             Some((at, _)) => {
                 let reason = match err {

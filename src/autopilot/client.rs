@@ -12,13 +12,14 @@ use std::{sync::Arc, time::Duration};
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::config::AutopilotConfig;
 use crate::{
-    config::AutopilotConfig,
     error::Error,
     proto::autopilotserverrpc::{
         autopilot_client::AutopilotClient, ListFeaturesRequest, ListFeaturesResponse, TermsRequest,
         TermsResponse,
     },
+    values::host_port,
 };
 
 /// Why the client could not be built.
@@ -75,7 +76,7 @@ impl Autopilot {
         let channel = if cfg.plaintext {
             ep.connect_lazy()
         } else if !pinned {
-            let host = crate::config::host_port(&addr)
+            let host = host_port(&addr)
                 .map(|(h, _)| h.to_string())
                 .unwrap_or_default();
             let tls = ClientTlsConfig::new().domain_name(host).with_native_roots();
@@ -127,28 +128,54 @@ impl Autopilot {
             .map_err(|s| self.unavailable(&s))
     }
 
-    /// An UNAVAILABLE error naming the server, from a failed call.
+    /// An UNAVAILABLE error naming the server, from a failed call: a transport failure (the
+    /// status carries the transport error as its source) with its causes, a timeout as such,
+    /// and the server's own status with its code.
     pub fn unavailable(&self, status: &tonic::Status) -> Error {
-        let reason = match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown
-                if status.message().contains("transport") =>
-            {
-                format!(
-                    "{} ({})",
-                    status.message(),
-                    std::error::Error::source(status)
-                        .map(crate::error::chain)
-                        .unwrap_or_default()
-                )
+        let transport = std::error::Error::source(status);
+        let reason = match (status.code(), transport) {
+            (tonic::Code::Unavailable | tonic::Code::Unknown, Some(cause)) => {
+                format!("{} ({})", status.message(), crate::error::chain(cause))
             }
-            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            (tonic::Code::Cancelled | tonic::Code::DeadlineExceeded, _) => {
                 format!("no answer in time ({})", status.message())
             }
-            code => format!("{code:?}: {}", status.message()),
+            (code, _) => format!("{code:?}: {}", status.message()),
         };
         Error::Autopilot {
             addr: self.addr.clone(),
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_transport_failure_is_told_from_the_servers_own_status() {
+        let cfg = AutopilotConfig {
+            server: "autopilot.example:12010".into(),
+            plaintext: true,
+            ..Default::default()
+        };
+        // Nothing is dialled: the channel connects lazily.
+        let client = Autopilot::new(&cfg).unwrap();
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let transport = tonic::Status::from_error(Box::new(refused));
+        let e = client.unavailable(&transport).to_string();
+        assert!(e.ends_with("(refused)"), "{e}");
+        // The server's own UNAVAILABLE, even if its message says "transport".
+        let own = tonic::Status::unavailable("transport maintenance");
+        assert_eq!(
+            client.unavailable(&own).to_string(),
+            "Autopilot server autopilot.example:12010 is unavailable: Unavailable: transport maintenance"
+        );
+        let late = tonic::Status::deadline_exceeded("Timeout expired");
+        assert!(client
+            .unavailable(&late)
+            .to_string()
+            .ends_with("no answer in time (Timeout expired)"));
     }
 }

@@ -3,14 +3,19 @@
 //! the AddAutopilotSession policy with its handler on the public face. The relay face
 //! (`autopilotserverrpc.Autopilot` for litd) builds on the same client and catalogue.
 
-pub mod add_session;
+pub(crate) mod add_session;
 pub mod auth;
-pub mod catalogue;
-pub mod client;
+pub(crate) mod catalogue;
+pub(crate) mod client;
+pub(crate) mod config;
+// Not wired into the policy yet; public so that it is compiled, tested and documented as the
+// API it will be.
 pub mod feature_config;
 pub mod policy;
-pub mod relay;
-pub mod rules;
+pub(crate) mod privacy;
+pub(crate) mod relay;
+mod rewrite;
+pub(crate) mod rules;
 
-pub use catalogue::{Catalogue, Snapshot};
-pub use client::Autopilot;
+pub(crate) use catalogue::Catalogue;
+pub(crate) use client::Autopilot;

@@ -1,4 +1,4 @@
-//! The AddAutopilotSession policy (`design.md` §2, §3): everything litgate checks and decides
+//! The AddAutopilotSession policy (`docs/design.md`, "AddAutopilotSession"): everything litgate checks and decides
 //! about a request before litd sees it. Pure: it takes the decoded request, the feature
 //! catalogue and (for linked sessions) what litd says about the linked session, and returns
 //! either a refusal naming the field and the reason, or the decision — the values to write into
@@ -12,14 +12,18 @@ use std::{
 
 use tonic::Code;
 
-use super::rules::{self, RATE_LIMIT};
+use super::{
+    config::RulesConfig,
+    privacy::{self, config::PrivacyConfig, FlagPolicy, FlagRefusal},
+    rules::{self, RuleError, RATE_LIMIT},
+};
 use crate::{
-    config::{PrivacyConfig, Rate as CapRate, RulesConfig},
     error::Error,
     proto::{
         autopilotserverrpc::Feature,
         litrpc::{rule_value::Value, AddAutopilotSessionRequest, Rate, RateLimit, RuleValue},
     },
+    values::Rate as CapRate,
 };
 
 /// A refusal: the error for the caller and a bounded reason label for metrics.
@@ -36,6 +40,10 @@ fn refuse(reason: &'static str, code: Code, message: impl Into<String>) -> Refus
         reason,
         error: Error::client(code, message),
     }
+}
+
+fn flag_refusal(r: FlagRefusal) -> Refusal {
+    refuse(r.reason(), r.code(), r.to_string())
 }
 
 fn invalid(reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -76,17 +84,17 @@ pub struct Decision {
 pub struct Policy {
     caps: RulesConfig,
     privacy: PrivacyConfig,
-    deny_mask: u64,
+    flags: FlagPolicy,
 }
 
 impl Policy {
     /// Builds the policy from `[autopilot.rules]` and `[privacy]` (already validated).
     pub fn new(caps: RulesConfig, privacy: PrivacyConfig) -> Self {
-        let deny_mask = rules::flag_mask(&privacy.deny_clear);
+        let flags = FlagPolicy::new(&privacy.deny_clear);
         Policy {
             caps,
             privacy,
-            deny_mask,
+            flags,
         }
     }
 
@@ -144,12 +152,9 @@ impl Policy {
             ));
         }
         if req.privacy_flags_set {
-            if let Some(bit) = rules::unknown_privacy_flag(req.privacy_flags) {
-                return Err(invalid(
-                    "unknown_privacy_flag",
-                    format!("privacy_flags: unknown privacy flag bit {bit}"),
-                ));
-            }
+            self.flags
+                .check_known(req.privacy_flags)
+                .map_err(flag_refusal)?;
         }
         if !req.linked_group_id.is_empty() && req.linked_group_id.len() != 4 {
             return Err(invalid(
@@ -193,22 +198,9 @@ impl Policy {
                     format!("features: {name} is not a feature provided by the Autopilot server"),
                 ));
             };
-            if let Some(bit) = rules::unknown_privacy_flag(feature.privacy_flags) {
-                return Err(denied(
-                    "feature_needs_upgrade",
-                    format!("features: {name} needs privacy flag bit {bit}, which this litd does not know; upgrade litd"),
-                ));
-            }
-            let denied_bits = feature.privacy_flags & self.deny_mask;
-            if denied_bits != 0 {
-                return Err(denied(
-                    "denied_flag",
-                    format!(
-                        "features: {name} needs {}, which [privacy] deny_clear forbids",
-                        rules::privacy_flags_text(denied_bits)
-                    ),
-                ));
-            }
+            self.flags
+                .check_feature(name, feature.privacy_flags)
+                .map_err(flag_refusal)?;
             union |= feature.privacy_flags;
             for server_rule in feature.rules.keys() {
                 if !rules::is_known(server_rule) {
@@ -274,27 +266,9 @@ impl Policy {
 
         let privacy = !req.no_privacy_mapper;
         let approved_flags = if req.privacy_flags_set {
-            let denied_bits = req.privacy_flags & self.deny_mask;
-            if denied_bits != 0 {
-                return Err(denied(
-                    "denied_flag",
-                    format!(
-                        "privacy_flags: {} is forbidden by [privacy] deny_clear",
-                        rules::privacy_flags_text(denied_bits)
-                    ),
-                ));
-            }
-            let extra = req.privacy_flags & !union;
-            if extra != 0 {
-                return Err(denied(
-                    "flags_not_subset",
-                    format!(
-                        "privacy_flags: {} asks for less privacy than the requested features need ({})",
-                        rules::privacy_flags_text(extra),
-                        if union == 0 { "full privacy".to_string() } else { rules::privacy_flags_text(union) }
-                    ),
-                ));
-            }
+            self.flags
+                .check_session(req.privacy_flags, union)
+                .map_err(flag_refusal)?;
             req.privacy_flags
         } else {
             union
@@ -313,8 +287,8 @@ impl Policy {
                     "linked_flags_differ",
                     format!(
                         "privacy_flags: a linked session must carry the flags of session {gid} ({}), not ({})",
-                        show_flags(l.privacy_flags),
-                        show_flags(approved_flags)
+                        privacy::flags::describe(l.privacy_flags),
+                        privacy::flags::describe(approved_flags)
                     ),
                 ));
             }
@@ -426,10 +400,9 @@ fn check_rule_value(feature: &str, rule: &str, value: &RuleValue) -> Result<(), 
         }
     }
     rules::check_value(rule, value).map_err(|e| {
-        let reason = if e.contains("incorrect RuleValue type") {
-            "wrong_rule_type"
-        } else {
-            "bad_rule_value"
+        let reason = match e {
+            RuleError::WrongType => "wrong_rule_type",
+            _ => "bad_rule_value",
         };
         invalid(reason, format!("{field}: {e}"))
     })
@@ -451,17 +424,9 @@ fn show(rule: &str, v: &RuleValue) -> String {
     rules::to_json(rule, v).unwrap_or_else(|_| "?".into())
 }
 
-fn show_flags(flags: u64) -> String {
-    if flags == 0 {
-        "full privacy".into()
-    } else {
-        rules::privacy_flags_text(flags)
-    }
-}
-
 /// How long and how many approvals are kept for the relay (litd registers within the same
 /// call, seconds after the decision).
-pub const APPROVAL_BOUNDS: crate::store::ApprovalBounds = crate::store::ApprovalBounds {
+pub(crate) const APPROVAL_BOUNDS: crate::store::ApprovalBounds = crate::store::ApprovalBounds {
     max_age: Duration::from_secs(600),
     max_count: 10_000,
 };

@@ -1,8 +1,7 @@
-//! LiT's firewall rules: the JSON forms the Autopilot server sends (`spec/lit-api.md` §6.3, the
-//! Go structs of LiT's rule managers), their conversion to and from `litrpc.RuleValue`, litd's
-//! per-rule parse checks and its "sanity" checks against a feature's min and max
-//! (`spec/lit-behaviour.md` §3), and the privacy-flag bitmask (§2.1). These functions copy
-//! litd's comparisons, holes included; the AddAutopilotSession policy (`policy.rs`) closes the
+//! LiT's firewall rules: the JSON forms the Autopilot server sends (the Go structs of LiT's rule
+//! managers), their conversion to and from `litrpc.RuleValue`, litd's per-rule parse checks and
+//! its "sanity" checks against a feature's min and max (`firewall/rule_enforcer.go`,
+//! `rules/*.go`). These functions copy litd's comparisons, holes included; the AddAutopilotSession policy (`policy.rs`) closes the
 //! holes (NaN rates, `num_hours = 0`) before it calls them. The demo litd uses them too.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,6 +12,28 @@ use crate::proto::litrpc::{
     rule_value::Value, ChannelConstraint, ChannelPolicyBounds, ChannelRestrict, HistoryLimit,
     OnChainBudget, PeerRestrict, Rate, RateLimit, RuleValue,
 };
+
+/// Why a rule value is refused, in litd's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// A rule this litd has no manager for.
+    #[error("unknown rule {0}, please upgrade")]
+    Unknown(String),
+    /// The oneof variant does not match the rule.
+    #[error("incorrect RuleValue type")]
+    WrongType,
+    /// A value litd refuses to parse.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A JSON form that does not decode (or encode).
+    #[error("invalid {rule} value: {reason}")]
+    Json {
+        /// The rule.
+        rule: String,
+        /// The decoder's message.
+        reason: String,
+    },
+}
 
 /// `rate-limit`.
 pub const RATE_LIMIT: &str = "rate-limit";
@@ -41,49 +62,9 @@ pub const KNOWN_RULES: &[&str] = &[
     CHANNEL_CONSTRAINT,
 ];
 
-/// The privacy flag names by bit (`spec/lit-api.md` §6.4).
-pub const PRIVACY_FLAG_NAMES: [&str; 8] = [
-    "ClearPubkeys",
-    "ClearAmounts",
-    "ClearChanIDs",
-    "ClearTimeStamps",
-    "ClearChanInitiator",
-    "ClearHTLCs",
-    "ClearClosingTxIds",
-    "ClearNetworkAddresses",
-];
-
-/// Bits 0–7: every flag litd knows.
-pub const KNOWN_PRIVACY_FLAGS: u64 = 0xff;
-
-/// The bitmask of flag names (unknown names, rejected by config validation, add nothing).
-pub fn flag_mask(names: &[String]) -> u64 {
-    names
-        .iter()
-        .filter_map(|n| PRIVACY_FLAG_NAMES.iter().position(|k| k == n))
-        .fold(0u64, |m, bit| m | (1 << bit))
-}
-
 /// Whether litd knows `name`.
 pub fn is_known(name: &str) -> bool {
     KNOWN_RULES.contains(&name)
-}
-
-/// The lowest set bit that litd does not know, as litd reports it.
-pub fn unknown_privacy_flag(flags: u64) -> Option<u64> {
-    let unknown = flags & !KNOWN_PRIVACY_FLAGS;
-    (unknown != 0).then(|| unknown.trailing_zeros() as u64)
-}
-
-/// The text form litcli uses: flag names joined with `|` (empty for full privacy).
-pub fn privacy_flags_text(flags: u64) -> String {
-    PRIVACY_FLAG_NAMES
-        .iter()
-        .enumerate()
-        .filter(|(bit, _)| flags & (1 << bit) != 0)
-        .map(|(_, n)| *n)
-        .collect::<Vec<_>>()
-        .join("|")
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -177,9 +158,12 @@ fn is_go_zero_start(s: &Option<String>) -> bool {
 
 /// Parses a rule value in its JSON (Go struct) form into the proto form, as litd does when it
 /// converts the Autopilot server's defaults and bounds.
-pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, String> {
-    fn parse<'a, T: Deserialize<'a>>(name: &str, raw: &'a [u8]) -> Result<T, String> {
-        serde_json::from_slice(raw).map_err(|e| format!("invalid {name} value: {e}"))
+pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, RuleError> {
+    fn parse<'a, T: Deserialize<'a>>(name: &str, raw: &'a [u8]) -> Result<T, RuleError> {
+        serde_json::from_slice(raw).map_err(|e| RuleError::Json {
+            rule: name.to_owned(),
+            reason: e.to_string(),
+        })
     }
     let value = match name {
         RATE_LIMIT => {
@@ -217,7 +201,10 @@ pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, String> {
                 crate::macaroon::parse_rfc3339(s)
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_secs())
-                    .ok_or_else(|| format!("invalid {name} value: bad start_date"))?
+                    .ok_or_else(|| RuleError::Json {
+                        rule: name.to_owned(),
+                        reason: "bad start_date".into(),
+                    })?
             };
             Value::HistoryLimit(HistoryLimit {
                 start_time,
@@ -253,14 +240,19 @@ pub fn from_json(name: &str, raw: &[u8]) -> Result<RuleValue, String> {
                 public_allowed: v.public_allowed,
             })
         }
-        other => return Err(format!("unknown rule {other}, please upgrade")),
+        other => return Err(RuleError::Unknown(other.to_owned())),
     };
     Ok(RuleValue { value: Some(value) })
 }
 
 /// The JSON (Go struct) form of a rule value, as litd writes it into the rules caveat.
-pub fn to_json(name: &str, value: &RuleValue) -> Result<String, String> {
-    let enc = |r: Result<String, serde_json::Error>| r.map_err(|e| e.to_string());
+pub fn to_json(name: &str, value: &RuleValue) -> Result<String, RuleError> {
+    let enc = |r: Result<String, serde_json::Error>| {
+        r.map_err(|e| RuleError::Json {
+            rule: name.to_owned(),
+            reason: e.to_string(),
+        })
+    };
     match (name, value.value.as_ref()) {
         (RATE_LIMIT, Some(Value::RateLimit(v))) => {
             let rate = |r: Option<Rate>| {
@@ -324,47 +316,51 @@ pub fn to_json(name: &str, value: &RuleValue) -> Result<String, String> {
                 public_allowed: v.public_allowed,
             }))
         }
-        (n, _) if !is_known(n) => Err(format!("unknown rule {n}, please upgrade")),
-        _ => Err("incorrect RuleValue type".to_string()),
+        (n, _) if !is_known(n) => Err(RuleError::Unknown(n.to_owned())),
+        _ => Err(RuleError::WrongType),
     }
 }
 
 /// litd's per-rule checks on a caller's value: the oneof variant must match the rule
 /// (`incorrect RuleValue type`) and the value must parse.
-pub fn check_value(name: &str, value: &RuleValue) -> Result<(), String> {
+pub fn check_value(name: &str, value: &RuleValue) -> Result<(), RuleError> {
     if !is_known(name) {
-        return Err(format!("unknown rule {name}, please upgrade"));
+        return Err(RuleError::Unknown(name.to_owned()));
     }
     match (name, value.value.as_ref()) {
         (RATE_LIMIT, Some(Value::RateLimit(v))) => {
             // litd dereferences both without a check (and would crash); the fake refuses.
             if v.read_limit.is_none() || v.write_limit.is_none() {
-                return Err("rate-limit needs both read_limit and write_limit".into());
+                return Err(RuleError::Invalid(
+                    "rate-limit needs both read_limit and write_limit",
+                ));
             }
             Ok(())
         }
         (HISTORY_LIMIT, Some(Value::HistoryLimit(v))) => {
             if v.start_time != 0 && v.duration != 0 {
-                return Err("only one of start_time or duration may be set".into());
+                return Err(RuleError::Invalid(
+                    "only one of start_time or duration may be set",
+                ));
             }
             Ok(())
         }
         (CHANNEL_RESTRICTION, Some(Value::ChannelRestrict(v))) => {
             if v.channel_ids.is_empty() {
-                return Err("channel deny list cannot be empty".into());
+                return Err(RuleError::Invalid("channel deny list cannot be empty"));
             }
             Ok(())
         }
         (PEER_RESTRICTION, Some(Value::PeerRestrict(v))) => {
             if v.peer_ids.is_empty() {
-                return Err("peer deny list cannot be empty".into());
+                return Err(RuleError::Invalid("peer deny list cannot be empty"));
             }
             Ok(())
         }
         (CHANNEL_POLICY_BOUNDS, Some(Value::ChanPolicyBounds(_)))
         | (ON_CHAIN_BUDGET, Some(Value::OnChainBudget(_)))
         | (CHANNEL_CONSTRAINT, Some(Value::ChannelConstraint(_))) => Ok(()),
-        _ => Err("incorrect RuleValue type".into()),
+        _ => Err(RuleError::WrongType),
     }
 }
 
@@ -378,6 +374,27 @@ fn history_start(v: &HistoryLimit, now: i64) -> i64 {
         now - v.duration as i64
     } else {
         v.start_time as i64
+    }
+}
+
+/// `(name, value, min, max)` of each named numeric field of three rule values, as `u64`.
+macro_rules! between {
+    ($v:ident, $lo:ident, $hi:ident; $($field:ident),+) => {
+        [$((
+            stringify!($field),
+            u64::from($v.$field),
+            u64::from($lo.$field),
+            u64::from($hi.$field),
+        )),+]
+    };
+}
+
+/// Each `(name, value, min, max)` has its value within its bounds; the first that is not is
+/// named.
+fn within<const N: usize>(fields: [(&str, u64, u64, u64); N]) -> Result<(), String> {
+    match fields.iter().find(|(_, v, lo, hi)| v < lo || v > hi) {
+        Some((field, ..)) => Err(format!("{field} is not between the min and max")),
+        None => Ok(()),
     }
 }
 
@@ -411,64 +428,19 @@ pub fn check_sane(
             Some(V::ChanPolicyBounds(v)),
             Some(V::ChanPolicyBounds(lo)),
             Some(V::ChanPolicyBounds(hi)),
-        ) => {
-            let fields: [(&str, u64, u64, u64); 8] = [
-                (
-                    "min_base_msat",
-                    v.min_base_msat,
-                    lo.min_base_msat,
-                    hi.min_base_msat,
-                ),
-                (
-                    "max_base_msat",
-                    v.max_base_msat,
-                    lo.max_base_msat,
-                    hi.max_base_msat,
-                ),
-                (
-                    "min_rate_ppm",
-                    v.min_rate_ppm.into(),
-                    lo.min_rate_ppm.into(),
-                    hi.min_rate_ppm.into(),
-                ),
-                (
-                    "max_rate_ppm",
-                    v.max_rate_ppm.into(),
-                    lo.max_rate_ppm.into(),
-                    hi.max_rate_ppm.into(),
-                ),
-                (
-                    "min_cltv_delta",
-                    v.min_cltv_delta.into(),
-                    lo.min_cltv_delta.into(),
-                    hi.min_cltv_delta.into(),
-                ),
-                (
-                    "max_cltv_delta",
-                    v.max_cltv_delta.into(),
-                    lo.max_cltv_delta.into(),
-                    hi.max_cltv_delta.into(),
-                ),
-                (
-                    "min_htlc_msat",
-                    v.min_htlc_msat,
-                    lo.min_htlc_msat,
-                    hi.min_htlc_msat,
-                ),
-                (
-                    "max_htlc_msat",
-                    v.max_htlc_msat,
-                    lo.max_htlc_msat,
-                    hi.max_htlc_msat,
-                ),
-            ];
-            for (field, v, lo, hi) in fields {
-                if v < lo || v > hi {
-                    return Err(format!("{field} is not between the min and max"));
-                }
-            }
-            Ok(())
-        }
+        ) => within(between!(
+            v,
+            lo,
+            hi;
+            min_base_msat,
+            max_base_msat,
+            min_rate_ppm,
+            max_rate_ppm,
+            min_cltv_delta,
+            max_cltv_delta,
+            min_htlc_msat,
+            max_htlc_msat
+        )),
         (Some(V::HistoryLimit(v)), Some(V::HistoryLimit(lo)), _) => {
             let now = now_unix();
             if history_start(v, now) >= history_start(lo, now) {
@@ -489,31 +461,7 @@ pub fn check_sane(
             Some(V::ChannelConstraint(lo)),
             Some(V::ChannelConstraint(hi)),
         ) => {
-            let nums = [
-                (
-                    "min_capacity_sat",
-                    v.min_capacity_sat,
-                    lo.min_capacity_sat,
-                    hi.min_capacity_sat,
-                ),
-                (
-                    "max_capacity_sat",
-                    v.max_capacity_sat,
-                    lo.max_capacity_sat,
-                    hi.max_capacity_sat,
-                ),
-                (
-                    "max_push_sat",
-                    v.max_push_sat,
-                    lo.max_push_sat,
-                    hi.max_push_sat,
-                ),
-            ];
-            for (field, v, lo, hi) in nums {
-                if v < lo || v > hi {
-                    return Err(format!("{field} is not between the min and max"));
-                }
-            }
+            within(between!(v, lo, hi; min_capacity_sat, max_capacity_sat, max_push_sat))?;
             if (v.private_allowed && !hi.private_allowed)
                 || (!v.private_allowed && lo.private_allowed)
             {
@@ -594,26 +542,15 @@ mod tests {
     }
 
     #[test]
-    fn privacy_flags_text_and_unknown_bits() {
-        assert_eq!(
-            privacy_flags_text(0x81),
-            "ClearPubkeys|ClearNetworkAddresses"
-        );
-        assert_eq!(unknown_privacy_flag(0x81), None);
-        assert_eq!(unknown_privacy_flag(0x300), Some(8));
-    }
-
-    #[test]
     fn wrong_variant_is_refused() {
         let v = RuleValue {
             value: Some(Value::OnChainBudget(OnChainBudget::default())),
         };
+        let e = check_value(RATE_LIMIT, &v).unwrap_err();
+        assert_eq!(e, RuleError::WrongType);
+        assert_eq!(e.to_string(), "incorrect RuleValue type");
         assert_eq!(
-            check_value(RATE_LIMIT, &v).unwrap_err(),
-            "incorrect RuleValue type"
-        );
-        assert_eq!(
-            check_value("off-chain-budget", &v).unwrap_err(),
+            check_value("off-chain-budget", &v).unwrap_err().to_string(),
             "unknown rule off-chain-budget, please upgrade"
         );
     }

@@ -1,4 +1,4 @@
-//! The session cache (`design.md` §6): answers `ListSessions` and `ListAutopilotSessions`, in
+//! The session cache (`docs/design.md`, "The session cache"): answers `ListSessions` and `ListAutopilotSessions`, in
 //! gRPC, grpc-web, grpc-web-text and REST, from sled when litd already gave the same caller the
 //! same answer, and invalidates everything on every session write that goes through litgate.
 //! Owns `[cache]`. Sits in the router, after identity and the rate limiter: the router hands it
@@ -31,38 +31,45 @@
 //!
 //! It must never log, count or return a credential, a derived key or a cached body.
 
+pub(crate) mod config;
 pub mod crypto;
+mod entry;
+mod flight;
+mod freshness;
+mod key;
+mod metrics;
 
 use std::{
     collections::HashMap,
-    future::Future,
-    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::BodyExt;
-use prometheus_client::{
-    metrics::{counter::Counter, gauge::Gauge},
-    registry::Registry,
-};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use http::{header, HeaderName, HeaderValue, StatusCode};
 
-use self::crypto::{CredentialKeys, ID_LEN};
+pub use self::metrics::CacheMetrics;
+use self::{
+    config::CacheConfig,
+    crypto::{CredentialKeys, ID_LEN},
+    entry::EntryHeader,
+    flight::Waiter,
+    freshness::earliest_active_expiry,
+    key::{cache_key, is_empty_list_request, protocol_tag, route_tag, shape_ok, MAX_REQUEST_BYTES},
+};
 use crate::{
-    body::{self, Request, Response},
+    body::{self, Request, Response, ResponseFuture},
     clock::SharedClock,
     error::Error,
-    grpc::{codec, Protocol},
+    grpc::{
+        codec,
+        status::{status_of, Answer},
+        Protocol,
+    },
     layers::identity::Caller,
-    router::Route,
+    methods::Route,
     store::{Store, StoreError},
 };
 
@@ -71,135 +78,13 @@ pub const STALE_HEADER: &str = "litgate-cache";
 /// The value of [`STALE_HEADER`].
 pub const STALE_VALUE: &str = "stale";
 
-/// A list request is a few bytes; anything near this is not one worth caching or reading.
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Entry layout version (first byte of every stored value).
-const ENTRY_VERSION: u8 = 1;
-/// version (1) ‖ generation (8) ‖ fresh_until ms (8) ‖ hard_until ms (8).
-const HEADER_LEN: usize = 25;
 /// Answer headers not replayed: recomputed by the server for every answer. Everything else
 /// litd sent (gRPC initial metadata, grpc-gateway's `Grpc-Metadata-*`, CORS headers, whose
 /// `Origin` is part of the key) is part of the answer and replayed with it; hop-by-hop headers
 /// never get this far (the upstream client drops them).
 const RECOMPUTED_HEADERS: [HeaderName; 2] = [header::DATE, header::CONTENT_LENGTH];
 
-/// `[cache]`: the session-list cache.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Whether the cache is on; off, the router passes the list calls through untouched.
-    pub enabled: bool,
-    /// How long an answer is fresh (bounded further by session expiry and `time-before`).
-    #[serde(with = "crate::config::duration")]
-    pub ttl: Duration,
-    /// How long past its freshness an answer may be served, marked stale, while litd is
-    /// unreachable.
-    #[serde(with = "crate::config::duration")]
-    pub max_stale: Duration,
-    /// Most entries kept (one per credential, route and encoding). When full, expired entries
-    /// are swept; if it is still full, the new answer is served but not stored.
-    pub max_entries: usize,
-    /// Largest answer stored, in bytes; larger answers are served but not stored.
-    pub max_entry_bytes: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            ttl: Duration::from_secs(5),
-            max_stale: Duration::from_secs(300),
-            max_entries: 1024,
-            max_entry_bytes: 16 * 1024 * 1024,
-        }
-    }
-}
-
-impl Config {
-    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
-        if self.ttl.is_zero() {
-            err("cache.ttl", "must be greater than zero".into());
-        }
-        if self.max_stale < self.ttl {
-            err("cache.max_stale", "must be at least cache.ttl".into());
-        }
-        if self.max_entries == 0 {
-            err(
-                "cache.max_entries",
-                "must be positive (use enabled = false to turn the cache off)".into(),
-            );
-        }
-        if self.max_entry_bytes == 0 {
-            err("cache.max_entry_bytes", "must be positive".into());
-        }
-    }
-}
-
-/// The cache's Prometheus metrics.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics {
-    /// Answers served fresh from the cache.
-    pub hits: Counter,
-    /// Cacheable calls that went to litd (or waited for a call that did).
-    pub misses: Counter,
-    /// Answers served stale because litd was unreachable.
-    pub stale: Counter,
-    /// Calls that could not use the cache (no credential, not the canonical request).
-    pub bypasses: Counter,
-    /// Entries that did not authenticate (tampered, truncated, foreign): each was a miss.
-    pub undecryptable: Counter,
-    /// Entries in the store.
-    pub entries: Gauge,
-    /// Bytes of those entries (keys and sealed values).
-    pub bytes: Gauge,
-}
-
-impl Metrics {
-    /// Registers every cache metric in `registry`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Metrics::default();
-        registry.register(
-            "litgate_cache_hits",
-            "Session lists served fresh from the cache",
-            m.hits.clone(),
-        );
-        registry.register(
-            "litgate_cache_misses",
-            "Cacheable session lists that went to litd",
-            m.misses.clone(),
-        );
-        registry.register(
-            "litgate_cache_stale",
-            "Session lists served stale (marked) while litd was unreachable",
-            m.stale.clone(),
-        );
-        registry.register(
-            "litgate_cache_bypasses",
-            "Session lists that could not use the cache (no credential, non-canonical request)",
-            m.bypasses.clone(),
-        );
-        registry.register(
-            "litgate_cache_undecryptable",
-            "Cache entries that failed authentication and were treated as misses",
-            m.undecryptable.clone(),
-        );
-        registry.register(
-            "litgate_cache_entries",
-            "Entries in the session cache",
-            m.entries.clone(),
-        );
-        registry.register(
-            "litgate_cache_bytes",
-            "Bytes of the session cache's entries (keys and sealed values)",
-            m.bytes.clone(),
-        );
-        m
-    }
-}
-
-type Forward = Arc<
-    dyn Fn(Request) -> Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>> + Send + Sync,
->;
+type Forward = Arc<dyn Fn(Request) -> ResponseFuture + Send + Sync>;
 
 /// The session cache. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -227,33 +112,21 @@ struct Inner {
     salt: [u8; 32],
     generation: AtomicU64,
     inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
-    metrics: Metrics,
+    metrics: CacheMetrics,
 }
-
-/// Where the callers sharing one in-flight upstream call wait for its outcome.
-type Waiter = watch::Receiver<Option<Arc<Outcome>>>;
 
 /// What one upstream call for a key ended in, shared by every caller waiting on it.
 enum Outcome {
     /// litd answered (OK or not).
-    Answer(Arc<Captured>),
+    Answer(Arc<Answer>),
     /// litd could not be reached, or the answer broke off.
     Unreachable(String),
 }
 
-/// An upstream answer read to the end.
-#[derive(Debug, Clone, PartialEq)]
-struct Captured {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    trailers: Option<HeaderMap>,
-}
-
 /// What a lookup found.
 enum Lookup {
-    Fresh(Captured),
-    Stale(Captured),
+    Fresh(Answer),
+    Stale(Answer),
     Absent,
 }
 
@@ -267,35 +140,14 @@ enum Verdict {
 
 impl Cache {
     /// Builds the cache over `store`, forwarding misses to `upstream` (litd; `label` names it
-    /// in errors), and registers its metrics.
+    /// in errors), counting into `metrics` (registered by the caller, or not).
     pub fn new<S>(
-        cfg: &Config,
+        cfg: &CacheConfig,
         store: Store,
         clock: SharedClock,
         upstream: S,
         label: impl Into<String>,
-        registry: &mut Registry,
-    ) -> Result<Cache, StoreError>
-    where
-        S: tower::Service<Request, Response = Response, Error = Error>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        let metrics = Metrics::register(registry);
-        Self::with_metrics(cfg, store, clock, upstream, label, metrics)
-    }
-
-    /// Same as [`new`](Self::new), with metrics the caller registered (or not).
-    pub fn with_metrics<S>(
-        cfg: &Config,
-        store: Store,
-        clock: SharedClock,
-        upstream: S,
-        label: impl Into<String>,
-        metrics: Metrics,
+        metrics: CacheMetrics,
     ) -> Result<Cache, StoreError>
     where
         S: tower::Service<Request, Response = Response, Error = Error>
@@ -333,11 +185,6 @@ impl Cache {
                 metrics,
             }),
         })
-    }
-
-    /// The metrics (tests and benches read them).
-    pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
     }
 
     /// Answers a `ListSessions` or `ListAutopilotSessions` call (`route`), in any protocol: from
@@ -379,7 +226,7 @@ impl Cache {
             .fetch_shared(key.clone(), keys, protocol, hard_until, req)
             .await;
         match &*outcome {
-            Outcome::Answer(c) => Ok(replay(Captured::clone(c), false)),
+            Outcome::Answer(c) => Ok(replay(Answer::clone(c), false)),
             Outcome::Unreachable(reason) => {
                 // Looked up again: a refusal seen meanwhile has dropped the entry.
                 let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
@@ -415,9 +262,11 @@ impl Cache {
         result: Result<Response, Error>,
     ) -> Result<Response, Error> {
         let resp = result?;
+        let version = resp.version();
         let (parts, body) = resp.into_parts();
-        let collected = match body.collect().await {
-            Ok(c) => c,
+        let extensions = parts.extensions.clone();
+        let captured = match Answer::read(Response::from_parts(parts, body)).await {
+            Ok(a) => a,
             Err(e) => {
                 // The write may have happened: invalidate, as for a success.
                 self.invalidate().await;
@@ -427,19 +276,12 @@ impl Cache {
                 });
             }
         };
-        let trailers = collected.trailers().cloned();
-        let captured = Captured {
-            status: parts.status,
-            headers: parts.headers.clone(),
-            body: collected.to_bytes(),
-            trailers,
-        };
         if verdict(protocol, &captured) != Verdict::NotOk {
             self.invalidate().await;
         }
         let mut resp = replay(captured, false);
-        *resp.version_mut() = parts.version;
-        resp.extensions_mut().extend(parts.extensions);
+        *resp.version_mut() = version;
+        resp.extensions_mut().extend(extensions);
         Ok(resp)
     }
 
@@ -468,60 +310,6 @@ impl Cache {
             }
             inner.refresh_gauges();
         });
-    }
-
-    async fn fetch_shared(
-        &self,
-        key: Vec<u8>,
-        keys: CredentialKeys,
-        protocol: Protocol,
-        hard_until: u64,
-        req: Request,
-    ) -> Arc<Outcome> {
-        let mut rx = {
-            let mut map = self
-                .inner
-                .inflight
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match map.get(&key) {
-                Some(rx) => rx.clone(),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    map.insert(key.clone(), rx.clone());
-                    let inner = self.inner.clone();
-                    tokio::spawn(async move {
-                        // An answer stored just before this task became the leader.
-                        let outcome = match inner.lookup(&key, &keys) {
-                            Lookup::Fresh(c) => Outcome::Answer(Arc::new(c)),
-                            _ => {
-                                inner
-                                    .fetch_and_store(&key, &keys, protocol, hard_until, req)
-                                    .await
-                            }
-                        };
-                        // Stored before the key leaves the map: a later miss finds the entry.
-                        inner
-                            .inflight
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&key);
-                        let _ = tx.send(Some(Arc::new(outcome)));
-                    });
-                    rx
-                }
-            }
-        };
-        let shared = rx
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|v| v.clone());
-        shared.unwrap_or_else(|| {
-            Arc::new(Outcome::Unreachable(
-                "the upstream call for this list failed".into(),
-            ))
-        })
     }
 }
 
@@ -569,14 +357,7 @@ impl Inner {
             self.remove(key);
             return Lookup::Absent;
         }
-        let mut aad = Vec::with_capacity(key.len() + HEADER_LEN);
-        aad.extend_from_slice(key);
-        aad.extend_from_slice(&value[..HEADER_LEN]);
-        let Some(captured) = keys
-            .open(&aad, &value[HEADER_LEN..])
-            .ok()
-            .and_then(|p| decode_captured(Bytes::from(p)))
-        else {
+        let Some(captured) = entry::open(keys, key, &value) else {
             self.metrics.undecryptable.inc();
             self.remove(key);
             return Lookup::Absent;
@@ -606,17 +387,9 @@ impl Inner {
             Err(Error::Upstream { reason, .. }) => return Outcome::Unreachable(reason),
             Err(e) => return Outcome::Unreachable(e.to_string()),
         };
-        let (parts, body) = resp.into_parts();
-        let collected = match body.collect().await {
-            Ok(c) => c,
+        let mut captured = match Answer::read(resp).await {
+            Ok(a) => a,
             Err(e) => return Outcome::Unreachable(format!("the answer broke off: {e}")),
-        };
-        let trailers = collected.trailers().cloned();
-        let mut captured = Captured {
-            status: parts.status,
-            headers: parts.headers,
-            body: collected.to_bytes(),
-            trailers,
         };
         for h in &RECOMPUTED_HEADERS {
             captured.headers.remove(h);
@@ -651,7 +424,7 @@ impl Inner {
         protocol: Protocol,
         hard_until: u64,
         generation: u64,
-        captured: &Captured,
+        captured: &Answer,
     ) {
         if captured.body.len() > self.max_entry_bytes {
             return;
@@ -683,13 +456,8 @@ impl Inner {
             generation,
             fresh_until,
             hard_until,
-        }
-        .encode();
-        let mut aad = Vec::with_capacity(key.len() + HEADER_LEN);
-        aad.extend_from_slice(key);
-        aad.extend_from_slice(&header);
-        let mut value = header.to_vec();
-        value.extend_from_slice(&keys.seal(&aad, &encode_captured(now, captured)));
+        };
+        let value = entry::seal(keys, key, &header, now, captured);
         match self.store.cache_put(key, &value) {
             Ok(old) => {
                 let new = (key.len() + value.len()) as i64;
@@ -722,372 +490,28 @@ impl Inner {
     }
 }
 
-/// The clear header of a stored entry (authenticated as associated data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EntryHeader {
-    generation: u64,
-    /// Unix ms until which the entry is fresh.
-    fresh_until: u64,
-    /// Unix ms after which it may not be served at all (the credential's `time-before`).
-    hard_until: u64,
-}
-
-impl EntryHeader {
-    fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
-        h[0] = ENTRY_VERSION;
-        h[1..9].copy_from_slice(&self.generation.to_be_bytes());
-        h[9..17].copy_from_slice(&self.fresh_until.to_be_bytes());
-        h[17..25].copy_from_slice(&self.hard_until.to_be_bytes());
-        h
-    }
-
-    fn parse(v: &[u8]) -> Option<Self> {
-        if v.len() < HEADER_LEN || v[0] != ENTRY_VERSION {
-            return None;
-        }
-        let u = |r: std::ops::Range<usize>| <[u8; 8]>::try_from(&v[r]).ok().map(u64::from_be_bytes);
-        Some(EntryHeader {
-            generation: u(1..9)?,
-            fresh_until: u(9..17)?,
-            hard_until: u(17..25)?,
-        })
-    }
-
-    fn stale_until(&self, max_stale: Duration) -> u64 {
-        self.fresh_until
-            .saturating_add(max_stale.as_millis() as u64)
-            .min(self.hard_until)
-    }
-}
-
 fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-fn route_tag(route: Route) -> Option<u8> {
-    match route {
-        Route::ListSessions => Some(1),
-        Route::ListAutopilotSessions => Some(2),
-        _ => None,
+/// litd's verdict on an answer: only HTTP 200 with an OK status (grpc-status 0 wherever the
+/// protocol puts it, [`status_of`]) is OK; a gRPC answer with no status at all is unknown.
+fn verdict(protocol: Protocol, a: &Answer) -> Verdict {
+    if a.status != StatusCode::OK {
+        return Verdict::NotOk;
     }
-}
-
-fn protocol_tag(protocol: Protocol) -> Option<u8> {
-    match protocol {
-        Protocol::Grpc => Some(1),
-        Protocol::GrpcWeb => Some(2),
-        Protocol::GrpcWebText => Some(3),
-        Protocol::Rest => Some(4),
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => None,
+    match status_of(protocol, a) {
+        Some(s) if s.code() == tonic::Code::Ok => Verdict::Ok,
+        Some(_) => Verdict::NotOk,
+        None => Verdict::Unknown,
     }
-}
-
-/// id ‖ route ‖ protocol ‖ 16 bytes of SHA-256 over the request headers that shape the bytes
-/// of the answer (exact content type, accept, the encodings the caller accepts, and the
-/// `Origin` litd's CORS headers answer).
-fn cache_key(id: &[u8; ID_LEN], route: u8, protocol: u8, headers: &HeaderMap) -> Vec<u8> {
-    let mut h = Sha256::new();
-    for name in [
-        "content-type",
-        "accept",
-        "accept-encoding",
-        "grpc-accept-encoding",
-        "origin",
-    ] {
-        for v in headers.get_all(name) {
-            h.update(name.as_bytes());
-            h.update(b":");
-            h.update(v.as_bytes());
-        }
-        h.update(b"\n");
-    }
-    let variant = h.finalize();
-    let mut key = Vec::with_capacity(ID_LEN + 2 + 16);
-    key.extend_from_slice(id);
-    key.push(route);
-    key.push(protocol);
-    key.extend_from_slice(&variant[..16]);
-    key
-}
-
-/// The method and URI of a canonical list call: POST for the gRPC family, a plain GET (no
-/// query) for REST.
-fn shape_ok(protocol: Protocol, method: &Method, uri: &http::Uri) -> bool {
-    match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => method == Method::POST,
-        Protocol::Rest => method == Method::GET && uri.query().is_none_or(str::is_empty),
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => false,
-    }
-}
-
-/// Whether `body` is the empty request message (an uncompressed empty frame, or no REST body);
-/// anything else is forwarded for litd to judge, never answered from the cache.
-fn is_empty_list_request(protocol: Protocol, body: &Bytes) -> bool {
-    match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb => {
-            codec::unary_message(body).is_ok_and(|m| m.is_empty())
-        }
-        Protocol::GrpcWebText => codec::decode_web_text(body)
-            .and_then(|b| codec::unary_message(&b))
-            .is_ok_and(|m| m.is_empty()),
-        Protocol::Rest => body.iter().all(u8::is_ascii_whitespace),
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => false,
-    }
-}
-
-/// litd's verdict on an answer: HTTP 200 for REST; grpc-status in trailers, the head
-/// (trailers-only) or the grpc-web trailer frame for the gRPC family.
-fn verdict(protocol: Protocol, c: &Captured) -> Verdict {
-    let code = |s: &str| {
-        if s.trim() == "0" {
-            Verdict::Ok
-        } else {
-            Verdict::NotOk
-        }
-    };
-    match protocol {
-        Protocol::Rest | Protocol::Http => {
-            if c.status == StatusCode::OK {
-                Verdict::Ok
-            } else {
-                Verdict::NotOk
-            }
-        }
-        _ if c.status != StatusCode::OK => Verdict::NotOk,
-        _ => {
-            let head = c
-                .trailers
-                .as_ref()
-                .and_then(|t| t.get("grpc-status"))
-                .or_else(|| c.headers.get("grpc-status"));
-            if let Some(v) = head {
-                return v.to_str().map_or(Verdict::NotOk, code);
-            }
-            if protocol == Protocol::Grpc {
-                return Verdict::Unknown;
-            }
-            let Some(frames) = grpc_web_frames(protocol, &c.body) else {
-                return Verdict::Unknown;
-            };
-            frames
-                .iter()
-                .filter(|(flag, _)| flag & 0x80 != 0)
-                .find_map(|(_, payload)| {
-                    String::from_utf8_lossy(payload)
-                        .split("\r\n")
-                        .find_map(|line| {
-                            let (k, v) = line.split_once(':')?;
-                            k.trim()
-                                .eq_ignore_ascii_case("grpc-status")
-                                .then(|| code(v))
-                        })
-                })
-                .unwrap_or(Verdict::Unknown)
-        }
-    }
-}
-
-/// The frames of a gRPC / grpc-web body (grpc-web-text decoded first); `None` when malformed.
-fn grpc_web_frames(protocol: Protocol, body: &Bytes) -> Option<Vec<(u8, Bytes)>> {
-    let mut b = if protocol == Protocol::GrpcWebText {
-        codec::decode_web_text(body).ok()?
-    } else {
-        body.clone()
-    };
-    let mut out = Vec::new();
-    while b.has_remaining() {
-        if b.remaining() < 5 {
-            return None;
-        }
-        let flag = b.get_u8();
-        let len = b.get_u32() as usize;
-        if b.remaining() < len {
-            return None;
-        }
-        out.push((flag, b.split_to(len)));
-    }
-    Some(out)
-}
-
-/// The fields of `Session` that bound freshness; prost skips the rest (pairing secrets
-/// included) without copying them out.
-#[derive(Clone, PartialEq, prost::Message)]
-struct SessionFreshness {
-    #[prost(int32, tag = "2")]
-    session_state: i32,
-    #[prost(uint64, tag = "4")]
-    expiry_timestamp_seconds: u64,
-}
-
-/// `ListSessionsResponse` and `ListAutopilotSessionsResponse` (same shape: field 1, sessions).
-#[derive(Clone, PartialEq, prost::Message)]
-struct ListFreshness {
-    #[prost(message, repeated, tag = "1")]
-    sessions: Vec<SessionFreshness>,
-}
-
-/// Created (0) and InUse (1): the states litd will move on by itself at expiry.
-fn is_active(state: i32) -> bool {
-    state == 0 || state == 1
-}
-
-/// The earliest `expiry_timestamp_seconds` of a created/in-use session in an OK answer:
-/// `Some(None)` when there is none, `None` when the answer cannot be decoded (then it is not
-/// stored: litgate cannot tell how long it stays true).
-fn earliest_active_expiry(protocol: Protocol, body: &Bytes) -> Option<Option<u64>> {
-    use prost::Message;
-    let expiries: Vec<u64> = match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText => {
-            let frames = grpc_web_frames(protocol, body)?;
-            let mut data = frames.into_iter().filter(|(flag, _)| flag & 0x80 == 0);
-            let (flag, msg) = data.next()?;
-            if flag != 0 || data.next().is_some() {
-                // Compressed, or not one message: not something litgate can vouch for.
-                return None;
-            }
-            ListFreshness::decode(msg)
-                .ok()?
-                .sessions
-                .into_iter()
-                .filter(|s| is_active(s.session_state))
-                .map(|s| s.expiry_timestamp_seconds)
-                .collect()
-        }
-        Protocol::Rest => {
-            let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-            let sessions = match v.get("sessions") {
-                None | Some(serde_json::Value::Null) => return Some(None),
-                Some(serde_json::Value::Array(a)) => a,
-                Some(_) => return None,
-            };
-            let mut out = Vec::new();
-            for s in sessions {
-                let field = |a: &str, b: &str| s.get(a).or_else(|| s.get(b));
-                let state = match field("session_state", "sessionState") {
-                    None => 0,
-                    Some(serde_json::Value::Number(n)) => {
-                        n.as_i64().and_then(|n| i32::try_from(n).ok())?
-                    }
-                    Some(serde_json::Value::String(name)) => match name.as_str() {
-                        "STATE_CREATED" => 0,
-                        "STATE_IN_USE" => 1,
-                        "STATE_REVOKED" => 2,
-                        "STATE_EXPIRED" => 3,
-                        "STATE_RESERVED" => 4,
-                        _ => return None,
-                    },
-                    Some(_) => return None,
-                };
-                if !is_active(state) {
-                    continue;
-                }
-                let expiry = match field("expiry_timestamp_seconds", "expiryTimestampSeconds") {
-                    None => 0,
-                    Some(serde_json::Value::String(t)) => t.parse().ok()?,
-                    Some(serde_json::Value::Number(n)) => n.as_u64()?,
-                    Some(_) => return None,
-                };
-                out.push(expiry);
-            }
-            out
-        }
-        Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => return None,
-    };
-    // An expiry of 0 is "unset", not 1970.
-    Some(expiries.into_iter().filter(|e| *e > 0).min())
-}
-
-fn put_headers(out: &mut BytesMut, h: Option<&HeaderMap>) {
-    let Some(h) = h else {
-        out.put_u8(0);
-        return;
-    };
-    out.put_u8(1);
-    out.put_u16(h.len() as u16);
-    for (k, v) in h {
-        out.put_u16(k.as_str().len() as u16);
-        out.put_slice(k.as_str().as_bytes());
-        out.put_u32(v.len() as u32);
-        out.put_slice(v.as_bytes());
-    }
-}
-
-fn get_headers(b: &mut Bytes) -> Option<Option<HeaderMap>> {
-    if !b.has_remaining() {
-        return None;
-    }
-    if b.get_u8() == 0 {
-        return Some(None);
-    }
-    if b.remaining() < 2 {
-        return None;
-    }
-    let n = b.get_u16();
-    let mut h = HeaderMap::with_capacity(n as usize);
-    for _ in 0..n {
-        if b.remaining() < 2 {
-            return None;
-        }
-        let kl = b.get_u16() as usize;
-        if b.remaining() < kl + 4 {
-            return None;
-        }
-        let k = HeaderName::from_bytes(&b.split_to(kl)).ok()?;
-        let vl = b.get_u32() as usize;
-        if b.remaining() < vl {
-            return None;
-        }
-        let v = HeaderValue::from_maybe_shared(b.split_to(vl)).ok()?;
-        h.append(k, v);
-    }
-    Some(Some(h))
-}
-
-/// stored_at ms ‖ status ‖ headers ‖ body length ‖ body ‖ trailers (the sealed plaintext).
-fn encode_captured(stored_at: u64, c: &Captured) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(c.body.len() + 256);
-    out.put_u64(stored_at);
-    out.put_u16(c.status.as_u16());
-    put_headers(&mut out, Some(&c.headers));
-    out.put_u32(c.body.len() as u32);
-    out.put_slice(&c.body);
-    put_headers(&mut out, c.trailers.as_ref());
-    out.to_vec()
-}
-
-fn decode_captured(mut b: Bytes) -> Option<Captured> {
-    if b.remaining() < 10 {
-        return None;
-    }
-    let _stored_at = b.get_u64();
-    let status = StatusCode::from_u16(b.get_u16()).ok()?;
-    let headers = get_headers(&mut b)??;
-    if b.remaining() < 4 {
-        return None;
-    }
-    let len = b.get_u32() as usize;
-    if b.remaining() < len {
-        return None;
-    }
-    // A slice of the decrypted buffer: the body is not copied again.
-    let body = b.split_to(len);
-    let trailers = get_headers(&mut b)?;
-    b.is_empty().then_some(Captured {
-        status,
-        headers,
-        body,
-        trailers,
-    })
 }
 
 /// A response replaying captured bytes; `stale` adds the `litgate-cache: stale` header.
-fn replay(c: Captured, stale: bool) -> Response {
-    let mut resp = Response::new(body::replay(c.body, c.trailers));
-    *resp.status_mut() = c.status;
-    *resp.headers_mut() = c.headers;
+fn replay(c: Answer, stale: bool) -> Response {
+    let mut resp = c.into_response();
     if stale {
         resp.headers_mut()
             .insert(STALE_HEADER, HeaderValue::from_static(STALE_VALUE));

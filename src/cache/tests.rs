@@ -2,13 +2,23 @@
 
 use std::sync::atomic::AtomicUsize;
 
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::BodyExt;
 use prost::Message;
 
 use super::*;
 use crate::{
     clock::{Clock, ManualClock},
+    grpc::{frame, web_text},
     proto::litrpc::{ListSessionsResponse, Session},
 };
+
+impl Cache {
+    fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
+    }
+}
 
 const MAC: &str = "0201036c6e640206034944454e5400000620a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2";
 
@@ -46,10 +56,10 @@ fn grpc_ok(sessions: Vec<Session>) -> Response {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     replay(
-        Captured {
+        Answer {
             status: StatusCode::OK,
             headers,
-            body: codec::frame(&ListSessionsResponse { sessions }.encode_to_vec()),
+            body: frame::message(&ListSessionsResponse { sessions }.encode_to_vec()),
             trailers: Some(trailers),
         },
         false,
@@ -68,7 +78,7 @@ fn grpc_refused() -> Response {
         HeaderValue::from_static("verification failed: signature mismatch"),
     );
     replay(
-        Captured {
+        Answer {
             status: StatusCode::OK,
             headers,
             body: Bytes::new(),
@@ -117,7 +127,7 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
-fn harness(cfg: Config, steps: Vec<Step>, delay: Duration) -> Harness {
+fn harness(cfg: CacheConfig, steps: Vec<Step>, delay: Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let clock = ManualClock::new();
@@ -126,13 +136,13 @@ fn harness(cfg: Config, steps: Vec<Step>, delay: Duration) -> Harness {
         calls: AtomicUsize::new(0),
         delay,
     });
-    let cache = Cache::with_metrics(
+    let cache = Cache::new(
         &cfg,
         store.clone(),
         Arc::new(clock.clone()),
         scripted(script.clone()),
         "litd",
-        Metrics::default(),
+        CacheMetrics::default(),
     )
     .unwrap();
     Harness {
@@ -158,7 +168,7 @@ impl Harness {
         mac: Option<&str>,
         body: Bytes,
     ) -> Result<(HeaderMap, Bytes, Option<HeaderMap>), Error> {
-        let mut b = http::Request::post(crate::router::LIST_SESSIONS)
+        let mut b = http::Request::post(crate::methods::LIST_SESSIONS)
             .header("content-type", "application/grpc");
         if let Some(m) = mac {
             b = b.header("macaroon", m);
@@ -174,7 +184,7 @@ impl Harness {
     }
 
     async fn list(&self) -> Result<(HeaderMap, Bytes, Option<HeaderMap>), Error> {
-        self.list_with(Some(MAC), codec::frame(b"")).await
+        self.list_with(Some(MAC), frame::message(b"")).await
     }
 }
 
@@ -185,7 +195,7 @@ fn far() -> u64 {
 #[tokio::test]
 async fn a_hit_replays_bytes_and_trailers_without_calling_upstream() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"secret-one", 0, far())])],
         Duration::ZERO,
     );
@@ -213,7 +223,7 @@ async fn a_hit_replays_bytes_and_trailers_without_calling_upstream() {
 #[tokio::test]
 async fn single_flight_fifty_concurrent_misses_make_one_call() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::from_millis(200),
     );
@@ -223,10 +233,10 @@ async fn single_flight_fifty_concurrent_misses_make_one_call() {
         let (cache, barrier) = (h.cache.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let req = http::Request::post(crate::router::LIST_SESSIONS)
+            let req = http::Request::post(crate::methods::LIST_SESSIONS)
                 .header("content-type", "application/grpc")
                 .header("macaroon", MAC)
-                .body(body::full(codec::frame(b"")))
+                .body(body::full(frame::message(b"")))
                 .unwrap();
             let resp = cache.list(Route::ListSessions, req).await.unwrap();
             resp.into_body().collect().await.unwrap().to_bytes()
@@ -247,17 +257,17 @@ async fn single_flight_fifty_concurrent_misses_make_one_call() {
 #[tokio::test]
 async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::from_millis(100),
     );
     let first = tokio::spawn({
         let cache = h.cache.clone();
         async move {
-            let req = http::Request::post(crate::router::LIST_SESSIONS)
+            let req = http::Request::post(crate::methods::LIST_SESSIONS)
                 .header("content-type", "application/grpc")
                 .header("macaroon", MAC)
-                .body(body::full(codec::frame(b"")))
+                .body(body::full(frame::message(b"")))
                 .unwrap();
             cache.list(Route::ListSessions, req).await.map(|_| ())
         }
@@ -273,10 +283,10 @@ async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
 
 #[tokio::test]
 async fn ttl_then_stale_while_down_then_nothing_past_max_stale() {
-    let cfg = Config {
+    let cfg = CacheConfig {
         ttl: Duration::from_secs(5),
         max_stale: Duration::from_secs(60),
-        ..Config::default()
+        ..CacheConfig::default()
     };
     let h = harness(
         cfg,
@@ -307,16 +317,16 @@ async fn ttl_then_stale_while_down_then_nothing_past_max_stale() {
 #[tokio::test]
 async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
     h.list().await.unwrap();
     // Another protocol's entry for the same credential goes too.
-    let web = http::Request::post(crate::router::LIST_SESSIONS)
+    let web = http::Request::post(crate::methods::LIST_SESSIONS)
         .header("content-type", "application/grpc-web+proto")
         .header("macaroon", MAC)
-        .body(body::full(codec::frame(b"")))
+        .body(body::full(frame::message(b"")))
         .unwrap();
     h.cache.list(Route::ListSessions, web).await.unwrap();
     assert_eq!(h.cache.metrics().entries.get(), 2);
@@ -337,10 +347,10 @@ async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
 #[tokio::test]
 async fn freshness_is_bounded_by_session_expiry_and_time_before() {
     let now = ms(SystemTime::now()) / 1000;
-    let cfg = Config {
+    let cfg = CacheConfig {
         ttl: Duration::from_secs(3600),
         max_stale: Duration::from_secs(7200),
-        ..Config::default()
+        ..CacheConfig::default()
     };
     // A revoked session expiring sooner does not count; the created one at +60s does.
     let h = harness(
@@ -368,13 +378,13 @@ async fn freshness_is_bounded_by_session_expiry_and_time_before() {
     let base = crate::macaroon::Macaroon::from_hex(MAC).unwrap();
     let until = crate::macaroon::format_rfc3339(h.clock.now() + Duration::from_secs(20));
     let mac = crate::demo::attenuate(&base, &format!("time-before {until}")).to_hex();
-    h.list_with(Some(&mac), codec::frame(b"")).await.unwrap();
-    h.list_with(Some(&mac), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&mac), frame::message(b"")).await.unwrap();
+    h.list_with(Some(&mac), frame::message(b"")).await.unwrap();
     assert_eq!(h.calls(), 1);
     h.clock.advance(Duration::from_secs(21));
     h.set(vec![Step::Down]);
     assert!(matches!(
-        h.list_with(Some(&mac), codec::frame(b"")).await,
+        h.list_with(Some(&mac), frame::message(b"")).await,
         Err(Error::Upstream { .. })
     ));
     assert_eq!(h.cache.metrics().stale.get(), 0);
@@ -383,17 +393,17 @@ async fn freshness_is_bounded_by_session_expiry_and_time_before() {
 #[tokio::test]
 async fn no_credential_or_a_non_canonical_request_bypasses() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
-    h.list_with(None, codec::frame(b"")).await.unwrap();
-    h.list_with(None, codec::frame(b"")).await.unwrap();
+    h.list_with(None, frame::message(b"")).await.unwrap();
+    h.list_with(None, frame::message(b"")).await.unwrap();
     // Unknown fields in the request: litd judges it, the cache stays out.
-    h.list_with(Some(MAC), codec::frame(&[0x08, 0x01]))
+    h.list_with(Some(MAC), frame::message(&[0x08, 0x01]))
         .await
         .unwrap();
-    h.list_with(Some(MAC), codec::frame(&[0x08, 0x01]))
+    h.list_with(Some(MAC), frame::message(&[0x08, 0x01]))
         .await
         .unwrap();
     assert_eq!(h.calls(), 4);
@@ -404,7 +414,7 @@ async fn no_credential_or_a_non_canonical_request_bypasses() {
 #[tokio::test]
 async fn a_tampered_entry_is_a_counted_miss() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
@@ -442,16 +452,16 @@ async fn a_tampered_entry_is_a_counted_miss() {
 #[tokio::test]
 async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::from_millis(100),
     );
     let cache = h.cache.clone();
     let miss = tokio::spawn(async move {
-        let req = http::Request::post(crate::router::LIST_SESSIONS)
+        let req = http::Request::post(crate::methods::LIST_SESSIONS)
             .header("content-type", "application/grpc")
             .header("macaroon", MAC)
-            .body(body::full(codec::frame(b"")))
+            .body(body::full(frame::message(b"")))
             .unwrap();
         cache.list(Route::ListSessions, req).await.map(|_| ())
     });
@@ -472,7 +482,7 @@ async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
 #[tokio::test]
 async fn writes_invalidate_unless_litd_refused_them() {
     let h = harness(
-        Config::default(),
+        CacheConfig::default(),
         vec![Step::Ok(vec![session(b"s", 0, far())])],
         Duration::ZERO,
     );
@@ -520,9 +530,9 @@ async fn writes_invalidate_unless_litd_refused_them() {
 
 #[tokio::test]
 async fn a_full_cache_sweeps_then_serves_without_storing() {
-    let cfg = Config {
+    let cfg = CacheConfig {
         max_entries: 1,
-        ..Config::default()
+        ..CacheConfig::default()
     };
     let h = harness(
         cfg,
@@ -535,8 +545,12 @@ async fn a_full_cache_sweeps_then_serves_without_storing() {
         "time-before 2999-01-01T00:00:00Z",
     )
     .to_hex();
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
     assert_eq!(
         h.calls(),
         3,
@@ -545,61 +559,28 @@ async fn a_full_cache_sweeps_then_serves_without_storing() {
     assert_eq!(h.cache.metrics().entries.get(), 1);
     // Once the first entry can no longer be served, it is swept to make room.
     h.clock.advance(Duration::from_secs(400));
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
-    h.list_with(Some(&other), codec::frame(b"")).await.unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
     assert_eq!(h.calls(), 4);
 }
 
 #[test]
-fn rest_and_grpc_web_freshness_and_verdicts() {
-    let json = br#"{"sessions":[
-        {"session_state":"STATE_REVOKED","expiry_timestamp_seconds":"100"},
-        {"session_state":"STATE_CREATED","expiry_timestamp_seconds":"500"},
-        {"sessionState":"STATE_IN_USE","expiryTimestampSeconds":"300"}]}"#;
-    assert_eq!(
-        earliest_active_expiry(Protocol::Rest, &Bytes::from_static(json)),
-        Some(Some(300))
-    );
-    assert_eq!(
-        earliest_active_expiry(Protocol::Rest, &Bytes::from_static(b"{\"sessions\":[]}")),
-        Some(None)
-    );
-    assert_eq!(
-        earliest_active_expiry(Protocol::Rest, &Bytes::from_static(b"not json")),
-        None
-    );
-
+fn verdicts_need_http_200_and_an_ok_status() {
     let msg = ListSessionsResponse {
-        sessions: vec![session(b"x", 0, 700), session(b"y", 3, 10)],
+        sessions: vec![session(b"x", 0, 700)],
     }
     .encode_to_vec();
-    let mut web = codec::frame(&msg).to_vec();
-    let trailer = b"grpc-status:0\r\ngrpc-message:\r\n";
-    web.push(0x80);
-    web.extend_from_slice(&(trailer.len() as u32).to_be_bytes());
-    web.extend_from_slice(trailer);
-    let web = Bytes::from(web);
-    assert_eq!(
-        earliest_active_expiry(Protocol::GrpcWeb, &web),
-        Some(Some(700))
-    );
-    let text = codec::encode_web_text(&web);
-    assert_eq!(
-        earliest_active_expiry(Protocol::GrpcWebText, &text),
-        Some(Some(700))
-    );
-    // A compressed frame is not decoded, so not stored.
-    let mut gz = codec::frame(&msg).to_vec();
-    gz[0] = 1;
-    assert_eq!(
-        earliest_active_expiry(Protocol::Grpc, &Bytes::from(gz)),
-        None
-    );
-
+    let trailer = frame::encode(frame::TRAILERS, b"grpc-status:0\r\ngrpc-message:\r\n");
+    let web = Bytes::from([frame::message(&msg), trailer].concat());
+    let text = web_text::encode(&web);
     let cap = |protocol, status: u16, body: Bytes| {
         verdict(
             protocol,
-            &Captured {
+            &Answer {
                 status: StatusCode::from_u16(status).unwrap(),
                 headers: HeaderMap::new(),
                 body,
@@ -614,50 +595,4 @@ fn rest_and_grpc_web_freshness_and_verdicts() {
     assert_eq!(cap(Protocol::Grpc, 200, Bytes::new()), Verdict::Unknown);
     assert_eq!(cap(Protocol::Rest, 200, Bytes::new()), Verdict::Ok);
     assert_eq!(cap(Protocol::Rest, 401, Bytes::new()), Verdict::NotOk);
-}
-
-#[test]
-fn captured_round_trips_and_rejects_truncation() {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    let c = Captured {
-        status: StatusCode::OK,
-        headers,
-        body: Bytes::from_static(b"body"),
-        trailers: Some(trailers),
-    };
-    let enc = encode_captured(1, &c);
-    assert_eq!(decode_captured(Bytes::from(enc.clone())), Some(c));
-    for cut in 0..enc.len() {
-        assert_eq!(
-            decode_captured(Bytes::from(enc[..cut].to_vec())),
-            None,
-            "cut at {cut}"
-        );
-    }
-}
-
-#[test]
-fn key_separates_credentials_routes_protocols_and_encodings() {
-    let a = CredentialKeys::derive(b"salt", b"a");
-    let b = CredentialKeys::derive(b"salt", b"b");
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc-web+proto"),
-    );
-    let base = cache_key(a.id(), 1, 2, &h);
-    assert_eq!(base.len(), ID_LEN + 18);
-    assert_ne!(base, cache_key(b.id(), 1, 2, &h));
-    assert_ne!(base, cache_key(a.id(), 2, 2, &h));
-    assert_ne!(base, cache_key(a.id(), 1, 3, &h));
-    let mut gz = h.clone();
-    gz.insert("grpc-accept-encoding", HeaderValue::from_static("gzip"));
-    assert_ne!(base, cache_key(a.id(), 1, 2, &gz));
-    assert_eq!(base, cache_key(a.id(), 1, 2, &h));
 }

@@ -325,7 +325,7 @@ fn perm(method: &str, ops: &[(&str, &str)]) -> Permissions {
 }
 
 fn rate_limit_rule() -> (String, Rule) {
-    // The values of LiT's autopilotserver mock (`spec/lit-behaviour.md` §3.2).
+    // The values of LiT's autopilotserver mock (`autopilotserver/mock.go`).
     rule(
         rules::RATE_LIMIT,
         r#"{"write_limit":{"iterations":1,"num_hours":1},"read_limit":{"iterations":10,"num_hours":1}}"#,
@@ -335,7 +335,7 @@ fn rate_limit_rule() -> (String, Rule) {
 }
 
 /// The default catalogue, modelled on LiT's test mock: `HealthCheck`, `AutoFees`, `AutoOpen`.
-/// Rule values are the JSON (Go struct) forms of `spec/lit-api.md` §6.3.
+/// Rule values are the JSON (Go struct) forms of LiT's rule managers (`rules/*.go`).
 pub fn mock_catalogue() -> HashMap<String, Feature> {
     let health = Feature {
         name: "HealthCheck".into(),

@@ -43,7 +43,7 @@ use super::{
     serve::{Body, Handler, Server},
 };
 use crate::{
-    autopilot::rules,
+    autopilot::{privacy, rules},
     grpc::websocket,
     macaroon::Macaroon,
     proto::{
@@ -496,7 +496,7 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
     use futures_util::StreamExt as _;
     use tower::ServiceExt as _;
     let (mut sink, mut stream) = ws.split();
-    let Ok(Some(mut headers)) = websocket::read_header_block(&mut stream).await else {
+    let Ok(Some(mut headers)) = websocket::call::read_header_block(&mut stream).await else {
         return;
     };
     let ct = header_str(&headers, header::CONTENT_TYPE.as_str()).unwrap_or_default();
@@ -506,16 +506,16 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
     let reader = tokio::spawn(async move {
         let mut tx = Some(tx);
         loop {
-            match websocket::next_inbound(&mut stream).await {
-                Ok(websocket::Inbound::Data(d)) => {
+            match websocket::call::next_inbound(&mut stream).await {
+                Ok(websocket::call::Inbound::Data(d)) => {
                     if let Some(t) = &tx {
                         if t.send(Ok(http_body::Frame::data(d))).await.is_err() {
                             tx = None;
                         }
                     }
                 }
-                Ok(websocket::Inbound::FinishSend) => tx = None,
-                Ok(websocket::Inbound::Closed) => return stream,
+                Ok(websocket::call::Inbound::FinishSend) => tx = None,
+                Ok(websocket::call::Inbound::Closed) => return stream,
                 Err(e) => {
                     if let Some(t) = tx.take() {
                         let _ = t.send(Err(Status::invalid_argument(e.to_string()))).await;
@@ -526,7 +526,7 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
         }
     });
     let resp = if ct.starts_with("application/grpc-web-text") {
-        crate::grpc::status_response(
+        crate::grpc::reply::status_response(
             crate::grpc::Protocol::GrpcWeb,
             Code::Unimplemented,
             "grpc-web-text is not served over websockets",
@@ -551,7 +551,10 @@ async fn serve_grpc_websocket(ws: Ws, routes: tonic::service::Routes, path: Stri
             Err(never) => match never {},
         }
     };
-    if websocket::write_response(&mut sink, resp).await.is_err() {
+    if websocket::answer::write_response(&mut sink, resp)
+        .await
+        .is_err()
+    {
         return;
     }
     // The close handshake needs the reading half back: it sees the client's close frame.
@@ -651,7 +654,7 @@ fn rest_error(status: StatusCode, code: Code, message: &str) -> http::Response<B
     plain(
         status,
         "application/json",
-        crate::grpc::gateway_error_json(code, message),
+        crate::grpc::reply::gateway_error_json(code, message),
     )
 }
 
@@ -1136,7 +1139,7 @@ async fn list_server_features(
 
 /// litd's conversion of a server Feature for ListAutopilotFeatures.
 fn convert_feature(f: &aps::Feature) -> Result<Feature, Status> {
-    let mut requires_upgrade = rules::unknown_privacy_flag(f.privacy_flags).is_some();
+    let mut requires_upgrade = privacy::flags::unknown_bit(f.privacy_flags).is_some();
     let mut out_rules = HashMap::new();
     for (name, r) in &f.rules {
         if !rules::is_known(name) {
@@ -1153,7 +1156,7 @@ fn convert_feature(f: &aps::Feature) -> Result<Feature, Status> {
         let parse = |raw: &[u8]| {
             rules::from_json(name, raw)
                 .map(Some)
-                .map_err(Status::unknown)
+                .map_err(|e| Status::unknown(e.to_string()))
         };
         out_rules.insert(
             name.clone(),
@@ -1359,7 +1362,7 @@ fn unknown(msg: impl Into<String>) -> Status {
     Status::unknown(msg)
 }
 
-/// litd's AddAutopilotSession after the macaroon check (`spec/lit-behaviour.md` §1.1–1.4),
+/// litd's AddAutopilotSession after the macaroon check (LiT's `session_rpcserver.go`),
 /// without the privacy mapper's pseudonyms (values and configs are sent in clear).
 async fn add_autopilot_session(
     inner: &Inner,
@@ -1418,7 +1421,7 @@ async fn add_autopilot_session(
                 "privacy flags can only be set when the privacy mapper is enabled",
             ));
         }
-        if let Some(bit) = rules::unknown_privacy_flag(r.privacy_flags) {
+        if let Some(bit) = privacy::flags::unknown_bit(r.privacy_flags) {
             return Err(unknown(format!(
                 "error deserializing privacy flags ({}) from request: unknown privacy flag: {bit}",
                 r.privacy_flags
@@ -1429,7 +1432,7 @@ async fn add_autopilot_session(
         let mut union = 0;
         for name in r.features.keys() {
             let f = server_feature(name)?;
-            if let Some(bit) = rules::unknown_privacy_flag(f.privacy_flags) {
+            if let Some(bit) = privacy::flags::unknown_bit(f.privacy_flags) {
                 return Err(unknown(format!("unknown privacy flag: {bit}")));
             }
             union |= f.privacy_flags;
@@ -1449,14 +1452,16 @@ async fn add_autopilot_session(
             .map(|m| m.rules.clone().into_iter().collect())
             .unwrap_or_default();
         for (rname, value) in &user_rules {
-            rules::check_value(rname, value).map_err(unknown)?;
+            rules::check_value(rname, value).map_err(|e| unknown(e.to_string()))?;
             let srule = f.rules.get(rname).ok_or_else(|| {
                 unknown(format!(
                     "autopilot did not specify {rname} as a rule for feature {fname}"
                 ))
             })?;
-            let min = rules::from_json(rname, &srule.min_value).map_err(unknown)?;
-            let max = rules::from_json(rname, &srule.max_value).map_err(unknown)?;
+            let min =
+                rules::from_json(rname, &srule.min_value).map_err(|e| unknown(e.to_string()))?;
+            let max =
+                rules::from_json(rname, &srule.max_value).map_err(|e| unknown(e.to_string()))?;
             if let Err(reason) = rules::check_sane(rname, value, &min, &max) {
                 let show = |v| rules::to_json(rname, v).unwrap_or_default();
                 return Err(unknown(format!(
@@ -1478,11 +1483,13 @@ async fn add_autopilot_session(
             let value = match user_rules.get(rname) {
                 Some(v) => v.clone(),
                 // Defaults are taken as the server gives them: not checked against min/max.
-                None => rules::from_json(rname, &srule.default).map_err(unknown)?,
+                None => {
+                    rules::from_json(rname, &srule.default).map_err(|e| unknown(e.to_string()))?
+                }
             };
             json_rules.insert(
                 rname.clone(),
-                rules::to_json(rname, &value).map_err(unknown)?,
+                rules::to_json(rname, &value).map_err(|e| unknown(e.to_string()))?,
             );
             final_rules.insert(rname.clone(), value);
         }

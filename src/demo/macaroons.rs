@@ -17,7 +17,7 @@ use crate::macaroon::{Caveat, Macaroon};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Every entity litd's permission map names (`spec/lit-api.md` §2.7).
+/// Every entity litd's permission map names (LiT's `perms/permissions.go`).
 pub const LITD_ENTITIES: &[&str] = &[
     "sessions",
     "autopilot",

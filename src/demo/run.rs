@@ -16,7 +16,7 @@ use crate::{
 
 /// Runs the demo until Ctrl-C.
 pub async fn run() -> ExitCode {
-    telemetry::init(&telemetry::Config::default());
+    telemetry::init(&telemetry::config::LogConfig::default());
     match start_and_wait().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -103,7 +103,7 @@ addr = "127.0.0.1:0"
     let ws_status = super::ws_client::call(
         gate.public_addr,
         Some(&pem),
-        crate::router::LIST_SESSIONS,
+        crate::methods::LIST_SESSIONS,
         &metadata,
         &ListSessionsRequest {}.encode_to_vec(),
         |m| {

@@ -7,12 +7,17 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::HeaderMap;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 
-use crate::grpc::websocket;
+use crate::grpc::{
+    frame::{self, FrameReader, Next},
+    header_block,
+    status::status_in,
+    websocket,
+};
 
 /// Why a call did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -108,54 +113,42 @@ pub async fn call(
     block.insert("x-grpc-web", http::HeaderValue::from_static("1"));
     block.extend(metadata.clone());
     let broken = |e: tungstenite::Error| CallError::Answer(e.to_string());
-    ws.send(Message::Binary(websocket::header_block(&block)))
+    ws.send(Message::Binary(header_block::encode(&block)))
         .await
         .map_err(broken)?;
-    ws.send(websocket::data_message(&crate::grpc::codec::frame(request)))
+    ws.send(websocket::call::data_message(&frame::message(request)))
         .await
         .map_err(broken)?;
-    ws.send(websocket::finish_send_message())
+    ws.send(websocket::call::finish_send_message())
         .await
         .map_err(broken)?;
 
-    let mut buf = BytesMut::new();
+    let mut frames = FrameReader::whole();
     let mut last_header_frame = None;
     while let Some(msg) = ws.next().await {
         match msg {
-            Ok(Message::Binary(b)) => buf.extend_from_slice(&b),
+            Ok(Message::Binary(b)) => frames.push(b),
             // Reading on lets the close handshake complete; the stream ends after it.
             Ok(_) => continue,
             Err(tungstenite::Error::ConnectionClosed) => break,
             Err(e) => return Err(broken(e)),
         }
-        while buf.len() >= 5 {
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if buf.len() < 5 + len {
-                break;
-            }
-            let flag = buf.get_u8();
-            buf.advance(4);
-            let payload = buf.split_to(len).freeze();
-            if flag & 0x80 != 0 {
-                last_header_frame = Some(payload);
+        while let Next::Frame(f) = frames.next_frame() {
+            if f.is_trailers() {
+                last_header_frame = Some(f.payload());
             } else {
-                on_message(payload);
+                on_message(f.payload());
             }
         }
     }
     let trailers = last_header_frame
         .ok_or_else(|| CallError::Answer("closed without a status".into()))
         .and_then(|b| {
-            websocket::parse_header_block(&b).map_err(|e| CallError::Answer(e.to_string()))
+            header_block::parse_strict(&b).map_err(|e| CallError::Answer(e.to_string()))
         })?;
-    let get = |name: &str| trailers.get(name).and_then(|v| v.to_str().ok());
-    let code = get("grpc-status")
-        .and_then(|c| c.parse::<i32>().ok())
-        .ok_or_else(|| CallError::Answer("no grpc-status".into()))?;
+    let status = status_in(&trailers).ok_or_else(|| CallError::Answer("no grpc-status".into()))?;
     Ok(Status {
-        code: tonic::Code::from(code),
-        message: percent_encoding::percent_decode_str(get("grpc-message").unwrap_or(""))
-            .decode_utf8_lossy()
-            .into_owned(),
+        code: status.code(),
+        message: status.message().to_string(),
     })
 }

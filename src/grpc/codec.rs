@@ -4,11 +4,13 @@
 //! (a compressed frame, several frames for a unary call, an unknown content type) is refused,
 //! never forwarded unchecked.
 
-use base64::Engine;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-use super::Protocol;
+use super::{
+    frame::{self, FrameError},
+    web_text, Protocol,
+};
 use crate::{body::Body, error::Error};
 
 /// Reads a whole request body, refusing more than `limit` bytes.
@@ -32,96 +34,21 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     }
 }
 
-/// The single message of a unary gRPC / grpc-web request body (after grpc-web-text decoding).
+/// The single message of a unary gRPC / grpc-web request body (after grpc-web-text decoding),
+/// or the refusal to send the caller.
 pub fn unary_message(body: &Bytes) -> Result<Bytes, Error> {
-    if body.len() < 5 {
-        return Err(Error::invalid(
-            "malformed gRPC frame: shorter than the 5-byte header",
-        ));
-    }
-    let flag = body[0];
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    if flag & 0x01 != 0 {
-        return Err(Error::client(
+    frame::single_message(body).map_err(|e| match e {
+        FrameError::Compressed => Error::client(
             tonic::Code::Unimplemented,
             "compressed messages are not accepted for this method: litgate must inspect it; send it uncompressed",
-        ));
-    }
-    if flag != 0 {
-        return Err(Error::invalid(format!(
-            "malformed gRPC frame: unknown flags {flag:#04x}"
-        )));
-    }
-    if body.len() < 5 + len {
-        return Err(Error::invalid(format!(
-            "malformed gRPC frame: header says {len} bytes, body has {}",
-            body.len() - 5
-        )));
-    }
-    if body.len() > 5 + len {
-        return Err(Error::invalid("more than one message in a unary call"));
-    }
-    Ok(body.slice(5..5 + len))
+        ),
+        e => Error::invalid(e.to_string()),
+    })
 }
 
-/// Frames one message (uncompressed).
-pub fn frame(msg: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(5 + msg.len());
-    b.put_u8(0);
-    b.put_u32(msg.len() as u32);
-    b.put_slice(msg);
-    b.freeze()
-}
-
-/// Decodes a grpc-web-text body: base64, possibly as several padded chunks.
+/// Decodes a grpc-web-text body, or the refusal to send the caller.
 pub fn decode_web_text(body: &Bytes) -> Result<Bytes, Error> {
-    let mut dec = WebTextDecoder::default();
-    let out = dec
-        .feed(body)
-        .map_err(|e| Error::invalid(format!("grpc-web-text body is not valid base64: {e}")))?;
-    if !dec.pending.is_empty() {
-        return Err(Error::invalid(
-            "grpc-web-text body is not valid base64: truncated",
-        ));
-    }
-    Ok(out)
-}
-
-/// Incremental grpc-web-text decoding: base64 fed in arbitrary pieces, where every write of the
-/// sender may have been encoded (and padded) on its own, so padding can appear mid-stream.
-/// Whitespace is ignored; an incomplete 4-character group waits for the next piece.
-#[derive(Debug, Default)]
-pub struct WebTextDecoder {
-    pending: Vec<u8>,
-}
-
-impl WebTextDecoder {
-    /// Decodes what `piece` completes.
-    pub fn feed(&mut self, piece: &[u8]) -> Result<Bytes, base64::DecodeError> {
-        use base64::Engine;
-        self.pending
-            .extend(piece.iter().copied().filter(|c| !c.is_ascii_whitespace()));
-        let complete = self.pending.len() / 4 * 4;
-        let mut out = Vec::with_capacity(complete / 4 * 3);
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut rest = &self.pending[..complete];
-        while !rest.is_empty() {
-            // A run ends with the first group that carries padding, or at the end.
-            let end = rest
-                .chunks(4)
-                .position(|g| g.contains(&b'='))
-                .map_or(rest.len(), |i| (i + 1) * 4);
-            b64.decode_vec(&rest[..end], &mut out)?;
-            rest = &rest[end..];
-        }
-        self.pending.drain(..complete);
-        Ok(Bytes::from(out))
-    }
-}
-
-/// Encodes a grpc-web-text body.
-pub fn encode_web_text(body: &[u8]) -> Bytes {
-    Bytes::from(base64::engine::general_purpose::STANDARD.encode(body))
+    web_text::decode(body).map_err(|e| Error::invalid(format!("grpc-web-text body is {e}")))
 }
 
 /// The encoded message inside a request body, per protocol.
@@ -156,11 +83,21 @@ pub fn decode_unary(protocol: Protocol, body: &Bytes) -> Result<Unary, Error> {
     }
 }
 
+/// The one uncompressed message of a unary answer read whole (grpc-web-text decoded first);
+/// `None` for anything else (several messages, compressed, malformed, not the gRPC family).
+pub fn answer_message(protocol: Protocol, body: &Bytes) -> Option<Bytes> {
+    match protocol {
+        Protocol::Grpc | Protocol::GrpcWeb => frame::answer_message(body),
+        Protocol::GrpcWebText => frame::answer_message(&web_text::decode(body).ok()?),
+        Protocol::Rest | Protocol::Http | Protocol::GrpcWebSocket | Protocol::WebSocket => None,
+    }
+}
+
 /// Builds the body to forward for a (possibly rewritten) unary message.
 pub fn encode_unary(protocol: Protocol, msg: &Unary) -> Bytes {
     match (protocol, msg) {
-        (Protocol::GrpcWebText, Unary::Proto(m)) => encode_web_text(&frame(m)),
-        (_, Unary::Proto(m)) => frame(m),
+        (Protocol::GrpcWebText, Unary::Proto(m)) => web_text::encode(&frame::message(m)),
+        (_, Unary::Proto(m)) => frame::message(m),
         (_, Unary::Json(obj)) => Bytes::from(serde_json::Value::Object(obj.clone()).to_string()),
     }
 }
@@ -170,8 +107,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frame_round_trip_and_refusals() {
-        let f = frame(b"hello");
+    fn refusals_name_what_was_wrong() {
+        let f = frame::message(b"hello");
         assert_eq!(unary_message(&f).unwrap(), Bytes::from_static(b"hello"));
         let mut compressed = f.to_vec();
         compressed[0] = 1;
@@ -180,23 +117,17 @@ mod tests {
         assert!(e.to_string().contains("compressed"));
         let mut two = f.to_vec();
         two.extend_from_slice(&f);
-        assert!(unary_message(&Bytes::from(two))
-            .unwrap_err()
-            .to_string()
-            .contains("more than one"));
+        let e = unary_message(&Bytes::from(two)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("more than one"));
         assert!(unary_message(&f.slice(..7))
             .unwrap_err()
             .to_string()
             .contains("header says 5 bytes"));
-    }
-
-    #[test]
-    fn web_text_accepts_chunked_base64() {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let a = frame(b"a");
-        let chunked = format!("{}{}", b64.encode(&a), b64.encode(b"\x80\x00\x00\x00\x00"));
-        let decoded = decode_web_text(&Bytes::from(chunked)).unwrap();
-        assert_eq!(&decoded[..6], &a[..]);
-        assert!(decode_web_text(&Bytes::from_static(b"!!!")).is_err());
+        let e = decode_web_text(&Bytes::from_static(b"!!!")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "grpc-web-text body is not valid base64: truncated"
+        );
     }
 }

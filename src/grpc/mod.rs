@@ -1,21 +1,21 @@
-//! Wire protocols litgate speaks on the public face: which protocol a request uses, and how an
-//! error is written in that protocol (gRPC trailers-only status, grpc-web, or grpc-gateway's
-//! REST error JSON). The codecs for intercepted methods build on this module, and so does
-//! grpc-websockets ([`websocket`]).
+//! The gRPC wire, in one place: which protocol a request speaks ([`Protocol`]); the
+//! length-prefixed frames of gRPC, grpc-web, grpc-web-text and grpc-websockets ([`frame`],
+//! [`web_text`], [`websocket`]); header blocks ([`header_block`]); where a call's status lives
+//! and how to read it, from an answer read whole ([`status::status_of`]) or from a body as it
+//! streams ([`status::watch`]); litgate's own statuses ([`reply`]); and the request codec of
+//! the methods litgate inspects ([`codec`]). No other module parses a frame or a trailer.
 
 pub mod codec;
+pub mod frame;
+pub mod header_block;
+pub mod reply;
 pub mod status;
+pub mod web_text;
 pub mod websocket;
-pub mod wire;
 
-use std::time::Duration;
+use http::header;
 
-use http::{header, HeaderValue};
-
-use crate::{
-    body::{self, Response},
-    error::{http_status, Error},
-};
+use crate::methods::is_rest_path;
 
 /// The protocol of one request, from its content type and path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,7 +92,7 @@ impl Protocol {
     }
 
     /// Whether errors are carried as gRPC status in an HTTP response (a refused WebSocket
-    /// handshake is an HTTP error: see [`status_response`]).
+    /// handshake is an HTTP error: see [`reply::status_response`]).
     pub fn is_grpc_family(self) -> bool {
         matches!(
             self,
@@ -101,87 +101,10 @@ impl Protocol {
     }
 }
 
-/// litd's REST test: a path matching `^/v\d/`.
-pub fn is_rest_path(path: &str) -> bool {
-    let b = path.as_bytes();
-    b.len() >= 4 && b[0] == b'/' && b[1] == b'v' && b[2].is_ascii_digit() && {
-        let digits = b[2..].iter().take_while(|c| c.is_ascii_digit()).count();
-        b.get(2 + digits) == Some(&b'/')
-    }
-}
-
-/// Sets `grpc-status` and `grpc-message` as tonic writes them (percent-encoded), so litgate's
-/// own statuses are byte for byte what a tonic server would send.
-pub fn insert_status(h: &mut http::HeaderMap, code: tonic::Code, message: &str) {
-    if tonic::Status::new(code, message).add_header(h).is_err() {
-        // Only a message that no header can carry gets here; the code still goes out.
-        h.insert("grpc-status", HeaderValue::from(code as i32));
-    }
-}
-
-/// Writes `err` as the caller's protocol expects it.
-pub fn error_response(protocol: Protocol, err: &Error) -> Response {
-    let retry_after = match err {
-        Error::RateLimited { retry_after, .. } => Some(*retry_after),
-        _ => None,
-    };
-    status_response(protocol, err.code(), &err.to_string(), retry_after)
-}
-
-/// A status in the caller's protocol: trailers-only for gRPC and grpc-web ([`insert_status`]);
-/// grpc-gateway's error JSON for REST, plain HTTP and refused WebSocket handshakes, keys in its
-/// order (`code`, `message`, `details`) with its HTTP status for the code (a refused
-/// grpc-websockets handshake also carries `grpc-status` and `grpc-message` headers, as its
-/// clients see only the HTTP status).
-pub fn status_response(
-    protocol: Protocol,
-    code: tonic::Code,
-    message: &str,
-    retry_after: Option<Duration>,
-) -> Response {
-    let mut resp = if protocol.is_grpc_family() {
-        let ct = match protocol {
-            Protocol::Grpc => "application/grpc",
-            Protocol::GrpcWeb => "application/grpc-web+proto",
-            _ => "application/grpc-web-text+proto",
-        };
-        let mut r = Response::new(body::empty());
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        insert_status(h, code, message);
-        r
-    } else {
-        let mut r = Response::new(body::full(gateway_error_json(code, message)));
-        *r.status_mut() = http_status(code);
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if protocol == Protocol::GrpcWebSocket {
-            insert_status(r.headers_mut(), code, message);
-        }
-        r
-    };
-    if let Some(d) = retry_after {
-        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-        let v = HeaderValue::from(secs.max(1));
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    resp
-}
-
-/// grpc-gateway's error body (`google.rpc.Status` in protojson): `code`, `message`, `details`
-/// in that order, as litd's REST proxy writes it.
-pub fn gateway_error_json(code: tonic::Code, message: &str) -> String {
-    let message = serde_json::Value::String(message.to_owned());
-    format!(
-        r#"{{"code":{},"message":{message},"details":[]}}"#,
-        code as i32
-    )
-}
-
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     fn ct(v: &'static str) -> http::HeaderMap {
@@ -224,44 +147,5 @@ mod tests {
             Protocol::detect(&ct("application/grpcx"), "/vx/"),
             Protocol::Http
         );
-    }
-
-    #[test]
-    fn grpc_error_is_trailers_only_as_tonic_writes_it() {
-        let msg = "litd is 100% down: \"quoted\" {braces} ünïcode";
-        let r = status_response(Protocol::Grpc, tonic::Code::Unavailable, msg, None);
-        let want = tonic::Status::unavailable(msg).into_http::<()>();
-        assert_eq!(r.status(), want.status());
-        assert_eq!(r.headers(), want.headers(), "same head as a tonic server's");
-        let decoded = tonic::Status::from_header_map(r.headers()).unwrap();
-        assert_eq!(decoded.code(), tonic::Code::Unavailable);
-        assert_eq!(decoded.message(), msg);
-    }
-
-    #[test]
-    fn rest_error_keys_are_in_gateway_order() {
-        let r = status_response(
-            Protocol::Rest,
-            tonic::Code::FailedPrecondition,
-            "no \"way\"",
-            None,
-        );
-        assert_eq!(r.status(), http::StatusCode::BAD_REQUEST);
-        assert_eq!(
-            gateway_error_json(tonic::Code::FailedPrecondition, "no \"way\""),
-            r#"{"code":9,"message":"no \"way\"","details":[]}"#
-        );
-    }
-
-    #[test]
-    fn rest_error_has_gateway_shape_and_retry_after() {
-        let r = status_response(
-            Protocol::Rest,
-            tonic::Code::ResourceExhausted,
-            "slow down",
-            Some(Duration::from_millis(1500)),
-        );
-        assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
     }
 }

@@ -10,17 +10,17 @@
 //!
 //! Nothing here logs or keeps a body beyond the trailer frame it is looking for.
 
-use std::{
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{Buf, Bytes};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use tonic::Code;
 
-use super::Protocol;
+use super::{
+    frame::{FrameReader, Next},
+    header_block, web_text, Protocol,
+};
 use crate::body::{self, BoxError, Event, Response};
 
 /// The longest grpc-web trailer frame read; litd's are a few dozen bytes.
@@ -191,8 +191,11 @@ impl Answer {
     }
 }
 
-/// The status in a whole answer, as a `tonic::Status` (code and message); `None` for a gRPC or
-/// grpc-web answer that carries no status at all.
+/// The status in a whole answer, as a `tonic::Status` (code and message): for the gRPC family
+/// `grpc-status` from the trailers, the head or grpc-web's trailer frame, else one derived from
+/// a non-200 HTTP status ([`code_from_http`]); `None` for an HTTP 200 gRPC answer that carries
+/// no status at all. For REST and plain HTTP: OK for a 2xx, else grpc-gateway's `code` and
+/// `message` from the JSON body.
 pub fn status_of(protocol: Protocol, a: &Answer) -> Option<tonic::Status> {
     if !protocol.is_grpc_family() {
         if a.status.is_success() {
@@ -212,22 +215,48 @@ pub fn status_of(protocol: Protocol, a: &Answer) -> Option<tonic::Status> {
             .unwrap_or_default();
         return Some(tonic::Status::new(code, message));
     }
-    let from = |h: &HeaderMap| head_code(h).map(|code| tonic::Status::new(code, header_message(h)));
+    let from = status_in;
     if let Some(s) = a.trailers.as_ref().and_then(from) {
         return Some(s);
     }
     if let Some(s) = from(&a.headers) {
         return Some(s);
     }
-    if protocol == Protocol::Grpc {
-        return None;
+    if protocol != Protocol::Grpc {
+        let mut scan = TrailerScan::new(protocol);
+        if let Some(s) = scan.feed(&a.body).as_ref().and_then(from) {
+            return Some(s);
+        }
     }
-    let mut scan = TrailerScan::new(protocol);
-    scan.feed(&a.body).as_ref().and_then(from)
+    (a.status != StatusCode::OK).then(|| {
+        tonic::Status::new(
+            code_from_http(a.status),
+            format!("HTTP {} without a gRPC status", a.status.as_u16()),
+        )
+    })
+}
+
+/// The code a gRPC client derives from the HTTP status of an answer without `grpc-status`
+/// (gRPC's HTTP-to-gRPC mapping, as tonic applies it).
+pub fn code_from_http(status: StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+/// The status a header map (a head, trailers, or a trailer frame's block) carries:
+/// `grpc-status` and the percent-decoded `grpc-message`; `None` without `grpc-status`.
+pub fn status_in(h: &HeaderMap) -> Option<tonic::Status> {
+    head_code(h).map(|code| tonic::Status::new(code, header_message(h)))
 }
 
 /// `grpc-status` in a header map, if present.
-fn head_code(h: &HeaderMap) -> Option<Code> {
+pub(crate) fn head_code(h: &HeaderMap) -> Option<Code> {
     let v = h.get("grpc-status")?;
     Some(
         std::str::from_utf8(v.as_bytes())
@@ -254,14 +283,11 @@ fn header_message(h: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Walks gRPC / grpc-web frames (`flag u8, len u32 BE, payload`) across chunks, skipping
-/// messages without keeping them, until the trailer frame (flag bit `0x80`), whose header block
-/// it returns. grpc-web-text is base64-decoded on the way.
+/// Watches a grpc-web (binary or text) response body for its trailer frame, across chunks,
+/// dropping messages as they pass ([`FrameReader::trailers_only`]).
 pub struct TrailerScan {
-    text: Option<super::codec::WebTextDecoder>,
-    header: Vec<u8>,
-    skip: usize,
-    trailer: Option<(usize, Vec<u8>)>,
+    text: Option<web_text::Decoder>,
+    frames: FrameReader,
     done: bool,
 }
 
@@ -269,10 +295,8 @@ impl TrailerScan {
     /// A scanner for a response body of `protocol`.
     pub fn new(protocol: Protocol) -> Self {
         TrailerScan {
-            text: (protocol == Protocol::GrpcWebText).then(super::codec::WebTextDecoder::default),
-            header: Vec::with_capacity(5),
-            skip: 0,
-            trailer: None,
+            text: (protocol == Protocol::GrpcWebText).then(web_text::Decoder::default),
+            frames: FrameReader::trailers_only(MAX_TRAILER_FRAME),
             done: false,
         }
     }
@@ -283,105 +307,40 @@ impl TrailerScan {
         if self.done {
             return None;
         }
-        let mut data = match &mut self.text {
+        let data = match &mut self.text {
             None => chunk.clone(),
             Some(dec) => match dec.feed(chunk) {
                 Ok(b) => b,
-                Err(_) => return self.give_up(),
+                Err(_) => return self.finish(HeaderMap::new()),
             },
         };
-        while data.has_remaining() {
-            if let Some((len, buf)) = &mut self.trailer {
-                let take = (*len - buf.len()).min(data.len());
-                buf.extend_from_slice(&data.split_to(take));
-                if buf.len() == *len {
-                    self.done = true;
-                    return Some(parse_block(buf));
-                }
-                continue;
-            }
-            if self.skip > 0 {
-                let take = self.skip.min(data.len());
-                data.advance(take);
-                self.skip -= take;
-                continue;
-            }
-            let take = (5 - self.header.len()).min(data.len());
-            self.header.extend_from_slice(&data.split_to(take));
-            if self.header.len() == 5 {
-                let flag = self.header[0];
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]) as usize;
-                self.header.clear();
-                if flag & 0x80 != 0 {
-                    if len > MAX_TRAILER_FRAME {
-                        return self.give_up();
-                    }
-                    if len == 0 {
-                        self.done = true;
-                        return Some(HeaderMap::new());
-                    }
-                    self.trailer = Some((len, Vec::with_capacity(len)));
-                } else {
-                    self.skip = len;
-                }
-            }
+        self.frames.push(data);
+        match self.frames.next_frame() {
+            Next::Pending => None,
+            Next::Frame(f) => self.finish(header_block::parse(&f.payload())),
+            Next::Oversized => self.finish(HeaderMap::new()),
         }
-        None
     }
 
-    fn give_up(&mut self) -> Option<HeaderMap> {
+    fn finish(&mut self, trailers: HeaderMap) -> Option<HeaderMap> {
         self.done = true;
-        Some(HeaderMap::new())
+        Some(trailers)
     }
-}
-
-/// Parses a grpc-web trailer block (`name: value` lines, CRLF or LF); lines that are not
-/// headers are skipped. Names are lower-cased, as grpc-web asks.
-pub fn parse_block(block: &[u8]) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for line in block.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(line[..colon].trim_ascii()),
-            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
-        ) else {
-            continue;
-        };
-        out.append(name, value);
-    }
-    out
-}
-
-/// `retry-after` as litgate writes it: whole seconds, rounded up, at least 1.
-pub fn retry_after_secs(d: Duration) -> u64 {
-    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::frame;
     use base64::Engine;
+    use http::HeaderName;
 
     fn trailer_frame(block: &str) -> Vec<u8> {
-        let mut f = vec![0x80];
-        f.extend_from_slice(&(block.len() as u32).to_be_bytes());
-        f.extend_from_slice(block.as_bytes());
-        f
+        frame::encode(frame::TRAILERS, block.as_bytes()).to_vec()
     }
 
     fn message_frame(n: usize) -> Vec<u8> {
-        let mut f = vec![0];
-        f.extend_from_slice(&(n as u32).to_be_bytes());
-        f.extend(std::iter::repeat_n(7u8, n));
-        f
+        frame::message(&vec![7u8; n]).to_vec()
     }
 
     #[test]

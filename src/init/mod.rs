@@ -232,7 +232,7 @@ pub fn plan(found: &Found, exists: impl Fn(&Path) -> bool) -> Result<Plan, InitE
 
     // litd's HTTPS listener: litgate forwards to its loopback side.
     let listen = conf.get("httpslisten").unwrap_or(litd::HTTPS_LISTEN);
-    let (host, port) = crate::config::host_port(listen).ok_or_else(|| {
+    let (host, port) = crate::values::host_port(listen).ok_or_else(|| {
         InitError::Unsupported(format!("lit.conf: httpslisten {listen:?} is not host:port"))
     })?;
     let upstream = if is_loopback(host) {
@@ -285,7 +285,10 @@ pub fn plan(found: &Found, exists: impl Fn(&Path) -> bool) -> Result<Plan, InitE
     };
 
     // The Autopilot server: where litd registers today, unless that is already the relay.
-    let relay = RelayConfig::default().addr;
+    let relay = RelayConfig::default()
+        .addr
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "127.0.0.1:12010".to_string());
     let current = conf
         .get("autopilot.address")
         .filter(|a| !a.is_empty() && *a != relay);

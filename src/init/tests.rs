@@ -193,7 +193,10 @@ fn render_sets_planned_keys_and_comments_out_the_rest() {
         cfg.upstream.macaroon,
         Path::new("/home/lit/.lit/mainnet/lit.macaroon")
     );
-    assert_eq!(cfg.autopilot.relay.addr, "127.0.0.1:12010");
+    assert_eq!(
+        cfg.autopilot.relay.addr,
+        Some("127.0.0.1:12010".parse().unwrap())
+    );
     // The set lines keep the template's explanation; the rest are commented out.
     assert!(text.contains("\ntls_cert = \"/home/lit/.lit/tls.cert\"   # litd's tls.cert, pinned"));
     assert!(text.contains("\n# drain_timeout = \"30s\""));

@@ -57,7 +57,7 @@ impl Credential {
     }
 }
 
-/// Who is calling: a request extension set by [`IdentityLayer`].
+/// Who is calling: a request extension set by the identity layer.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The TCP peer.
@@ -68,7 +68,7 @@ pub struct Caller {
 
 impl Caller {
     /// Reads the caller from request headers and connection info.
-    pub fn from_parts(headers: &HeaderMap, info: Option<&ConnectInfo>) -> Caller {
+    pub(crate) fn from_parts(headers: &HeaderMap, info: Option<&ConnectInfo>) -> Caller {
         Caller {
             peer: info.map(|i| i.peer),
             credential: credential(headers),
@@ -102,7 +102,7 @@ fn credential(headers: &HeaderMap) -> Option<Credential> {
 
 /// Inserts [`Caller`] into every request.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct IdentityLayer;
+pub(crate) struct IdentityLayer;
 
 impl<S> Layer<S> for IdentityLayer {
     type Service = Identity<S>;
@@ -114,7 +114,7 @@ impl<S> Layer<S> for IdentityLayer {
 
 /// See [`IdentityLayer`].
 #[derive(Debug, Clone)]
-pub struct Identity<S> {
+pub(crate) struct Identity<S> {
     inner: S,
 }
 

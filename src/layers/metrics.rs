@@ -1,12 +1,10 @@
-//! Metrics: Prometheus counters and a latency histogram per route, protocol and outcome. Sits
-//! inside rescue so it sees litgate's own refusals as errors with their gRPC code, and outside
-//! identity so every request is counted once. Labels are bounded (route names from the router,
-//! protocol names, gRPC codes); never a path, peer or credential.
+//! Metrics: Prometheus counters and a latency histogram per route, protocol and outcome, for
+//! the public face and the relay face alike. Sits inside rescue so it sees litgate's own
+//! refusals as errors with their gRPC code, and outside identity so every request is counted
+//! once. Labels are bounded (route names from a path table, [`RouteLabel`], protocol names,
+//! gRPC codes); never a path, peer or credential.
 
 use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -19,14 +17,17 @@ use prometheus_client::{
 use tower::{Layer, Service};
 
 use crate::{
-    body::{Request, Response},
+    body::{Request, Response, ResponseFuture},
     error::Error,
     grpc::{
         status::{self, Deferred, Outcome},
         Protocol,
     },
-    router::Route,
+    telemetry::metrics::registered,
 };
+
+/// Names a request's route for the `route` label, from a table of paths (bounded).
+pub type RouteLabel = fn(&http::Method, &str) -> &'static str;
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,7 +66,11 @@ impl std::fmt::Debug for RequestMetrics {
 impl RequestMetrics {
     /// Creates the families and registers them.
     pub fn register(registry: &mut Registry) -> Self {
-        let requests = Family::<OutcomeLabels, Counter>::default();
+        let requests = registered(
+            registry,
+            "requests",
+            "Requests by route, protocol and outcome",
+        );
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 100 µs .. ~26 s: loopback passthrough to slow autopilot registrations.
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -73,13 +78,8 @@ impl RequestMetrics {
             ))
         });
         registry.register(
-            "litgate_requests",
-            "Requests on the public face by route, protocol and outcome",
-            requests.clone(),
-        );
-        registry.register(
-            "litgate_request_duration_seconds",
-            "Time from request to response head on the public face",
+            "request_duration_seconds",
+            "Time from request to response head",
             latency.clone(),
         );
         RequestMetrics { requests, latency }
@@ -90,12 +90,13 @@ impl RequestMetrics {
 #[derive(Clone, Debug)]
 pub struct MetricsLayer {
     metrics: RequestMetrics,
+    route: RouteLabel,
 }
 
 impl MetricsLayer {
-    /// A layer recording into `metrics`.
-    pub fn new(metrics: RequestMetrics) -> Self {
-        MetricsLayer { metrics }
+    /// A layer recording into `metrics`, naming routes with `route`.
+    pub fn new(metrics: RequestMetrics, route: RouteLabel) -> Self {
+        MetricsLayer { metrics, route }
     }
 }
 
@@ -106,6 +107,7 @@ impl<S> Layer<S> for MetricsLayer {
         Metrics {
             inner,
             metrics: self.metrics.clone(),
+            route: self.route,
         }
     }
 }
@@ -115,6 +117,7 @@ impl<S> Layer<S> for MetricsLayer {
 pub struct Metrics<S> {
     inner: S,
     metrics: RequestMetrics,
+    route: RouteLabel,
 }
 
 impl<S> Service<Request> for Metrics<S>
@@ -124,14 +127,14 @@ where
 {
     type Response = Response;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let route = Route::classify(req.method(), req.uri().path()).label();
+        let route = (self.route)(req.method(), req.uri().path());
         let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
         let requests = metrics.requests.clone();
@@ -188,6 +191,3 @@ fn outcome(route: &'static str, protocol: Protocol, code: String) -> OutcomeLabe
         code,
     }
 }
-
-/// Shared handle to the registry, for the admin endpoint.
-pub type SharedRegistry = Arc<Registry>;

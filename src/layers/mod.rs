@@ -2,7 +2,7 @@
 //! Outermost first: trace, rescue, metrics, identity, rate limit, router.
 
 pub mod identity;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod rate_limit;
-pub mod rescue;
-pub mod trace;
+pub(crate) mod rescue;
+pub(crate) mod trace;

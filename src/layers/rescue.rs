@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use crate::{
     body::{Request, Response},
     error::Error,
-    grpc::{error_response, Protocol},
+    grpc::{reply::error_response, Protocol},
 };
 
 /// Wraps a service whose errors are [`Error`] into one that never fails.
@@ -26,14 +26,29 @@ impl<S> Layer<S> for RescueLayer {
     type Service = Rescue<S>;
 
     fn layer(&self, inner: S) -> Rescue<S> {
-        Rescue { inner }
+        Rescue {
+            inner,
+            not_ready: None,
+        }
     }
 }
 
 /// See [`RescueLayer`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Rescue<S> {
     inner: S,
+    /// The inner service's readiness failure, answered to the next call without calling it.
+    not_ready: Option<Error>,
+}
+
+impl<S: Clone> Clone for Rescue<S> {
+    fn clone(&self) -> Self {
+        // A clone has not been polled: it owes no call an answer.
+        Rescue {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
 }
 
 impl<S> Service<Request> for Rescue<S>
@@ -46,22 +61,34 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The inner stack is always ready (no backpressure layers); an error here would have no
-        // request to answer, so treat it as ready and let `call` report it.
+        // This service never fails, so an inner readiness error is kept for the call it was
+        // polled for, which answers it without calling the inner service (tower's contract:
+        // only a service that reported ready is called).
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         match self.inner.poll_ready(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.not_ready = Some(e);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
         let protocol = Protocol::of(&req);
+        if let Some(err) = self.not_ready.take() {
+            err.log("request refused");
+            return Box::pin(std::future::ready(Ok(error_response(protocol, &err))));
+        }
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {
                 Ok(resp) => Ok(resp),
                 Err(err) => {
-                    tracing::warn!(error = %err, kind = err.kind(), code = ?err.code(), "request refused");
+                    err.log("request refused");
                     Ok(error_response(protocol, &err))
                 }
             }
@@ -71,10 +98,54 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::body;
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    use super::*;
+    use crate::body;
+
+    /// A service whose readiness fails, counting the calls it gets.
+    #[derive(Clone)]
+    struct NeverReady(Arc<AtomicUsize>);
+
+    impl Service<Request> for NeverReady {
+        type Response = Response;
+        type Error = Error;
+        type Future = std::future::Ready<Result<Response, Error>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+            Poll::Ready(Err(Error::Upstream {
+                addr: "127.0.0.1:8443".into(),
+                reason: "connection pool closed".into(),
+            }))
+        }
+
+        fn call(&mut self, _req: Request) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(Response::new(body::empty())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_readiness_error_is_answered_without_calling_the_unready_service() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let svc = RescueLayer.layer(NeverReady(calls.clone()));
+        let req = http::Request::builder()
+            .uri("/lnrpc.Lightning/GetInfo")
+            .header("content-type", "application/grpc")
+            .body(body::empty())
+            .unwrap();
+        let r = svc.oneshot(req).await.unwrap();
+        let status = tonic::Status::from_header_map(r.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("connection pool closed"));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "never called unready");
+    }
 
     #[tokio::test]
     async fn errors_become_protocol_responses() {

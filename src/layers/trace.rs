@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::{
     body::{Request, Response},
-    grpc::Protocol,
+    grpc::{status, Protocol},
     server::ConnectInfo,
 };
 
@@ -73,10 +73,8 @@ where
             async move {
                 let res = fut.await;
                 if let Ok(resp) = &res {
-                    let grpc_status = resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok());
+                    // Known at the head only for a trailers-only answer.
+                    let grpc_status = status::head_code(resp.headers()).map(|c| c as i32);
                     tracing::debug!(
                         status = resp.status().as_u16(),
                         grpc_status,

@@ -13,7 +13,7 @@ use std::{
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
-pub use pinned::PinnedVerifier;
+pub(crate) use pinned::PinnedVerifier;
 
 /// What can go wrong with TLS material; each names the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ impl std::fmt::Debug for SelfSigned {
 }
 
 /// The subject alternative names litd puts in its own certificate, plus `extra`.
-pub fn default_names(extra: &[String]) -> Vec<String> {
+pub(crate) fn default_names(extra: &[String]) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -75,7 +75,7 @@ pub fn default_names(extra: &[String]) -> Vec<String> {
 }
 
 /// Generates a self-signed ECDSA P-256 certificate for `names` (DNS names or IP literals).
-pub fn generate_self_signed(names: &[String]) -> Result<SelfSigned, TlsError> {
+pub(crate) fn generate_self_signed(names: &[String]) -> Result<SelfSigned, TlsError> {
     let mut params = san_params(names)?;
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(
@@ -222,7 +222,7 @@ pub fn server_tls(source: &CertSource) -> Result<ServerTls, TlsError> {
 }
 
 /// A rustls server config with ALPN `h2` and `http/1.1`, as litd offers on 8443.
-pub fn server_config(
+pub(crate) fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -251,7 +251,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// Parses every certificate in PEM bytes.
-pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not a PEM certificate: {e}"))?;
@@ -262,7 +262,7 @@ pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// Reads the first private key in a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let data = fs::read(path).map_err(|e| io_err(path, e))?;
     parse_key(&data).map_err(|reason| TlsError::Pem {
         path: path.to_path_buf(),
@@ -271,7 +271,7 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Parses the first private key in PEM bytes. The error never contains key material.
-pub fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn parse_key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
     match PrivateKeyDer::from_pem_slice(pem) {
         Ok(k) => Ok(k),
         Err(rustls::pki_types::pem::Error::NoItemsFound) => Err("no PEM private key found".into()),

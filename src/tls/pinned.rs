@@ -64,7 +64,7 @@ impl Loaded {
 /// Accepts a pinned certificate byte for byte, else delegates to WebPKI with the pinned
 /// certificates as the only roots.
 #[derive(Debug)]
-pub struct PinnedVerifier {
+pub(crate) struct PinnedVerifier {
     /// The pinned file; `None` for a fixed set given as PEM.
     path: Option<PathBuf>,
     /// What the pinned file is called in messages (`upstream.tls_cert`).
@@ -77,7 +77,7 @@ impl PinnedVerifier {
     /// A verifier pinning the certificates in `path` (the config key `key` names it in
     /// messages). A missing file is not an error yet (litd may not have written it); a file
     /// that exists but holds no certificate is.
-    pub fn new(path: PathBuf, key: &'static str) -> Result<Self, TlsError> {
+    pub(crate) fn new(path: PathBuf, key: &'static str) -> Result<Self, TlsError> {
         let v = PinnedVerifier {
             path: Some(path),
             key,
@@ -95,7 +95,7 @@ impl PinnedVerifier {
     }
 
     /// A verifier pinning the certificates in `pem`, fixed for its lifetime.
-    pub fn from_pem(pem: &[u8]) -> Result<Self, TlsError> {
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<Self, TlsError> {
         let certs = super::parse_certs(pem).map_err(TlsError::Setup)?;
         let provider = super::provider();
         let loaded = Loaded::new(certs, None, &provider);
@@ -240,7 +240,7 @@ impl ServerCertVerifier for PinnedVerifier {
 
 /// A client config whose server certificate check is `verifier` (ALPN is left to the caller:
 /// the hyper-rustls connectors add it).
-pub fn client_config(
+pub(crate) fn client_config(
     verifier: Arc<dyn ServerCertVerifier>,
 ) -> Result<rustls::ClientConfig, TlsError> {
     Ok(
@@ -253,46 +253,16 @@ pub fn client_config(
     )
 }
 
-/// Refuses every certificate: the TLS config of a plaintext connector, never used for a
-/// handshake.
-#[derive(Debug)]
-pub struct NoTls(pub Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoTls {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::General(
-            "upstream.plaintext = true: no TLS towards litd".into(),
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no TLS".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("no TLS".into()))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+/// A client config that trusts no certificate at all (an empty root store): the TLS side of a
+/// plaintext connector, never used for a handshake.
+pub(crate) fn trusting_nothing() -> Result<rustls::ClientConfig, TlsError> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Setup(e.to_string()))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    )
 }
 
 /// A client config pinning exactly the certificates in `pem` (tests, the demo fakes).

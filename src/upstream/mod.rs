@@ -5,97 +5,58 @@
 //! log request or response headers (they carry macaroons). WebSocket upgrades are carried on
 //! a connection of their own ([`Upstream::tunnel`]).
 
+pub(crate) mod config;
+pub(crate) mod litd;
 mod websocket;
 
 use std::{
     future::Future,
-    path::PathBuf,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
-use http::{header, HeaderMap, HeaderName, HeaderValue, Uri};
+use http::{header, Uri};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
-use prometheus_client::metrics::counter::Counter;
-use serde::Deserialize;
+use prometheus_client::{metrics::counter::Counter, registry::Registry};
 
+use self::config::UpstreamConfig;
 use crate::{
-    body::{boxed, Body, BoxError, Request, Response},
+    body::{boxed, Body, BoxError, Request, Response, ResponseFuture},
     error::Error,
+    headers::strip_hop_by_hop,
+    telemetry::metrics::registered,
 };
 
-/// `[upstream]`: litd.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// litd's `--httpslisten` address, `host:port`.
-    pub addr: String,
-    /// litd's `tls.cert`, pinned.
-    pub tls_cert: PathBuf,
-    /// Name for SNI and certificate checks.
-    pub server_name: String,
-    /// Plaintext h2c towards litd's `--insecure-httplisten`.
-    pub plaintext: bool,
-    /// litgate's own credential for its lookups (hex file); empty: none.
-    pub macaroon: PathBuf,
-    /// TCP connect + TLS handshake deadline.
-    #[serde(with = "crate::config::duration")]
-    pub connect_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            addr: "127.0.0.1:8443".into(),
-            tls_cert: "/home/lit/.lit/tls.cert".into(),
-            server_name: "localhost".into(),
-            plaintext: false,
-            macaroon: PathBuf::new(),
-            connect_timeout: Duration::from_secs(3),
-        }
-    }
-}
-
-impl Config {
-    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
-        if crate::config::host_port(&self.addr).is_none() {
-            err("upstream.addr", format!("{:?} is not host:port", self.addr));
-        }
-        if !self.plaintext && self.tls_cert.as_os_str().is_empty() {
-            err(
-                "upstream.tls_cert",
-                "required unless upstream.plaintext = true (litd's tls.cert is pinned)".into(),
-            );
-        }
-        if !self.plaintext
-            && rustls::pki_types::ServerName::try_from(self.server_name.as_str()).is_err()
-        {
-            err(
-                "upstream.server_name",
-                format!("{:?} is not a DNS name or IP address", self.server_name),
-            );
-        }
-        if self.connect_timeout.is_zero() {
-            err(
-                "upstream.connect_timeout",
-                "must be greater than zero".into(),
-            );
-        }
-    }
-}
-
-/// Counters the upstream client keeps; registered by the app.
+/// Counters the upstream client keeps (names `litgate_upstream_*`).
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamMetrics {
     /// New transport connections (TCP, and TLS where used) opened to litd.
     pub connections: Counter,
     /// Calls that failed to reach litd or broke in transport.
     pub errors: Counter,
+}
+
+impl UpstreamMetrics {
+    /// The counters, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        UpstreamMetrics {
+            connections: registered(
+                registry,
+                "connections",
+                "Transport connections opened to litd (one serves many calls)",
+            ),
+            errors: registered(
+                registry,
+                "errors",
+                "Calls that could not reach litd or broke in transport",
+            ),
+        }
+    }
 }
 
 type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector>>;
@@ -147,7 +108,7 @@ pub enum BuildError {
 
 impl Upstream {
     /// Builds the client from `[upstream]`. Nothing is dialled until the first call.
-    pub fn new(cfg: &Config, metrics: UpstreamMetrics) -> Result<Self, BuildError> {
+    pub fn new(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<Self, BuildError> {
         let authority: http::uri::Authority = cfg.addr.parse().map_err(|e| BuildError::Value {
             key: "addr",
             reason: format!("{e}"),
@@ -165,9 +126,7 @@ impl Upstream {
 
         let (tls, https) = if cfg.plaintext {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(crate::tls::pinned::client_config(Arc::new(
-                    crate::tls::pinned::NoTls(crate::tls::provider()),
-                ))?)
+                .with_tls_config(crate::tls::pinned::trusting_nothing()?)
                 .https_or_http()
                 .enable_http2()
                 .wrap_connector(http);
@@ -264,59 +223,6 @@ impl Upstream {
         }
     }
 
-    /// Makes one unary gRPC call to litd on litgate's own behalf (lookups, reconciliation),
-    /// carrying `metadata` (the caller's or litgate's credential). A non-OK status from litd is
-    /// returned as `Err(Error::Client { code, message })` with litd's code and message.
-    pub async fn unary<Req: prost::Message, Resp: prost::Message + Default>(
-        &self,
-        path: &'static str,
-        msg: &Req,
-        metadata: HeaderMap,
-    ) -> Result<Resp, Error> {
-        let mut req = http::Request::post(path)
-            .header(header::CONTENT_TYPE, "application/grpc")
-            .header(header::TE, "trailers")
-            .body(crate::body::full(crate::grpc::codec::frame(
-                &msg.encode_to_vec(),
-            )))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        req.headers_mut().extend(metadata);
-        let resp = self.forward(req).await?;
-        let (parts, body) = resp.into_parts();
-        let collected =
-            http_body_util::BodyExt::collect(body)
-                .await
-                .map_err(|e| Error::Upstream {
-                    addr: self.label.to_string(),
-                    reason: e.to_string(),
-                })?;
-        let trailers = collected.trailers().cloned().unwrap_or_default();
-        let get = |name: &str| {
-            trailers
-                .get(name)
-                .or_else(|| parts.headers.get(name))
-                .and_then(|v| v.to_str().ok())
-        };
-        let code = get("grpc-status")
-            .and_then(|v| v.parse::<i32>().ok())
-            .map(tonic::Code::from);
-        if code != Some(tonic::Code::Ok) {
-            let message = get("grpc-message")
-                .map(|m| {
-                    percent_encoding::percent_decode_str(m)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                })
-                .unwrap_or_else(|| format!("HTTP {} without a gRPC status", parts.status));
-            return Err(Error::client(code.unwrap_or(tonic::Code::Unknown), message));
-        }
-        let message = crate::grpc::codec::unary_message(&collected.to_bytes())?;
-        Resp::decode(message).map_err(|e| Error::Upstream {
-            addr: self.label.to_string(),
-            reason: format!("undecodable answer: {e}"),
-        })
-    }
-
     /// Opens a fresh connection and completes a TLS handshake (or TCP connect when plaintext),
     /// bypassing the pool: what `/ready` needs to know.
     pub async fn probe(&self) -> Result<(), Error> {
@@ -373,7 +279,7 @@ impl Upstream {
 impl tower::Service<Request> for Upstream {
     type Response = Response;
     type Error = Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         Poll::Ready(Ok(()))
@@ -385,49 +291,22 @@ impl tower::Service<Request> for Upstream {
 }
 
 /// The error and its causes on one line, e.g. `client error (Connect): tcp connect error:
-/// Connection refused (os error 111)`.
+/// Connection refused (os error 111)`; a timeout anywhere in the chain (the connect deadline,
+/// the OS's own) names the key that bounds it.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = crate::error::chain(e);
-    if s.contains("deadline has elapsed") || s.contains("operation timed out") {
+    if timed_out(e) {
         s.push_str(" (upstream.connect_timeout)");
     }
     s
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::TRAILER,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-];
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by `Connection`;
-/// keeps `te: trailers`, which gRPC needs end to end.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
-        h.remove(n);
-    }
-    let te_trailers = h.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    h.remove(header::TE);
-    if te_trailers {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
+/// Whether `e` or any of its causes is an I/O timeout.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
 
 /// Counts the connections the inner connector opens and bounds each attempt (TCP connect and
@@ -460,9 +339,11 @@ where
         Box::pin(async move {
             match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r.map_err(Into::into),
-                Err(_) => {
-                    Err(format!("connect and TLS handshake took longer than {timeout:?}").into())
-                }
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connect and TLS handshake took longer than {timeout:?}"),
+                )
+                .into()),
             }
         })
     }
@@ -473,32 +354,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_headers_go_and_te_trailers_stays() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
+    fn timeouts_anywhere_in_the_chain_name_the_key() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let slow = Outer(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "deadline has elapsed",
+        ));
+        assert_eq!(
+            describe(&slow),
+            "client error (Connect): deadline has elapsed (upstream.connect_timeout)"
         );
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
-        h.insert("macaroon", HeaderValue::from_static("0201"));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
+        let refused = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        assert_eq!(
+            describe(&refused),
+            "client error (Connect): Connection refused"
         );
-        strip_hop_by_hop(&mut h);
-        assert!(h.get("x-private").is_none() && h.get("keep-alive").is_none());
-        assert_eq!(h.get(header::TE).unwrap(), "trailers");
-        assert_eq!(h.get("macaroon").unwrap(), "0201");
-        assert_eq!(h.len(), 3);
-    }
-
-    #[test]
-    fn te_without_trailers_is_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(header::TE, HeaderValue::from_static("gzip"));
-        strip_hop_by_hop(&mut h);
-        assert!(h.get(header::TE).is_none());
     }
 }

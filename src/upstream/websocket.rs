@@ -10,10 +10,11 @@ use std::future::Future;
 use http::{header, HeaderValue, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::{describe, strip_hop_by_hop, Upstream};
+use super::{describe, Upstream};
 use crate::{
     body::{boxed, Request, Response},
     error::Error,
+    headers::strip_hop_by_hop,
     server::Upgrades,
 };
 

@@ -94,13 +94,13 @@ impl Env {
 
     /// A fake Autopilot server, litgate with its relay on, and a fake litd whose autopilot
     /// client goes through the relay (litd's `--autopilot.address` = the relay); litgate has
-    /// its own macaroon for reconciliation.
+    /// its own macaroon for reconciliation. `extra`: whole TOML tables.
     pub async fn start_relay(extra: &str) -> Env {
-        Self::start_relay_opts("", extra, true).await
+        Self::start_relay_with(extra, |_| {}).await
     }
 
-    /// Same, choosing the relay keys and whether litgate gets a macaroon.
-    pub async fn start_relay_opts(relay_keys: &str, extra: &str, with_macaroon: bool) -> Env {
+    /// Same, with `edit` adjusting the config value before start.
+    pub async fn start_relay_with(extra: &str, edit: impl FnOnce(&mut Config)) -> Env {
         let autopilot =
             DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
         let litd = DemoLitd::start(DemoLitdConfig {
@@ -109,19 +109,17 @@ impl Env {
         })
         .expect("demo litd starts");
         let dir = tempfile::tempdir().unwrap();
-        let mac = dir.path().join("litgate.macaroon");
-        std::fs::write(&mac, litd.macaroon_hex()).unwrap();
-        let mut toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", extra).replace(
-            "[autopilot.relay]\naddr = \"\"",
-            &format!("[autopilot.relay]\naddr = \"127.0.0.1:0\"\n{relay_keys}"),
-        );
-        if with_macaroon {
-            toml = toml.replace(
-                "connect_timeout = \"1s\"",
-                &format!("connect_timeout = \"1s\"\nmacaroon = \"{}\"", mac.display()),
-            );
-        }
-        Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
+        let mac = write(dir.path(), "litgate.macaroon", &litd.macaroon_hex());
+        let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", extra);
+        let mut config =
+            Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+        config.autopilot.relay.addr = Some(([127, 0, 0, 1], 0).into());
+        config.upstream.macaroon = mac;
+        edit(&mut config);
+        config
+            .validate()
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        Self::launch_config(litd, autopilot, dir, config, ManualClock::new()).await
     }
 
     /// Starts litgate on `toml`.
@@ -245,7 +243,7 @@ impl Env {
         config.autopilot.tls_cert = pinned;
         config.autopilot.plaintext = false;
         config.autopilot.timeout = Duration::from_secs(2);
-        config.autopilot.relay.addr = "127.0.0.1:0".into();
+        config.autopilot.relay.addr = Some(([127, 0, 0, 1], 0).into());
         edit(&mut config);
         config
             .validate()
@@ -297,20 +295,16 @@ pub struct Bare {
 
 impl Bare {
     /// Started with `[listen] drain_timeout = drain`.
-    pub async fn with_drain(drain: &str) -> Bare {
+    pub async fn with_drain(drain: Duration) -> Bare {
         let litd = DemoLitd::start(DemoLitdConfig {
             tls: true,
             ..Default::default()
         })
         .expect("demo litd starts");
         let dir = tempfile::tempdir().unwrap();
-        let toml = config_toml(dir.path(), &litd, "").replace(
-            "drain_timeout = \"5s\"",
-            &format!("drain_timeout = \"{drain}\""),
-        );
-        let gate = app::start(&Config::parse(&toml).unwrap())
-            .await
-            .expect("litgate starts");
+        let mut config = Config::parse(&config_toml(dir.path(), &litd, "")).unwrap();
+        config.listen.drain_timeout = drain;
+        let gate = app::start(&config).await.expect("litgate starts");
         let gate_cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
         Bare {
             litd,
@@ -432,6 +426,19 @@ pub fn frames(mut body: Bytes) -> Vec<(u8, Bytes)> {
     out
 }
 
+/// The headers of a grpc-web trailer frame's block (`name: value` lines).
+pub fn trailer_block(block: &[u8]) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for line in std::str::from_utf8(block).expect("ASCII block").lines() {
+        let (name, value) = line.split_once(':').expect("a header line");
+        out.append(
+            http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).unwrap(),
+            value.trim().parse().unwrap(),
+        );
+    }
+    out
+}
+
 /// A gRPC request (h2) for `path` with `body` and optional macaroon.
 pub fn grpc_request(uri: &str, body: Bytes, macaroon: Option<&str>) -> http::Request<Full<Bytes>> {
     let mut b = http::Request::post(uri)
@@ -486,72 +493,87 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// The real `litgate` binary, for tests that signal or kill the process. Ports are chosen by
-/// the OS (bound, released, handed to the child), all on 127.0.0.1.
+/// The real `litgate` binary, for tests that signal or kill the process. Its listeners bind
+/// 127.0.0.1 port 0; the process reports the addresses it got on stdout
+/// (`litgate listening public=… admin=… relay=…`), which [`Binary::spawn`] reads.
 pub struct Binary {
-    pub public: u16,
-    pub admin: u16,
     pub config: PathBuf,
     dir: PathBuf,
 }
 
+/// A started `litgate run`, with the addresses it reported.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
 impl Binary {
-    /// Writes a config pointing at `litd` (with `extra` tables) into `dir`.
+    /// Writes a config pointing at `litd` (with `extra` tables) into `dir`: the binary reads
+    /// a TOML file.
     pub fn prepare(dir: &Path, litd: &DemoLitd, extra: &str) -> Binary {
-        let port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (public, admin) = (port(), port());
-        let toml = config_toml(dir, litd, extra)
-            .replace(
-                "addr = \"127.0.0.1:0\"\ndrain_timeout",
-                &format!("addr = \"127.0.0.1:{public}\"\ndrain_timeout"),
-            )
-            .replace(
-                "[admin]\naddr = \"127.0.0.1:0\"",
-                &format!("[admin]\naddr = \"127.0.0.1:{admin}\""),
-            );
-        let config = write(dir, "litgate.toml", &toml);
+        let config = write(dir, "litgate.toml", &config_toml(dir, litd, extra));
         Binary {
-            public,
-            admin,
             config,
             dir: dir.to_path_buf(),
         }
     }
 
-    /// Starts `litgate run`, its stderr in `log` under the test's directory.
-    pub fn spawn(&self, log: &str) -> std::process::Child {
-        std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
+    /// Starts `litgate run`, its stderr in `log` under the test's directory, and waits
+    /// (bounded) for the line that says where it listens; panics with the log otherwise.
+    pub async fn spawn(&self, log: &str) -> Spawned {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
             .args(["run", "--config"])
             .arg(&self.config)
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(self.dir.join(log)).unwrap())
             .spawn()
-            .unwrap()
+            .unwrap();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The line is read on a thread of its own; the rest of stdout is drained there too.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let listening = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .find(|l| l.starts_with("litgate listening "));
+            let _ = tx.send(listening);
+            lines.for_each(drop);
+        });
+        let line = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .unwrap_or_else(|| {
+                panic!(
+                    "litgate did not report its listeners: {}",
+                    std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+                )
+            });
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} address in {line:?}"))
+        };
+        Spawned {
+            public: addr("public="),
+            admin: addr("admin="),
+            child,
+        }
     }
+}
 
-    /// Waits (bounded) until `/live` answers; panics with the child's stderr otherwise.
-    pub async fn wait_up(&self, log: &str) {
-        let live = format!("http://127.0.0.1:{}/live", self.admin);
-        let admin = self.admin;
-        let up = eventually(200, Duration::from_millis(50), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", admin))
-                .await
-                .is_ok()
-                && admin_get(&live).await.0 == 200
-        })
-        .await;
-        assert!(
-            up,
-            "litgate came up: {}",
-            std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
-        );
-    }
+/// Sends `child` SIGTERM (litgate's graceful stop).
+pub fn sigterm(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
 }
 
 /// The gRPC path and REST twin of AddAutopilotSession.

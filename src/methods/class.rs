@@ -1,13 +1,13 @@
-//! The method table: whether a call litd serves is a **read** or a **write**, for the rate
+//! The method class table: whether a call litd serves is a **read** or a **write**, for the rate
 //! limiter (`layers::rate_limit`), and which gRPC method a REST path is the twin of. It never
 //! decides what a caller may do (litd checks macaroons); it only decides which limit a call
 //! is counted against.
 //!
-//! The rule is LiT's (`rules/rate_limit.go`, `spec/lit-behaviour.md` §3.2): a method is a read
+//! The rule is LiT's (LiT's `rules/rate_limit.go`): a method is a read
 //! when it is known and **every** permission it requires has action `read`; anything else,
 //! including a method not in the table, is a write. Where the facts come from:
 //!
-//! - `litrpc.*`: `spec/lit-api.md` §2.7 (LiT's `perms/permissions.go`); `litrpc.Status/
+//! - `litrpc.*`: LiT's `perms/permissions.go` (`RequiredPermissions`, v0.17.2-alpha); `litrpc.Status/
 //!   SubServerStatus` is whitelisted (an empty op list, vacuously all-read), so it is a read;
 //! - `lnrpc.Lightning`: lnd's `MainRPCServerPermissions` (`rpcserver.go`), checked against the
 //!   source; `generate` actions (BakeMacaroon, signrpc's signing calls) are not `read`, so
@@ -23,7 +23,7 @@
 //!   `SubscribeState` are reads (empty op lists, like SubServerStatus); `InitWallet`,
 //!   `UnlockWallet` and `ChangePassword` are counted as **writes** on purpose: they change
 //!   state and are password-guessing targets, so they get the tighter limit;
-//! - REST: litd's yaml (`spec/lit-api.md` §2.1–2.5 and appendix A) and the most used lnd
+//! - REST: litd's grpc-gateway rules (`litrpc/*.yaml`) and the most used lnd
 //!   (`lightning.yaml`, `router.yaml`, `walletkit.yaml`, `invoices.yaml`) and loop mappings.
 //!   A REST path not in the table is a read for GET (and HEAD) and a write otherwise; the table
 //!   matters for the exceptions (`GET /v1/newaddress` writes; `POST /v1/switch`,
@@ -31,7 +31,7 @@
 
 use http::Method;
 
-use crate::grpc::is_rest_path;
+use super::{is_grpc_shaped, is_rest_path};
 
 /// Which limit a call counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -398,7 +398,7 @@ pub static GRPC_METHODS: &[(&str, Class)] = &[
 /// segment counts differ wherever literal and parameter segments could collide.
 #[rustfmt::skip]
 pub static REST_ROUTES: &[(Method, &str, &str)] = &[
-    // litrpc (spec/lit-api.md §2.1-2.5, appendix A).
+    // litrpc (litrpc/*.yaml, Accounts included).
     (Method::POST, "/v1/sessions", "/litrpc.Sessions/AddSession"),
     (Method::GET, "/v1/sessions", "/litrpc.Sessions/ListSessions"),
     (Method::DELETE, "/v1/sessions/{local_public_key}", "/litrpc.Sessions/RevokeSession"),
@@ -552,16 +552,11 @@ pub fn grpc_method_for_rest(method: &Method, path: &str) -> Option<&'static str>
         .map(|(_, _, grpc)| *grpc)
 }
 
-/// The class of any request on the public face: a gRPC path (`/pkg.Service/Method`, also used
-/// by grpc-web) by the method table; a REST path by the gRPC method it maps to, or, when it
-/// maps to none, GET/HEAD as reads and everything else as writes; the same rule for anything
-/// else (the UI's static files).
-pub fn class(method: &Method, path: &str) -> Class {
-    classify(method, path).1
-}
-
 /// The gRPC method a request names (its path for gRPC and grpc-web, the mapped method for a
-/// known REST path; `None` otherwise) and its [`class`], with one table lookup.
+/// known REST path; `None` otherwise) and its class, with one table lookup: a gRPC path
+/// (`/pkg.Service/Method`, also used by grpc-web) by the method table; a REST path by the gRPC
+/// method it maps to, or, when it maps to none, GET/HEAD as reads and everything else as
+/// writes; the same rule for anything else (the UI's static files).
 pub fn classify<'a>(method: &Method, path: &'a str) -> (Option<&'a str>, Class) {
     let grpc = grpc_method(method, path);
     let class = match grpc {
@@ -581,17 +576,6 @@ pub fn grpc_method<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
         Some(path)
     } else {
         None
-    }
-}
-
-/// `/pkg.Service/Method`: two non-empty segments, the first with a dot.
-pub fn is_grpc_shaped(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    match rest.split_once('/') {
-        Some((svc, m)) => svc.contains('.') && !m.is_empty() && !m.contains('/'),
-        None => false,
     }
 }
 
@@ -628,6 +612,10 @@ fn pattern_matches(pattern: &str, path: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn class(method: &Method, path: &str) -> Class {
+        classify(method, path).1
+    }
+
     #[test]
     fn grpc_table_is_sorted_unique_and_well_formed() {
         for w in GRPC_METHODS.windows(2) {
@@ -653,7 +641,7 @@ mod tests {
 
     #[test]
     fn litrpc_matches_the_spec_permission_map() {
-        // spec/lit-api.md §2.7, row by row.
+        // LiT's perms/permissions.go, row by row.
         let reads = [
             "/litrpc.Sessions/ListSessions",
             "/litrpc.Accounts/ListAccounts",

@@ -6,107 +6,36 @@
 //! any in-flight call. On shutdown it stops accepting, lets in-flight calls and upgraded
 //! connections finish up to a deadline, closes what is left, then returns.
 
-use std::{
-    convert::Infallible, future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration,
-};
+pub(crate) mod config;
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::{Service, ServiceExt};
 
 use crate::body::{boxed, Request, Response};
 
-/// `[listen]`: the public face.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListenConfig {
-    /// Listen address.
-    pub addr: SocketAddr,
-    /// PEM certificate; empty: generated once into `store.data_dir`.
-    pub tls_cert: PathBuf,
-    /// PEM key; empty together with `tls_cert`.
-    pub tls_key: PathBuf,
-    /// Extra SANs for the generated certificate.
-    pub tls_extra_names: Vec<String>,
-    /// Serve h2c + HTTP/1.1 without TLS (loopback-only Pods).
-    pub plaintext: bool,
-    /// How long in-flight calls may run after SIGTERM before connections are closed.
-    #[serde(with = "crate::config::duration")]
-    pub drain_timeout: Duration,
-    /// TLS handshakes slower than this are dropped.
-    #[serde(with = "crate::config::duration")]
-    pub handshake_timeout: Duration,
-    /// Largest request body litgate reads for a method it inspects (bytes).
-    pub max_message_bytes: usize,
+/// What a listener serves: a cloneable service of litgate's requests that never fails (errors
+/// are responses by then).
+pub(crate) trait Served:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
 }
 
-impl Default for ListenConfig {
-    fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([0, 0, 0, 0], 8445)),
-            tls_cert: PathBuf::new(),
-            tls_key: PathBuf::new(),
-            tls_extra_names: Vec::new(),
-            plaintext: false,
-            drain_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            max_message_bytes: 4 * 1024 * 1024,
-        }
-    }
-}
-
-impl ListenConfig {
-    pub(crate) fn validate(&self, err: &mut impl FnMut(&str, String)) {
-        let (c, k) = (
-            self.tls_cert.as_os_str().is_empty(),
-            self.tls_key.as_os_str().is_empty(),
-        );
-        if c != k {
-            err(
-                if c {
-                    "listen.tls_cert"
-                } else {
-                    "listen.tls_key"
-                },
-                "tls_cert and tls_key must be set together".into(),
-            );
-        }
-        if self.plaintext && !c {
-            err(
-                "listen.tls_cert",
-                "set together with listen.plaintext = true".into(),
-            );
-        }
-        if self.max_message_bytes < 1024 {
-            err("listen.max_message_bytes", "must be at least 1024".into());
-        }
-        if self.handshake_timeout.is_zero() {
-            err(
-                "listen.handshake_timeout",
-                "must be greater than zero".into(),
-            );
-        }
-    }
-
-    /// Where the certificate comes from, given the data directory.
-    pub fn cert_source(&self, data_dir: &std::path::Path) -> crate::tls::CertSource {
-        if self.tls_cert.as_os_str().is_empty() {
-            crate::tls::CertSource::Generated {
-                dir: data_dir.to_path_buf(),
-                extra_names: self.tls_extra_names.clone(),
-            }
-        } else {
-            crate::tls::CertSource::Files {
-                cert: self.tls_cert.clone(),
-                key: self.tls_key.clone(),
-            }
-        }
-    }
+impl<S> Served for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
 }
 
 /// The connection a request arrived on: a request extension set by the server.
@@ -114,8 +43,6 @@ impl ListenConfig {
 pub struct ConnectInfo {
     /// The client's address.
     pub peer: SocketAddr,
-    /// Our address.
-    pub local: SocketAddr,
 }
 
 /// The upgraded connections (WebSocket tunnels, terminated grpc-websockets calls) of one
@@ -166,24 +93,19 @@ impl Upgrades {
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then drains for at most `drain`.
-pub async fn serve<S, F>(
+pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handshake_timeout: Duration,
-    service: S,
-    shutdown: F,
+    service: impl Served,
+    shutdown: impl Future<Output = ()>,
     drain: Duration,
-) where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    F: Future<Output = ()>,
-{
+) {
     let graceful = GracefulShutdown::new();
     let upgrades = Upgrades::default();
     // Connection tasks, so the ones still running at the drain deadline can be closed.
     let mut conns = tokio::task::JoinSet::new();
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let local = listener.local_addr().ok();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder
@@ -209,10 +131,7 @@ pub async fn serve<S, F>(
         // Reap finished connection tasks so the set holds only live ones.
         while conns.try_join_next().is_some() {}
         let _ = tcp.set_nodelay(true);
-        let info = ConnectInfo {
-            peer,
-            local: local.unwrap_or(peer),
-        };
+        let info = ConnectInfo { peer };
         let svc = service.clone();
         let upgrades = upgrades.clone();
         let hyper_svc =

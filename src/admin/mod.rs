@@ -3,10 +3,11 @@
 //! `/metrics` (Prometheus text), `/registrations` (the relay's ledger as JSON: public keys and
 //! metadata only). Never on the public face; answers carry no secrets.
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+pub(crate) mod config;
+
+use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
 
 use http::{header, Method, StatusCode};
-use serde::Deserialize;
 
 use crate::{
     body::{self, Request, Response},
@@ -14,30 +15,14 @@ use crate::{
     upstream::Upstream,
 };
 
-/// `[admin]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Listen address.
-    pub addr: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            addr: SocketAddr::from(([127, 0, 0, 1], 9445)),
-        }
-    }
-}
-
 /// One readiness check: a name and an async probe returning `Err(reason)` when not ready.
-pub type Check =
+pub(crate) type Check =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
-pub struct Admin {
-    registry: crate::layers::metrics::SharedRegistry,
+pub(crate) struct Admin {
+    registry: Arc<prometheus_client::registry::Registry>,
     checks: Arc<Vec<(&'static str, Check)>>,
     notes: Arc<Vec<String>>,
     store: Option<Store>,
@@ -51,8 +36,8 @@ impl std::fmt::Debug for Admin {
 
 impl Admin {
     /// Admin endpoints over `registry` with readiness `checks`, run in order on each `/ready`.
-    pub fn new(
-        registry: crate::layers::metrics::SharedRegistry,
+    pub(crate) fn new(
+        registry: Arc<prometheus_client::registry::Registry>,
         checks: Vec<(&'static str, Check)>,
     ) -> Self {
         Admin {
@@ -64,19 +49,19 @@ impl Admin {
     }
 
     /// Adds lines shown in `/ready` that do not affect readiness (e.g. a feature that is off).
-    pub fn with_notes(mut self, notes: Vec<String>) -> Self {
+    pub(crate) fn with_notes(mut self, notes: Vec<String>) -> Self {
         self.notes = Arc::new(notes);
         self
     }
 
     /// Serves the registration ledger at `/registrations`.
-    pub fn with_registrations(mut self, store: Store) -> Self {
+    pub(crate) fn with_registrations(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
     }
 
     /// The readiness check for litd: a fresh TLS handshake (not a pooled connection).
-    pub fn upstream_check(upstream: Upstream) -> Check {
+    pub(crate) fn upstream_check(upstream: Upstream) -> Check {
         Arc::new(move || {
             let u = upstream.clone();
             Box::pin(async move { u.probe().await.map_err(|e| e.to_string()) })
@@ -84,7 +69,7 @@ impl Admin {
     }
 
     /// Answers one admin request.
-    pub async fn handle(&self, req: Request) -> Result<Response, Infallible> {
+    pub(crate) async fn handle(&self, req: Request) -> Result<Response, Infallible> {
         if req.method() != Method::GET {
             return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into()));
         }
@@ -195,7 +180,7 @@ pub async fn fetch_registrations(admin: &str) -> Result<String, String> {
 }
 
 /// The ledger as a fixed-width text table.
-pub fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
+pub(crate) fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
     let fmt_time = |t: Option<u64>| {
         t.map(|s| {
             crate::macaroon::format_rfc3339(
@@ -217,7 +202,7 @@ pub fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
         let flags = if e.privacy_flags == 0 {
             "none".to_string()
         } else {
-            crate::autopilot::rules::privacy_flags_text(e.privacy_flags)
+            crate::autopilot::privacy::flags::text(e.privacy_flags)
         };
         let revoked = match (&e.revoked_at, &e.revoked_by) {
             (Some(t), Some(by)) => format!("{} by {by}", fmt_time(Some(*t))),

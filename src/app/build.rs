@@ -1,0 +1,185 @@
+//! The components litgate runs, built from the configuration: the upstream client, the
+//! Autopilot client and catalogue, the public face's router (policy, cache) and limiter, the
+//! relay and its reconciler. Each registers its metrics in the sub-registry it is handed.
+
+use std::{path::Path, sync::Arc};
+
+use prometheus_client::registry::Registry;
+
+use super::StartError;
+use crate::{
+    autopilot::{
+        add_session::AddSessionHandler,
+        policy::Policy,
+        relay::{Reconciler, Relay},
+        Autopilot, Catalogue,
+    },
+    cache::{Cache, CacheMetrics},
+    clock::SharedClock,
+    config::{Config, StoreConfig},
+    layers::{
+        metrics::RequestMetrics,
+        rate_limit::{Limiter, RateLimitLayer},
+    },
+    router::Router,
+    store::Store,
+    upstream::{Upstream, UpstreamMetrics},
+};
+
+/// What the public face serves.
+pub(super) struct Public {
+    pub(super) router: Router,
+    pub(super) metrics: RequestMetrics,
+    pub(super) rate_limit: RateLimitLayer,
+}
+
+/// Everything the listeners serve.
+pub(super) struct Components {
+    pub(super) upstream: Upstream,
+    pub(super) catalogue: Arc<Catalogue>,
+    pub(super) public: Public,
+    /// The relay and its request metrics, when `[autopilot.relay] addr` is set.
+    pub(super) relay: Option<(Relay, RequestMetrics)>,
+    /// With the relay on and `[upstream] macaroon` set.
+    pub(super) reconciler: Option<Reconciler>,
+}
+
+/// Opens (or creates) the store in `store.data_dir`, off the async threads: opening may wait
+/// for a lock a previous instance is releasing.
+pub(super) async fn open_store(cfg: &StoreConfig) -> Result<Store, StartError> {
+    let dir = cfg.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| StartError::Config(format!("opening the store failed: {e}")))?
+        .map_err(StartError::from)
+}
+
+impl Components {
+    /// Builds every component from `cfg`.
+    pub(super) fn build(
+        cfg: &Config,
+        store: &Store,
+        clock: &SharedClock,
+        registry: &mut Registry,
+    ) -> Result<Components, StartError> {
+        let upstream = Upstream::new(
+            &cfg.upstream,
+            UpstreamMetrics::register(registry.sub_registry_with_prefix("upstream")),
+        )?;
+        let autopilot = Autopilot::new(&cfg.autopilot)?;
+        let catalogue = Catalogue::new(
+            autopilot.clone(),
+            store.clone(),
+            clock.clone(),
+            cfg.autopilot.catalogue_ttl,
+            cfg.autopilot.catalogue_max_stale,
+            registry.sub_registry_with_prefix("catalogue"),
+        );
+        let public = Public {
+            metrics: RequestMetrics::register(registry),
+            rate_limit: RateLimitLayer::new(Limiter::registered(
+                &cfg.rate_limit,
+                registry.sub_registry_with_prefix("rate_limit"),
+            )),
+            router: router(cfg, store, clock, &upstream, &catalogue, registry)?,
+        };
+        let relay = cfg.autopilot.relay.addr.map(|_| {
+            let registry = registry.sub_registry_with_prefix("relay");
+            let relay = Relay::new(
+                autopilot.clone(),
+                catalogue.clone(),
+                store.clone(),
+                clock.clone(),
+                &cfg.privacy.deny_clear,
+                registry,
+            );
+            (relay, RequestMetrics::register(registry))
+        });
+        let reconciler = match read_macaroon(&cfg.upstream.macaroon)? {
+            Some(macaroon) if relay.is_some() => Some(Reconciler {
+                autopilot,
+                upstream: upstream.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                macaroon,
+                grace: cfg.autopilot.relay.reconcile_grace,
+            }),
+            _ => None,
+        };
+        Ok(Components {
+            upstream,
+            catalogue,
+            public,
+            relay,
+            reconciler,
+        })
+    }
+}
+
+/// The public face's router: AddAutopilotSession's policy, and the session cache unless it is
+/// off (then the router passes lists and writes through untouched).
+fn router(
+    cfg: &Config,
+    store: &Store,
+    clock: &SharedClock,
+    upstream: &Upstream,
+    catalogue: &Arc<Catalogue>,
+    registry: &mut Registry,
+) -> Result<Router, StartError> {
+    let add_session = AddSessionHandler::new(
+        Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
+        catalogue.clone(),
+        upstream.clone(),
+        store.clone(),
+        clock.clone(),
+        cfg.listen.max_message_bytes,
+        registry.sub_registry_with_prefix("autopilot"),
+    );
+    let cache = match cfg.cache.enabled {
+        true => Some(Cache::new(
+            &cfg.cache,
+            store.clone(),
+            clock.clone(),
+            upstream.clone(),
+            upstream.addr().to_string(),
+            CacheMetrics::register(registry.sub_registry_with_prefix("cache")),
+        )?),
+        false => None,
+    };
+    Ok(Router::new(upstream.clone())
+        .with_max_message_bytes(cfg.listen.max_message_bytes)
+        .with_add_autopilot_session(Arc::new(add_session))
+        .with_cache(cache))
+}
+
+/// Reads litgate's own macaroon (a file with the hex text, as `litcli` prints it, or the
+/// binary macaroon litd writes) into a header value.
+fn read_macaroon(path: &Path) -> Result<Option<http::HeaderValue>, StartError> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let fail = |reason: String| StartError::Macaroon {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let raw = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8(raw.clone())
+        .ok()
+        .map(|t| t.trim().to_string());
+    let hex_text = match text {
+        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()) => t,
+        _ => hex::encode(&raw),
+    };
+    if crate::macaroon::Macaroon::from_hex(&hex_text).is_err() {
+        return Err(fail(
+            "not a macaroon (expected hex text or litd's binary .macaroon file)".into(),
+        ));
+    }
+    http::HeaderValue::from_str(&hex_text)
+        .map(Some)
+        .map_err(|_| fail("not usable as a header".into()))
+}

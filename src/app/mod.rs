@@ -1,0 +1,248 @@
+//! Builds litgate from its configuration and runs it: the components (`build`), the tower
+//! stacks of the public and relay faces (`stacks`), the listeners and TLS (`listen`), the
+//! admin endpoints; and stops them in order. Runtime objects are built from config and do not
+//! carry the config around.
+
+mod build;
+mod listen;
+mod stacks;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use tokio::{sync::watch, task::JoinHandle};
+
+pub(crate) use self::stacks::{public_stack, relay_stack};
+use self::{build::Components, listen::Listeners};
+pub use crate::autopilot::relay::ReconcileReport;
+use crate::{
+    admin::{self, Admin},
+    autopilot::relay::Reconciler,
+    body::Request,
+    clock::{SharedClock, SystemClock},
+    config::Config,
+    server,
+    store::Store,
+};
+
+/// Why litgate could not start. Each names the config key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS material for the public face.
+    #[error("listen TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// The upstream client.
+    #[error("{0}")]
+    Upstream(#[from] crate::upstream::BuildError),
+    /// A listener could not be bound.
+    #[error("{key} = {addr}: cannot listen: {source}")]
+    Bind {
+        /// The config key.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store could not be opened (corrupt, locked, foreign, unknown schema).
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The Autopilot server client could not be built.
+    #[error("{0}")]
+    Autopilot(#[from] crate::autopilot::client::ClientError),
+    /// A config value that validation let through but start cannot use.
+    #[error("{0}")]
+    Config(String),
+    /// `[upstream] macaroon` could not be read.
+    #[error("upstream.macaroon {path}: {reason}")]
+    Macaroon {
+        /// The file.
+        path: PathBuf,
+        /// Why (never the file's content).
+        reason: String,
+    },
+    /// The data directory is unusable.
+    #[error("store.data_dir {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started litgate.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the public face listens.
+    pub public_addr: SocketAddr,
+    /// Where the admin endpoints listen.
+    pub admin_addr: SocketAddr,
+    /// The public face's certificate (to pin), unless plaintext.
+    pub cert_path: Option<PathBuf>,
+    /// True when this start generated that certificate.
+    pub cert_generated: bool,
+    /// Where the relay listens (litd's `autopilot.address`), if on.
+    pub relay_addr: Option<SocketAddr>,
+    reconciler: Option<Reconciler>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight calls (up to `[listen] drain_timeout`) and returns
+    /// when every listener has stopped.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        for t in self.background {
+            t.abort();
+        }
+        // fsync: on the blocking pool, not on an async worker.
+        if let Err(e) = self.store.off_worker(Store::flush).await {
+            tracing::warn!(error = %e, "flushing the store at shutdown failed");
+        }
+    }
+
+    /// Runs one reconciliation pass now (tests; the background task runs them on schedule).
+    /// `None` when reconciliation is off.
+    pub async fn reconcile_now(&self) -> Option<Result<ReconcileReport, crate::error::Error>> {
+        match &self.reconciler {
+            Some(r) => Some(r.run_once().await),
+            None => None,
+        }
+    }
+
+    /// The open store (tests inspect what was recorded).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Builds everything from `cfg` and starts the listeners, on the system clock.
+pub async fn start(cfg: &Config) -> Result<Running, StartError> {
+    start_with_clock(cfg, Arc::new(SystemClock)).await
+}
+
+/// Same as [`start`], with an injected clock (tests move time instead of sleeping).
+pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Running, StartError> {
+    let store = build::open_store(&cfg.store).await?;
+    // Every metric is `litgate_<component>_<name>`: each component registers its own in the
+    // sub-registry it is handed.
+    let mut registry = Registry::with_prefix("litgate");
+    let parts = Components::build(cfg, &store, &clock, &mut registry)?;
+    let tls = listen::public_tls(cfg)?;
+    let listeners = Listeners::bind(cfg, parts.relay.is_some()).await?;
+    let (public_addr, admin_addr) = (listeners.public.1, listeners.admin.1);
+    let relay_addr = listeners.relay.as_ref().map(|(_, a)| *a);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stopped = || stopped(shutdown_rx.clone());
+    let listen = &cfg.listen;
+    let mut tasks = Vec::new();
+    let mut background = vec![parts.catalogue.spawn_refresher()];
+    if let Some(r) = &parts.reconciler {
+        background.push(r.clone().spawn(cfg.autopilot.relay.reconcile_every));
+    }
+    if let (Some((relay, metrics)), Some((listener, _))) = (parts.relay, listeners.relay) {
+        let relay_tls = if cfg.autopilot.relay.tls {
+            tls.config.clone()
+        } else {
+            None
+        };
+        let svc = relay_stack(relay, metrics);
+        tasks.push(tokio::spawn(server::serve(
+            listener,
+            relay_tls,
+            listen.handshake_timeout,
+            svc,
+            stopped(),
+            listen.drain_timeout,
+        )));
+    }
+    let public = parts.public;
+    let stack = public_stack(public.router, public.metrics, public.rate_limit);
+    tasks.push(tokio::spawn(server::serve(
+        listeners.public.0,
+        tls.config,
+        listen.handshake_timeout,
+        stack,
+        stopped(),
+        listen.drain_timeout,
+    )));
+    let admin = admin(
+        Arc::new(registry),
+        &store,
+        parts.upstream,
+        relay_addr.is_some() && parts.reconciler.is_none(),
+    );
+    let admin_svc = tower::service_fn(move |req: Request| {
+        let admin = admin.clone();
+        async move { admin.handle(req).await }
+    });
+    tasks.push(tokio::spawn(server::serve(
+        listeners.admin.0,
+        None,
+        listen.handshake_timeout,
+        admin_svc,
+        stopped(),
+        Duration::from_secs(1),
+    )));
+
+    tracing::info!(%public_addr, %admin_addr, relay = ?relay_addr, upstream = %cfg.upstream.addr, "litgate listening");
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        relay_addr,
+        reconciler: parts.reconciler,
+        cert_path: tls.cert_path,
+        cert_generated: tls.generated,
+        shutdown: shutdown_tx,
+        tasks,
+        background,
+        store,
+    })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // Resolves on `true`, or when the sender is gone (the app was dropped).
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// The admin endpoints: metrics, readiness (the store answers, litd answers a handshake), the
+/// ledger; and a note when the relay runs without reconciliation.
+fn admin(
+    registry: Arc<Registry>,
+    store: &Store,
+    upstream: crate::upstream::Upstream,
+    reconcile_off: bool,
+) -> Admin {
+    let checks: Vec<(&'static str, admin::Check)> = vec![
+        ("store", store_check(store.clone())),
+        ("upstream", Admin::upstream_check(upstream)),
+    ];
+    let mut notes = Vec::new();
+    if reconcile_off {
+        notes.push(
+            "reconcile: off (no [upstream] macaroon: orphaned registrations are not revoked)"
+                .to_string(),
+        );
+    }
+    Admin::new(registry, checks)
+        .with_notes(notes)
+        .with_registrations(store.clone())
+}
+
+/// Ready while the store answers a read.
+fn store_check(store: Store) -> admin::Check {
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move { store.check().map_err(|e| e.to_string()) })
+    })
+}

@@ -1,0 +1,401 @@
+//! The relay face: litd's `autopilot.address` points here, so every registration litd makes
+//! goes through litgate (`docs/design.md`, "The relay face"). It serves `autopilotserverrpc.Autopilot` and
+//! forwards to the real server over the shared channel, adding:
+//! - `Terms` and `ListFeatures` answered from the catalogue (fresh, or stale within bounds);
+//! - `RegisterSession` held to `[privacy]` and to what the public face approved, before the
+//!   server is contacted, and recorded in the ledger on success;
+//! - `ActivateSession` recorded; `RevokeSession` forwarded only for keys in the ledger (litd
+//!   announces every session type's revocation, which would leak non-autopilot keys);
+//! - reconciliation of the ledger with litd's `ListAutopilotSessions` ([`reconcile`]).
+//!
+//! The server's own errors go back to litd unchanged; litgate's own refusals and failures
+//! become statuses in one place ([`Relay::finish`]). Ledger and approval writes wait on the
+//! disk, so they run off the async workers. Never logs keys in full.
+
+mod reconcile;
+
+use std::{convert::Infallible, sync::Arc, time::UNIX_EPOCH};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use tonic::{Request, Response, Status};
+use tower::ServiceExt;
+
+pub use self::reconcile::{ReconcileReport, Reconciler};
+use super::{
+    catalogue::Catalogue,
+    client::Autopilot,
+    policy::APPROVAL_BOUNDS,
+    privacy::{FlagPolicy, FlagRefusal},
+};
+use crate::{
+    body::{self, Request as HttpRequest, Response as HttpResponse},
+    clock::SharedClock,
+    error::Error,
+    proto::autopilotserverrpc::{
+        self as aps, autopilot_server, ActivateSessionRequest, ActivateSessionResponse,
+        ListFeaturesRequest, ListFeaturesResponse, RegisterSessionRequest, RegisterSessionResponse,
+        RevokeSessionRequest, RevokeSessionResponse, TermsRequest, TermsResponse,
+    },
+    store::{ApprovalId, LedgerEntry, Store},
+    telemetry::metrics::registered,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    outcome: &'static str,
+}
+
+/// The relay service.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    autopilot: Autopilot,
+    catalogue: Arc<Catalogue>,
+    store: Store,
+    clock: SharedClock,
+    flags: FlagPolicy,
+    calls: Family<CallLabels, Counter>,
+}
+
+impl Relay {
+    /// Builds the relay and registers its metrics.
+    pub fn new(
+        autopilot: Autopilot,
+        catalogue: Arc<Catalogue>,
+        store: Store,
+        clock: SharedClock,
+        deny_clear: &[String],
+        registry: &mut Registry,
+    ) -> Self {
+        let calls: Family<CallLabels, Counter> = registered(
+            registry,
+            "calls",
+            "Calls litd made to the relay, by method and outcome (forwarded, refused, answered_locally, failed)",
+        );
+        Relay {
+            autopilot,
+            catalogue,
+            store,
+            clock,
+            flags: FlagPolicy::new(deny_clear),
+            calls,
+        }
+    }
+
+    /// The relay as a service of litgate's request and response types, for the relay stack
+    /// (`app::relay_stack`). tonic answers every call itself, so it never fails.
+    pub fn service(
+        self,
+    ) -> impl tower::Service<
+        HttpRequest,
+        Response = HttpResponse,
+        Error = Error,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
+        let grpc = autopilot_server::AutopilotServer::new(self);
+        let boxed = ServiceExt::<HttpRequest>::map_response(grpc, |r| r.map(body::boxed));
+        ServiceExt::<HttpRequest>::map_err(boxed, |never: Infallible| match never {})
+    }
+
+    /// The one place a relay call ends: its outcome counted, and a failure turned into litd's
+    /// status. The server's own errors pass unchanged; litgate's are logged (as the rescue
+    /// layer logs the public face's) and written with their code and message.
+    fn finish<T>(
+        &self,
+        method: &'static str,
+        result: Result<(T, &'static str), Failure>,
+    ) -> Result<Response<T>, Status> {
+        match result {
+            Ok((answer, outcome)) => {
+                self.count(method, outcome);
+                Ok(Response::new(answer))
+            }
+            Err(Failure::Server(s)) => {
+                self.count(method, "failed");
+                Err(s)
+            }
+            Err(Failure::Litgate(e)) => {
+                let outcome = match e {
+                    Error::Client { .. } => "refused",
+                    _ => "failed",
+                };
+                self.count(method, outcome);
+                e.log("relay call refused");
+                Err(Status::new(e.code(), e.to_string()))
+            }
+        }
+    }
+
+    fn count(&self, method: &'static str, outcome: &'static str) {
+        self.calls
+            .get_or_create(&CallLabels { method, outcome })
+            .inc();
+    }
+
+    fn now_secs(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// The policy checks of RegisterSession; `Ok(Some(id))` names the approval it matches.
+    async fn check_registration(
+        &self,
+        r: &RegisterSessionRequest,
+    ) -> Result<Option<ApprovalId>, Error> {
+        if r.responder_pub_key.len() != 33 {
+            return Err(Error::invalid(format!(
+                "responder_pub_key: must be a 33-byte compressed public key, got {} bytes",
+                r.responder_pub_key.len()
+            )));
+        }
+        // The public face's flag checks, in its order: known bits, each feature, the session.
+        let refused = |r: FlagRefusal| {
+            Error::client(r.code(), format!("litgate refused the registration: {r}"))
+        };
+        self.flags.check_known(r.privacy_flags).map_err(refused)?;
+        let mut features: Vec<String> = r.feature_configs.keys().cloned().collect();
+        features.sort();
+        let catalogue = self.catalogue.get().await?;
+        let mut needed = 0u64;
+        for f in &features {
+            let Some(feature) = catalogue.get(f) else {
+                return Err(Error::refused(format!(
+                    "litgate refused the registration: {f} is not a feature provided by the Autopilot server"
+                )));
+            };
+            self.flags
+                .check_feature(f, feature.privacy_flags)
+                .map_err(refused)?;
+            needed |= feature.privacy_flags;
+        }
+        self.flags
+            .check_session(r.privacy_flags, needed)
+            .map_err(refused)?;
+        // Hold the registration to what the public face approved for these features, if it
+        // approved anything recently; sessions created around the public face have no approval
+        // and are held to [privacy] only.
+        let now = self.now_secs();
+        let since = now.saturating_sub(APPROVAL_BOUNDS.max_age.as_secs());
+        let wanted = features.clone();
+        let approvals = self
+            .store
+            .off_worker(move |s| s.approvals_for(&wanted, since))
+            .await?;
+        let mut matching = approvals.into_iter().peekable();
+        if matching.peek().is_none() {
+            return Ok(None);
+        }
+        let found = matching
+            .find(|(_, a)| a.privacy_flags == r.privacy_flags)
+            .map(|(id, _)| id);
+        match found {
+            Some(id) => Ok(Some(id)),
+            None => Err(Error::refused(
+                "litgate refused the registration: its privacy flags differ from the ones litgate approved for this session",
+            )),
+        }
+    }
+}
+
+/// Why a relay call did not return an answer.
+enum Failure {
+    /// litgate refused it (policy) or could not serve it (catalogue, store).
+    Litgate(Error),
+    /// The Autopilot server's own error, for litd unchanged.
+    Server(Status),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Litgate(e)
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Self {
+        Failure::Litgate(e.into())
+    }
+}
+
+fn hex_key(k: &[u8]) -> String {
+    hex::encode(k)
+}
+
+fn version(v: &Option<aps::Version>) -> String {
+    v.as_ref()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.patch))
+        .unwrap_or_default()
+}
+
+/// litd's session id for a key: bytes 1..5 of the compressed key.
+fn session_id(key: &[u8]) -> String {
+    key.get(1..5).map(hex::encode).unwrap_or_default()
+}
+
+impl Relay {
+    async fn register(
+        &self,
+        r: RegisterSessionRequest,
+    ) -> Result<(RegisterSessionResponse, &'static str), Failure> {
+        let approval = self.check_registration(&r).await.inspect_err(|e| {
+            tracing::warn!(session = %session_id(&r.responder_pub_key), reason = %e, "registration refused");
+        })?;
+        let resp = self
+            .autopilot
+            .client()
+            .register_session(r.clone())
+            .await
+            .map_err(Failure::Server)?
+            .into_inner();
+        let mut features: Vec<String> = r.feature_configs.keys().cloned().collect();
+        features.sort();
+        let group_id = if r.group_responder_key.is_empty() {
+            session_id(&r.responder_pub_key)
+        } else {
+            session_id(&r.group_responder_key)
+        };
+        let entry = LedgerEntry {
+            responder_key: hex_key(&r.responder_pub_key),
+            session_id: session_id(&r.responder_pub_key),
+            group_id,
+            features,
+            privacy_flags: r.privacy_flags,
+            lit_version: version(&r.lit_version),
+            lnd_version: version(&r.lnd_version),
+            registered_at: self.now_secs(),
+            initiator_key: hex_key(&resp.initiator_pub_key),
+            last_activation: None,
+            last_activation_outcome: None,
+            revoked_at: None,
+            revoked_by: None,
+        };
+        let session = entry.session_id.clone();
+        let key = r.responder_pub_key;
+        if let Err(e) = self
+            .store
+            .off_worker(move |s| s.ledger_put(&key, &entry))
+            .await
+        {
+            // The server has the registration; reconciliation cannot see it without the
+            // ledger, so make the failure loud.
+            tracing::error!(error = %e, %session, "could not record a registration in the ledger");
+        }
+        if let Some(id) = approval {
+            if let Err(e) = self.store.off_worker(move |s| s.remove_approval(&id)).await {
+                tracing::warn!(error = %e, "could not drop a consumed approval");
+            }
+        }
+        Ok((resp, "forwarded"))
+    }
+
+    async fn activate(
+        &self,
+        req: ActivateSessionRequest,
+    ) -> Result<(ActivateSessionResponse, &'static str), Failure> {
+        let key = req.responder_pub_key.clone();
+        let res = self.autopilot.client().activate_session(req).await;
+        if let Ok(Some(mut entry)) = self.store.ledger_get(&key) {
+            entry.last_activation = Some(self.now_secs());
+            entry.last_activation_outcome = Some(match &res {
+                Ok(_) => "ok".into(),
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            });
+            if let Err(e) = self
+                .store
+                .off_worker(move |s| s.ledger_put(&key, &entry))
+                .await
+            {
+                tracing::warn!(error = %e, "could not record an activation");
+            }
+        }
+        Ok((res.map_err(Failure::Server)?.into_inner(), "forwarded"))
+    }
+
+    async fn revoke(
+        &self,
+        req: RevokeSessionRequest,
+    ) -> Result<(RevokeSessionResponse, &'static str), Failure> {
+        let key = req.responder_pub_key.clone();
+        let Some(mut entry) = self
+            .store
+            .ledger_get(&key)?
+            .filter(|e| e.revoked_at.is_none())
+        else {
+            // Not an autopilot registration we relayed (or already revoked): telling the
+            // server would only leak the key. litd only logs this call's errors anyway.
+            return Ok((RevokeSessionResponse {}, "answered_locally"));
+        };
+        let resp = self
+            .autopilot
+            .client()
+            .revoke_session(req)
+            .await
+            .map_err(Failure::Server)?
+            .into_inner();
+        entry.revoked_at = Some(self.now_secs());
+        entry.revoked_by = Some("litd".into());
+        if let Err(e) = self
+            .store
+            .off_worker(move |s| s.ledger_put(&key, &entry))
+            .await
+        {
+            tracing::warn!(error = %e, "could not record a revocation");
+        }
+        Ok((resp, "forwarded"))
+    }
+}
+
+#[tonic::async_trait]
+impl autopilot_server::Autopilot for Relay {
+    async fn terms(&self, _req: Request<TermsRequest>) -> Result<Response<TermsResponse>, Status> {
+        let res = self.catalogue.terms().await;
+        self.finish(
+            "Terms",
+            res.map(|t| (t, "answered_locally")).map_err(Failure::from),
+        )
+    }
+
+    async fn list_features(
+        &self,
+        _req: Request<ListFeaturesRequest>,
+    ) -> Result<Response<ListFeaturesResponse>, Status> {
+        let res = self.catalogue.get().await.map(|features| {
+            let features = (*features).clone();
+            (ListFeaturesResponse { features }, "answered_locally")
+        });
+        self.finish("ListFeatures", res.map_err(Failure::from))
+    }
+
+    async fn register_session(
+        &self,
+        req: Request<RegisterSessionRequest>,
+    ) -> Result<Response<RegisterSessionResponse>, Status> {
+        let res = self.register(req.into_inner()).await;
+        self.finish("RegisterSession", res)
+    }
+
+    async fn activate_session(
+        &self,
+        req: Request<ActivateSessionRequest>,
+    ) -> Result<Response<ActivateSessionResponse>, Status> {
+        let res = self.activate(req.into_inner()).await;
+        self.finish("ActivateSession", res)
+    }
+
+    async fn revoke_session(
+        &self,
+        req: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let res = self.revoke(req.into_inner()).await;
+        self.finish("RevokeSession", res)
+    }
+}

@@ -1,0 +1,60 @@
+//! `[cache]`: the session-list cache's bounds. Serde and validation only; the cache reads the
+//! values.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::values::Report;
+
+/// `[cache]`: the session-list cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Whether the cache is on; off, the router passes the list calls through untouched.
+    pub enabled: bool,
+    /// How long an answer is fresh (bounded further by session expiry and `time-before`).
+    #[serde(with = "crate::values::duration")]
+    pub ttl: Duration,
+    /// How long past its freshness an answer may be served, marked stale, while litd is
+    /// unreachable.
+    #[serde(with = "crate::values::duration")]
+    pub max_stale: Duration,
+    /// Most entries kept (one per credential, route and encoding). When full, expired entries
+    /// are swept; if it is still full, the new answer is served but not stored.
+    pub max_entries: usize,
+    /// Largest answer stored, in bytes; larger answers are served but not stored.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(5),
+            max_stale: Duration::from_secs(300),
+            max_entries: 1024,
+            max_entry_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub(crate) fn validate(&self, err: &mut Report<'_>) {
+        if self.ttl.is_zero() {
+            err("cache.ttl", "must be greater than zero".into());
+        }
+        if self.max_stale < self.ttl {
+            err("cache.max_stale", "must be at least cache.ttl".into());
+        }
+        if self.max_entries == 0 {
+            err(
+                "cache.max_entries",
+                "must be positive (use enabled = false to turn the cache off)".into(),
+            );
+        }
+        if self.max_entry_bytes == 0 {
+            err("cache.max_entry_bytes", "must be positive".into());
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The stored entry: a clear header (layout version, cache generation, freshness bounds), then
+//! the answer sealed under the credential's key with the key and the clear header as
+//! associated data. The sealed plaintext is the answer as bytes: status, headers, body,
+//! trailers. An entry that does not parse or open is a miss, never an error.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::crypto::CredentialKeys;
+use crate::grpc::status::Answer;
+
+/// Entry layout version (first byte of every stored value).
+const ENTRY_VERSION: u8 = 1;
+/// version (1) ‖ generation (8) ‖ fresh_until ms (8) ‖ hard_until ms (8).
+const HEADER_LEN: usize = 25;
+
+/// The clear header of a stored entry (authenticated as associated data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct EntryHeader {
+    pub(super) generation: u64,
+    /// Unix ms until which the entry is fresh.
+    pub(super) fresh_until: u64,
+    /// Unix ms after which it may not be served at all (the credential's `time-before`).
+    pub(super) hard_until: u64,
+}
+
+impl EntryHeader {
+    pub(super) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = ENTRY_VERSION;
+        h[1..9].copy_from_slice(&self.generation.to_be_bytes());
+        h[9..17].copy_from_slice(&self.fresh_until.to_be_bytes());
+        h[17..25].copy_from_slice(&self.hard_until.to_be_bytes());
+        h
+    }
+
+    pub(super) fn parse(v: &[u8]) -> Option<Self> {
+        if v.len() < HEADER_LEN || v[0] != ENTRY_VERSION {
+            return None;
+        }
+        let u = |r: std::ops::Range<usize>| <[u8; 8]>::try_from(&v[r]).ok().map(u64::from_be_bytes);
+        Some(EntryHeader {
+            generation: u(1..9)?,
+            fresh_until: u(9..17)?,
+            hard_until: u(17..25)?,
+        })
+    }
+
+    pub(super) fn stale_until(&self, max_stale: Duration) -> u64 {
+        self.fresh_until
+            .saturating_add(max_stale.as_millis() as u64)
+            .min(self.hard_until)
+    }
+}
+
+/// Seals `answer` (stored at `stored_at` ms) under `keys` for `key`: the clear header, then the
+/// ciphertext.
+pub(super) fn seal(
+    keys: &CredentialKeys,
+    key: &[u8],
+    header: &EntryHeader,
+    stored_at: u64,
+    answer: &Answer,
+) -> Vec<u8> {
+    let header = header.encode();
+    let mut value = header.to_vec();
+    value.extend_from_slice(&keys.seal(&aad(key, &header), &encode_answer(stored_at, answer)));
+    value
+}
+
+/// The answer a stored `value` seals for `key`, if it opens under `keys` and parses.
+pub(super) fn open(keys: &CredentialKeys, key: &[u8], value: &[u8]) -> Option<Answer> {
+    let header = value.get(..HEADER_LEN)?;
+    let plain = keys.open(&aad(key, header), &value[HEADER_LEN..]).ok()?;
+    decode_answer(Bytes::from(plain))
+}
+
+/// The associated data: the entry's key and its clear header.
+fn aad(key: &[u8], header: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(key.len() + header.len());
+    aad.extend_from_slice(key);
+    aad.extend_from_slice(header);
+    aad
+}
+
+fn put_headers(out: &mut BytesMut, h: Option<&HeaderMap>) {
+    let Some(h) = h else {
+        out.put_u8(0);
+        return;
+    };
+    out.put_u8(1);
+    out.put_u16(h.len() as u16);
+    for (k, v) in h {
+        out.put_u16(k.as_str().len() as u16);
+        out.put_slice(k.as_str().as_bytes());
+        out.put_u32(v.len() as u32);
+        out.put_slice(v.as_bytes());
+    }
+}
+
+fn get_headers(b: &mut Bytes) -> Option<Option<HeaderMap>> {
+    if !b.has_remaining() {
+        return None;
+    }
+    if b.get_u8() == 0 {
+        return Some(None);
+    }
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = b.get_u16();
+    let mut h = HeaderMap::with_capacity(n as usize);
+    for _ in 0..n {
+        if b.remaining() < 2 {
+            return None;
+        }
+        let kl = b.get_u16() as usize;
+        if b.remaining() < kl + 4 {
+            return None;
+        }
+        let k = HeaderName::from_bytes(&b.split_to(kl)).ok()?;
+        let vl = b.get_u32() as usize;
+        if b.remaining() < vl {
+            return None;
+        }
+        let v = HeaderValue::from_maybe_shared(b.split_to(vl)).ok()?;
+        h.append(k, v);
+    }
+    Some(Some(h))
+}
+
+/// stored_at ms ‖ status ‖ headers ‖ body length ‖ body ‖ trailers (the sealed plaintext).
+fn encode_answer(stored_at: u64, c: &Answer) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(c.body.len() + 256);
+    out.put_u64(stored_at);
+    out.put_u16(c.status.as_u16());
+    put_headers(&mut out, Some(&c.headers));
+    out.put_u32(c.body.len() as u32);
+    out.put_slice(&c.body);
+    put_headers(&mut out, c.trailers.as_ref());
+    out.to_vec()
+}
+
+fn decode_answer(mut b: Bytes) -> Option<Answer> {
+    if b.remaining() < 10 {
+        return None;
+    }
+    let _stored_at = b.get_u64();
+    let status = StatusCode::from_u16(b.get_u16()).ok()?;
+    let headers = get_headers(&mut b)??;
+    if b.remaining() < 4 {
+        return None;
+    }
+    let len = b.get_u32() as usize;
+    if b.remaining() < len {
+        return None;
+    }
+    // A slice of the decrypted buffer: the body is not copied again.
+    let body = b.split_to(len);
+    let trailers = get_headers(&mut b)?;
+    b.is_empty().then_some(Answer {
+        status,
+        headers,
+        body,
+        trailers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header;
+
+    use super::*;
+
+    #[test]
+    fn answers_round_trip_and_truncation_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let c = Answer {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from_static(b"body"),
+            trailers: Some(trailers),
+        };
+        let enc = encode_answer(1, &c);
+        assert_eq!(decode_answer(Bytes::from(enc.clone())), Some(c));
+        for cut in 0..enc.len() {
+            assert_eq!(
+                decode_answer(Bytes::from(enc[..cut].to_vec())),
+                None,
+                "cut at {cut}"
+            );
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The session cache's metrics (names `litgate_cache_*`). Counts and sizes only: never a key,
+//! a credential or a body.
+
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::telemetry::metrics::registered;
+
+/// The cache's Prometheus metrics.
+#[derive(Debug, Clone, Default)]
+pub struct CacheMetrics {
+    /// Answers served fresh from the cache.
+    pub hits: Counter,
+    /// Cacheable calls that went to litd (or waited for a call that did).
+    pub misses: Counter,
+    /// Answers served stale because litd was unreachable.
+    pub stale: Counter,
+    /// Calls that could not use the cache (no credential, not the canonical request).
+    pub bypasses: Counter,
+    /// Entries that did not authenticate (tampered, truncated, foreign): each was a miss.
+    pub undecryptable: Counter,
+    /// Entries in the store.
+    pub entries: Gauge,
+    /// Bytes of those entries (keys and sealed values).
+    pub bytes: Gauge,
+}
+
+impl CacheMetrics {
+    /// Every cache metric, registered in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        CacheMetrics {
+            hits: registered(
+                registry,
+                "hits",
+                "Session lists served fresh from the cache",
+            ),
+            misses: registered(
+                registry,
+                "misses",
+                "Cacheable session lists that went to litd",
+            ),
+            stale: registered(
+                registry,
+                "stale",
+                "Session lists served stale (marked) while litd was unreachable",
+            ),
+            bypasses: registered(
+                registry,
+                "bypasses",
+                "Session lists that could not use the cache (no credential, non-canonical request)",
+            ),
+            undecryptable: registered(
+                registry,
+                "undecryptable",
+                "Cache entries that failed authentication and were treated as misses",
+            ),
+            entries: registered(registry, "entries", "Entries in the session cache"),
+            bytes: registered(
+                registry,
+                "bytes",
+                "Bytes of the session cache's entries (keys and sealed values)",
+            ),
+        }
+    }
+}
