@@ -14,9 +14,14 @@ use base64::Engine;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use litgate::proto::litrpc::{AddAutopilotSessionRequest, FeatureConfig};
+use litgate::proto::{
+    autopilotserverrpc::{
+        autopilot_client::AutopilotClient as ServerClient, RegisterSessionRequest,
+    },
+    litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest, FeatureConfig},
+};
 use prost::Message;
-use tonic::Code;
+use tonic::{metadata::MetadataValue, Code};
 
 const PK: &str = "024a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a";
 
@@ -221,7 +226,9 @@ async fn a_leaking_config_is_refused_in_every_protocol_and_reaches_nothing() {
         let (code, message) = add(&env, door, &number).await;
         assert_eq!(code, Code::InvalidArgument, "{door:?}: {message}");
         assert!(
-            message.starts_with("features.AutoFees.config: $.chan: a channel ID written as a JSON number"),
+            message.starts_with(
+                "features.AutoFees.config: $.chan: a channel ID written as a JSON number"
+            ),
             "{door:?}: {message}"
         );
     }
@@ -263,5 +270,135 @@ async fn the_same_value_in_a_top_level_list_is_accepted_in_every_protocol() {
     assert!(regs
         .iter()
         .all(|r| r.request.feature_configs["AutoFees"] == listed().as_bytes()));
+    env.stop().await;
+}
+
+fn with_mac<T>(env: &Env, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
+    r.metadata_mut().insert("macaroon", mac);
+    r
+}
+
+async fn relay_client(env: &Env) -> ServerClient<tonic::transport::Channel> {
+    let relay = env.gate.relay_addr.expect("the relay is on");
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{relay}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ServerClient::new(ch)
+}
+
+fn registration(key: u8, config: &str) -> RegisterSessionRequest {
+    let mut responder_pub_key = vec![0x02];
+    responder_pub_key.extend_from_slice(&[key; 32]);
+    RegisterSessionRequest {
+        responder_pub_key,
+        mailbox_addr: "mailbox.example:443".into(),
+        feature_configs: [("AutoFees".to_string(), config.as_bytes().to_vec())].into(),
+        // AutoFees' own flags: ClearChanIDs | ClearTimeStamps.
+        privacy_flags: 0x0c,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_leaking_registration_sent_to_the_relay_never_reaches_the_server() {
+    let env = Env::start_relay("").await;
+    let mut relay = relay_client(&env).await;
+    let err = relay
+        .register_session(registration(1, &leaking()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        err.message(),
+        format!("litgate refused the registration: {REFUSED}")
+    );
+    let err = relay
+        .register_session(registration(2, r#"{"a":{"chan":812345678901234567}}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("features.AutoFees.config: $.a.chan: a channel ID written as a JSON number"),
+        "{err:?}"
+    );
+    assert_eq!(
+        env.autopilot.count("RegisterSession"),
+        0,
+        "the server saw it"
+    );
+    assert!(env.gate.store().ledger().unwrap().is_empty());
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    for reason in ["config_reveals_identifier", "config_numeric_channel_id"] {
+        let line = format!(
+            "litgate_relay_config_checks_total{{outcome=\"refused\",reason=\"{reason}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+
+    // The same pubkey in a top-level list of strings (where litd puts a pseudonym) is relayed.
+    relay
+        .register_session(registration(3, &listed()))
+        .await
+        .unwrap();
+    assert_eq!(env.autopilot.registrations().len(), 1);
+    let ledger = env.gate.store().ledger().unwrap();
+    let sent = &ledger[0].configs["AutoFees"];
+    assert_eq!(sent.pseudonyms.len(), 1);
+    assert_eq!(sent.pseudonyms[0].path, "$.peers[0]");
+    assert!(sent.in_clear.is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_going_around_the_public_face_is_stopped_at_the_relay() {
+    let env = Env::start_relay("").await;
+    // Straight to litd: litd accepts the config and registers it through the relay.
+    let mut direct = AutopilotClient::new(env.litd_channel().await);
+    let err = direct
+        .add_autopilot_session(with_mac(&env, request("AutoFees", &leaking())))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("error registering session with autopilot server"),
+        "{err:?}"
+    );
+    assert!(
+        err.message()
+            .contains("features.AutoFees.config: $.targets[0].peer: a node pubkey"),
+        "{err:?}"
+    );
+    assert_eq!(env.autopilot.count("RegisterSession"), 0);
+    assert!(env.gate.store().ledger().unwrap().is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_trusted_feature_passes_both_faces_and_is_recorded() {
+    let env = Env::start_relay("[privacy]\nskip_config_inspection = [\"AutoFees\"]\n").await;
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    client
+        .add_autopilot_session(with_mac(&env, request("AutoFees", &leaking())))
+        .await
+        .expect("a trusted feature's config is not inspected");
+    // Another feature is still held to its flags.
+    let err = client
+        .add_autopilot_session(with_mac(&env, request("HealthCheck", &leaking())))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().starts_with("features.HealthCheck.config: "),
+        "{err:?}"
+    );
+    let entry = &env.gate.store().ledger().unwrap()[0];
+    assert_eq!(entry.privacy_mapper, Some(true));
+    let sent = &entry.configs["AutoFees"];
+    assert!(sent.trusted);
+    assert_eq!(sent.in_clear[0].path, "$.targets[0].peer");
     env.stop().await;
 }

@@ -138,7 +138,8 @@ fn corpus_findings_and_decisions() {
         let err = decided.expect_err(name);
         assert_eq!(err.feature, FEATURE, "{name}");
         assert!(
-            err.to_string().starts_with("features.peer-watcher.config: "),
+            err.to_string()
+                .starts_with("features.peer-watcher.config: "),
             "{name}"
         );
     }

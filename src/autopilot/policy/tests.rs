@@ -153,7 +153,9 @@ fn configs_are_held_to_the_flags_the_policy_approves() {
         ("config_reveals_identifier", Code::FailedPrecondition)
     );
     assert!(
-        text.starts_with("features.AutoFees.config: $.peer: a node pubkey outside a top-level list of strings"),
+        text.starts_with(
+            "features.AutoFees.config: $.peer: a node pubkey outside a top-level list of strings"
+        ),
         "{text}"
     );
     assert!(
@@ -186,7 +188,10 @@ fn configs_are_held_to_the_flags_the_policy_approves() {
         (reason, code),
         ("config_numeric_channel_id", Code::InvalidArgument)
     );
-    assert!(text.starts_with("features.AutoFees.config: $.chan: "), "{text}");
+    assert!(
+        text.starts_with("features.AutoFees.config: $.chan: "),
+        "{text}"
+    );
 }
 
 #[test]
@@ -196,11 +201,17 @@ fn the_first_feature_by_name_is_named_and_every_config_is_read() {
     let other = pk_config("who");
     let req = request(&[("HealthCheck", &peer), ("AutoFees", &other)], None);
     let (_, _, text) = refused(&p, &req);
-    assert!(text.starts_with("features.AutoFees.config: $.who: "), "{text}");
+    assert!(
+        text.starts_with("features.AutoFees.config: $.who: "),
+        "{text}"
+    );
     // A clean first feature does not hide a leaking second one.
     let req = request(&[("AutoFees", b"{}"), ("HealthCheck", &peer)], None);
     let (_, _, text) = refused(&p, &req);
-    assert!(text.starts_with("features.HealthCheck.config: $.peer: "), "{text}");
+    assert!(
+        text.starts_with("features.HealthCheck.config: $.peer: "),
+        "{text}"
+    );
 }
 
 #[test]
