@@ -402,3 +402,98 @@ async fn a_trusted_feature_passes_both_faces_and_is_recorded() {
     assert_eq!(sent.in_clear[0].path, "$.targets[0].peer");
     env.stop().await;
 }
+
+const CP: &str = "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3:1";
+
+#[tokio::test]
+async fn one_command_says_what_the_server_knows() {
+    let env = Env::start_relay("").await;
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    // AutoFees' flags clear channel IDs: a scalar channel point is allowed and sent in clear;
+    // the pubkey sits where litd puts a pseudonym.
+    let config = format!(r#"{{"peers":["{PK}"],"chan":"{CP}","max_fee_ppm":500}}"#);
+    let session = client
+        .add_autopilot_session(with_mac(&env, request("AutoFees", &config)))
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+
+    let (status, body) = admin_get(&env.admin_uri("/registrations")).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains(PK) && !body.contains(&CP[..64]), "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let reg = &json["registrations"][0];
+    assert_eq!(reg["session_id"], hex::encode(&session.id));
+    assert_eq!(
+        reg["server_sees"],
+        serde_json::json!(["channel IDs", "timestamps"])
+    );
+    assert_eq!(reg["privacy_mapper"], true);
+    let sent = &reg["configs"]["AutoFees"];
+    assert_eq!(sent["bytes"], config.len());
+    assert_eq!(
+        sent["in_clear"],
+        serde_json::json!([{"path": "$.chan", "kind": "channel_point", "why": "ClearChanIDs"}])
+    );
+    assert_eq!(
+        sent["pseudonyms"],
+        serde_json::json!([{"path": "$.peers[0]", "kind": "pubkey"}])
+    );
+
+    let admin = env.gate.admin_addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
+            .args(["registrations", "--admin", &admin])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("SERVER SEES IN CLEAR"), "{text}");
+    assert!(lines[1].ends_with("channel IDs, timestamps"), "{text}");
+    let id = hex::encode(&session.id);
+    assert!(
+        lines.contains(
+            &format!(
+                "{id} AutoFees config, {} bytes: in clear $.chan (channel_point, ClearChanIDs); \
+             pseudonyms $.peers[0] (pubkey)",
+                config.len()
+            )
+            .as_str()
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(PK) && !text.contains(&CP[..64]), "{text}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_warn_only_relay_forwards_counts_and_records_the_leak() {
+    let env = Env::start_relay("[privacy]\nrelay_config_check = \"warn\"\n").await;
+    let mut relay = relay_client(&env).await;
+    relay
+        .register_session(registration(1, &leaking()))
+        .await
+        .expect("warn-only: forwarded");
+    assert_eq!(env.autopilot.registrations().len(), 1);
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    let line = "litgate_relay_config_checks_total{outcome=\"warned\",reason=\"config_reveals_identifier\"} 1";
+    assert!(metrics.contains(line), "{line}\n{metrics}");
+    let entry = &env.gate.store().ledger().unwrap()[0];
+    // Not approved by the public face: the mapper is not known, the flags are AutoFees' own.
+    assert_eq!(entry.privacy_mapper, None);
+    assert_eq!(
+        entry.server_sees,
+        ["channel IDs", "timestamps", "pubkey in the AutoFees config"]
+    );
+    assert_eq!(
+        entry.configs["AutoFees"].in_clear[0].path,
+        "$.targets[0].peer"
+    );
+    env.stop().await;
+}

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::autopilot::privacy::flags;
+
 use super::{Store, StoreError};
 
 /// One registration that went through the relay. Holds public keys and metadata only: no
@@ -47,7 +49,93 @@ pub struct LedgerEntry {
     /// Per feature name, what its config showed the Autopilot server.
     #[serde(default)]
     pub configs: BTreeMap<String, ConfigSent>,
+    /// What the Autopilot server can see in clear through this session, in words: the kinds of
+    /// data the flags clear (every kind without the privacy mapper), then any identifier a
+    /// config showed it beyond those (a trusted feature's, or one the relay only warned
+    /// about). Derived from the fields above whenever an entry is read ([`LedgerEntry::disclosed`]).
+    #[serde(default)]
+    pub server_sees: Vec<String>,
 }
+
+impl LedgerEntry {
+    /// What the server can see in clear, from the flags, the mapper and the configs.
+    pub fn disclosed(&self) -> Vec<String> {
+        let mut out: Vec<String> = flags::seen_in_clear(self.privacy_flags, self.privacy_mapper)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        for (feature, sent) in &self.configs {
+            let mut kinds: Vec<&str> = sent
+                .in_clear
+                .iter()
+                .filter(|p| p.why == NOT_REPLACED)
+                .map(|p| p.kind.as_str())
+                .collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            for kind in kinds {
+                out.push(format!("{kind} in the {feature} config"));
+            }
+            if sent.uninspected.is_some() {
+                out.push(format!("the {feature} config as written (not inspected)"));
+            }
+        }
+        out
+    }
+
+    /// One line per feature config: where its identifiers were, in clear or as pseudonyms
+    /// (for `litgate registrations`).
+    pub fn config_lines(&self) -> Vec<String> {
+        let listed = |paths: &[SentPath]| {
+            paths
+                .iter()
+                .map(|p| match p.why.as_str() {
+                    "" => format!("{} ({})", p.path, p.kind),
+                    why => format!("{} ({}, {why})", p.path, p.kind),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.configs
+            .iter()
+            .map(|(feature, sent)| {
+                let mut line =
+                    format!("{} {feature} config, {} bytes", self.session_id, sent.bytes);
+                if sent.trusted {
+                    line.push_str(", trusted");
+                }
+                if let Some(why) = &sent.uninspected {
+                    line.push_str(&format!(": sent as written, not inspected ({why})"));
+                    return line;
+                }
+                if sent.in_clear.is_empty() && sent.pseudonyms.is_empty() {
+                    line.push_str(": no node identifiers");
+                }
+                if !sent.in_clear.is_empty() {
+                    line.push_str(&format!(": in clear {}", listed(&sent.in_clear)));
+                }
+                if !sent.pseudonyms.is_empty() {
+                    line.push_str(&format!("; pseudonyms {}", listed(&sent.pseudonyms)));
+                }
+                if sent.unlisted > 0 {
+                    line.push_str(&format!("; {} more not listed", sent.unlisted));
+                }
+                line
+            })
+            .collect()
+    }
+
+    /// An entry as stored, its derived field brought up to date (older entries lack it).
+    fn read(bytes: &[u8]) -> Option<LedgerEntry> {
+        let mut e: LedgerEntry = serde_json::from_slice(bytes).ok()?;
+        e.server_sees = e.disclosed();
+        Some(e)
+    }
+}
+
+/// [`SentPath::why`] for an identifier litd did not replace although the flags keep its kind
+/// private.
+pub const NOT_REPLACED: &str = "not replaced by litd";
 
 /// What one feature config in a registration showed the Autopilot server: where its node
 /// identifiers are and whether the server got them in clear. Paths only, never values.
@@ -96,7 +184,7 @@ impl Store {
         let Some(v) = self.ledger.get(responder_key).map_err(|e| self.err(e))? else {
             return Ok(None);
         };
-        Ok(serde_json::from_slice(&v).ok())
+        Ok(LedgerEntry::read(&v))
     }
 
     /// Writes a ledger entry, durably (the ledger must survive a crash right after).
@@ -120,9 +208,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.ledger.iter() {
             let (_, v) = kv.map_err(|e| self.err(e))?;
-            if let Ok(e) = serde_json::from_slice(&v) {
-                out.push(e);
-            }
+            out.extend(LedgerEntry::read(&v));
         }
         Ok(out)
     }
@@ -166,5 +252,101 @@ mod tests {
         let json = serde_json::to_string(&e).unwrap();
         assert!(!json.contains("uninspected"), "{json}");
         assert_eq!(serde_json::from_str::<LedgerEntry>(&json).unwrap(), e);
+    }
+
+    fn entry(flags: u64, mapper: Option<bool>) -> LedgerEntry {
+        LedgerEntry {
+            responder_key: "02aa".into(),
+            session_id: "aabbccdd".into(),
+            group_id: "aabbccdd".into(),
+            features: vec!["AutoFees".into()],
+            privacy_flags: flags,
+            lit_version: "0.17.2".into(),
+            lnd_version: "0.19.0".into(),
+            registered_at: 1,
+            initiator_key: "03bb".into(),
+            last_activation: None,
+            last_activation_outcome: None,
+            revoked_at: None,
+            revoked_by: None,
+            privacy_mapper: mapper,
+            configs: BTreeMap::new(),
+            server_sees: Vec::new(),
+        }
+    }
+
+    fn at(path: &str, kind: &str, why: &str) -> SentPath {
+        SentPath {
+            path: path.into(),
+            kind: kind.into(),
+            why: why.into(),
+        }
+    }
+
+    #[test]
+    fn what_the_server_sees_comes_from_flags_mapper_and_leaks() {
+        assert_eq!(
+            entry(0x0c, Some(true)).disclosed(),
+            ["channel IDs", "timestamps"]
+        );
+        assert!(entry(0, Some(true)).disclosed().is_empty());
+        assert_eq!(entry(0, Some(false)).disclosed().len(), flags::CLEARS.len());
+
+        let mut e = entry(0x04, None);
+        e.configs.insert(
+            "AutoFees".into(),
+            ConfigSent {
+                in_clear: vec![
+                    at("$.chan", "channel_point", "ClearChanIDs"),
+                    at("$.a.peer", "pubkey", NOT_REPLACED),
+                    at("$.b.peer", "pubkey", NOT_REPLACED),
+                ],
+                ..Default::default()
+            },
+        );
+        e.configs.insert(
+            "Other".into(),
+            ConfigSent {
+                uninspected: Some("not an object".into()),
+                trusted: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            e.disclosed(),
+            [
+                "channel IDs",
+                "pubkey in the AutoFees config",
+                "the Other config as written (not inspected)"
+            ]
+        );
+        assert_eq!(
+            e.config_lines(),
+            [
+                "aabbccdd AutoFees config, 0 bytes: in clear $.chan (channel_point, \
+                 ClearChanIDs), $.a.peer (pubkey, not replaced by litd), $.b.peer (pubkey, not \
+                 replaced by litd)",
+                "aabbccdd Other config, 0 bytes, trusted: sent as written, not inspected (not an \
+                 object)"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_old_entry_read_from_the_tree_says_what_its_flags_showed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut old = serde_json::to_value(entry(0x0c, None)).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        for newer in ["privacy_mapper", "configs", "server_sees"] {
+            fields.remove(newer);
+        }
+        store
+            .ledger
+            .insert(b"k", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let read = store.ledger_get(b"k").unwrap().unwrap();
+        assert_eq!(read.server_sees, ["channel IDs", "timestamps"]);
+        assert_eq!(store.ledger().unwrap(), [read]);
     }
 }

@@ -19,7 +19,7 @@ use crate::{
         feature_config::{self, ConfigRefusal, Fate, FeatureConfigRefusal, Inspection, Privacy},
         privacy::config::{PrivacyConfig, RelayConfigCheck},
     },
-    store::{ConfigSent, SentPath},
+    store::{ConfigSent, SentPath, NOT_REPLACED},
     telemetry::metrics::registered,
 };
 
@@ -131,9 +131,15 @@ fn sent(bytes: usize, inspected: &Result<Inspection, ConfigRefusal>, trusted: bo
             Fate::Replaced => (&mut sent.pseudonyms, ""),
             Fate::ClearByFlag => (&mut sent.in_clear, finding.kind.clear_flag_name()),
             Fate::ClearNoMapper => (&mut sent.in_clear, "no privacy mapper"),
-            Fate::Leaked => (&mut sent.in_clear, "not replaced by litd"),
+            Fate::Leaked => (&mut sent.in_clear, NOT_REPLACED),
         };
-        if list.len() < MAX_LISTED {
+        // A kind the flags keep private that went in clear anyway is always listed once, so
+        // the ledger's summary of what the server saw never misses it.
+        let first_leak_of_kind = why == NOT_REPLACED
+            && !list
+                .iter()
+                .any(|p| p.why == NOT_REPLACED && p.kind == finding.kind.as_str());
+        if list.len() < MAX_LISTED || first_leak_of_kind {
             list.push(SentPath {
                 path: finding.path.to_string(),
                 kind: finding.kind.as_str().to_owned(),
@@ -258,5 +264,27 @@ mod tests {
             .unwrap();
         assert_eq!(out["A"].pseudonyms.len(), MAX_LISTED);
         assert_eq!(out["A"].unlisted, 5);
+
+        // A leak of a kind the flags keep private is listed even past the bound.
+        let chans: Vec<String> = (0..MAX_LISTED + 3)
+            .map(|i| format!("\"c{i}\":\"{CP}\""))
+            .collect();
+        let cfg = configs(&[(
+            "A",
+            format!(r#"{{{},"z":{{"peer":"{PK}"}}}}"#, chans.join(",")),
+        )]);
+        let warn = check(&PrivacyConfig {
+            relay_config_check: RelayConfigCheck::Warn,
+            ..Default::default()
+        });
+        let out = warn
+            .check("s", &cfg, Privacy::Mapper { flags: 0x04 })
+            .unwrap();
+        assert_eq!(out["A"].in_clear.len(), MAX_LISTED + 1);
+        assert_eq!(
+            out["A"].in_clear.last(),
+            Some(&path("$.z.peer", "pubkey", NOT_REPLACED))
+        );
+        assert_eq!(out["A"].unlisted, 3);
     }
 }

@@ -320,6 +320,11 @@ impl Relay {
             revoked_by: None,
             privacy_mapper: checked.privacy_mapper,
             configs: checked.configs,
+            server_sees: Vec::new(),
+        };
+        let entry = LedgerEntry {
+            server_sees: entry.disclosed(),
+            ..entry
         };
         let session = entry.session_id.clone();
         let key = r.responder_pub_key;
