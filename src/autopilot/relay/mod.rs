@@ -351,7 +351,9 @@ impl Relay {
     ) -> Result<(ActivateSessionResponse, &'static str), Failure> {
         let key = req.responder_pub_key.clone();
         let res = self.autopilot.client().activate_session(req).await;
-        if let Ok(Some(mut entry)) = self.store.ledger_get(&key) {
+        let lookup = key.clone();
+        let found = self.store.off_worker(move |s| s.ledger_get(&lookup)).await;
+        if let Ok(Some(mut entry)) = found {
             entry.last_activation = Some(self.now_secs());
             entry.last_activation_outcome = Some(match &res {
                 Ok(_) => "ok".into(),
@@ -373,9 +375,11 @@ impl Relay {
         req: RevokeSessionRequest,
     ) -> Result<(RevokeSessionResponse, &'static str), Failure> {
         let key = req.responder_pub_key.clone();
+        let lookup = key.clone();
         let Some(mut entry) = self
             .store
-            .ledger_get(&key)?
+            .off_worker(move |s| s.ledger_get(&lookup))
+            .await?
             .filter(|e| e.revoked_at.is_none())
         else {
             // Not an autopilot registration we relayed (or already revoked): telling the
