@@ -15,13 +15,11 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use litgate::proto::{
-    autopilotserverrpc::{
-        autopilot_client::AutopilotClient as ServerClient, RegisterSessionRequest,
-    },
+    autopilotserverrpc::RegisterSessionRequest,
     litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest, FeatureConfig},
 };
 use prost::Message;
-use tonic::{metadata::MetadataValue, Code};
+use tonic::Code;
 
 const PK: &str = "024a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a";
 
@@ -273,23 +271,6 @@ async fn the_same_value_in_a_top_level_list_is_accepted_in_every_protocol() {
     env.stop().await;
 }
 
-fn with_mac<T>(env: &Env, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
-    r.metadata_mut().insert("macaroon", mac);
-    r
-}
-
-async fn relay_client(env: &Env) -> ServerClient<tonic::transport::Channel> {
-    let relay = env.gate.relay_addr.expect("the relay is on");
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{relay}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    ServerClient::new(ch)
-}
-
 fn registration(key: u8, config: &str) -> RegisterSessionRequest {
     let mut responder_pub_key = vec![0x02];
     responder_pub_key.extend_from_slice(&[key; 32]);
@@ -360,7 +341,7 @@ async fn a_client_going_around_the_public_face_is_stopped_at_the_relay() {
     // Straight to litd: litd accepts the config and registers it through the relay.
     let mut direct = AutopilotClient::new(env.litd_channel().await);
     let err = direct
-        .add_autopilot_session(with_mac(&env, request("AutoFees", &leaking())))
+        .add_autopilot_session(with_macaroon(&env, request("AutoFees", &leaking())))
         .await
         .unwrap_err();
     assert!(
@@ -383,12 +364,12 @@ async fn a_trusted_feature_passes_both_faces_and_is_recorded() {
     let env = Env::start_relay("[privacy]\nskip_config_inspection = [\"AutoFees\"]\n").await;
     let mut client = AutopilotClient::new(env.gate_channel().await);
     client
-        .add_autopilot_session(with_mac(&env, request("AutoFees", &leaking())))
+        .add_autopilot_session(with_macaroon(&env, request("AutoFees", &leaking())))
         .await
         .expect("a trusted feature's config is not inspected");
     // Another feature is still held to its flags.
     let err = client
-        .add_autopilot_session(with_mac(&env, request("HealthCheck", &leaking())))
+        .add_autopilot_session(with_macaroon(&env, request("HealthCheck", &leaking())))
         .await
         .unwrap_err();
     assert!(
@@ -413,7 +394,7 @@ async fn one_command_says_what_the_server_knows() {
     // the pubkey sits where litd puts a pseudonym.
     let config = format!(r#"{{"peers":["{PK}"],"chan":"{CP}","max_fee_ppm":500}}"#);
     let session = client
-        .add_autopilot_session(with_mac(&env, request("AutoFees", &config)))
+        .add_autopilot_session(with_macaroon(&env, request("AutoFees", &config)))
         .await
         .unwrap()
         .into_inner()
@@ -442,17 +423,7 @@ async fn one_command_says_what_the_server_knows() {
         serde_json::json!([{"path": "$.peers[0]", "kind": "pubkey"}])
     );
 
-    let admin = env.gate.admin_addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
-            .args(["registrations", "--admin", &admin])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = registrations_command(&env).await;
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].ends_with("SERVER SEES IN CLEAR"), "{text}");
     assert!(lines[1].ends_with("channel IDs, timestamps"), "{text}");
