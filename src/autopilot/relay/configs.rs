@@ -233,6 +233,53 @@ mod tests {
         assert_eq!(counted(&warn, "refused", "config_reveals_identifier"), 0);
     }
 
+    /// A log sink for one test.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn warnings_name_the_path_never_the_identifier() {
+        let sink = Captured::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let warn = check(&PrivacyConfig {
+            relay_config_check: RelayConfigCheck::Warn,
+            ..Default::default()
+        });
+        let cfg = configs(&[(
+            "A",
+            format!(r#"{{"peer":"{PK}","x":{{"{PK}":1}},"c":"{CP}"}}"#),
+        )]);
+        tracing::subscriber::with_default(subscriber, || {
+            warn.check("0a1b2c3d", &cfg, Privacy::Mapper { flags: 0 })
+                .unwrap();
+        });
+        let logged = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            logged.contains("WARN")
+                && logged.contains("feature=A")
+                && logged.contains("reason=$.peer: a node pubkey"),
+            "{logged}"
+        );
+        assert!(
+            !logged.contains(&PK[2..]) && !logged.contains(&CP[..64]),
+            "{logged}"
+        );
+    }
+
     #[test]
     fn trusted_features_are_recorded_not_refused() {
         let c = check(&PrivacyConfig {
