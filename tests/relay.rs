@@ -8,17 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use litgate::proto::{
-    autopilotserverrpc::{
-        autopilot_client::AutopilotClient as ServerClient, ActivateSessionRequest,
-        RegisterSessionRequest,
-    },
+    autopilotserverrpc::{ActivateSessionRequest, RegisterSessionRequest},
     litrpc::{
         autopilot_client::AutopilotClient, sessions_client::SessionsClient,
         AddAutopilotSessionRequest, FeatureConfig, RevokeAutopilotSessionRequest,
         RevokeSessionRequest, SessionType,
     },
 };
-use tonic::{metadata::MetadataValue, Code};
+use tonic::Code;
 
 fn add_request(feature: &str) -> AddAutopilotSessionRequest {
     AddAutopilotSessionRequest {
@@ -40,29 +37,12 @@ fn add_request(feature: &str) -> AddAutopilotSessionRequest {
     }
 }
 
-fn with_mac<T>(env: &Env, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
-    r.metadata_mut().insert("macaroon", mac);
-    r
-}
-
-async fn relay_client(env: &Env) -> ServerClient<tonic::transport::Channel> {
-    let ch =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", env.gate.relay_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    ServerClient::new(ch)
-}
-
 #[tokio::test]
 async fn add_session_goes_through_the_relay_into_the_ledger() {
     let env = Env::start_relay("").await;
     let mut client = AutopilotClient::new(env.gate_channel().await);
     let session = client
-        .add_autopilot_session(with_mac(&env, add_request("AutoFees")))
+        .add_autopilot_session(with_macaroon(&env, add_request("AutoFees")))
         .await
         .unwrap()
         .into_inner()
@@ -106,7 +86,7 @@ async fn add_session_goes_through_the_relay_into_the_ledger() {
 
     // Revoking it goes to the server and marks the ledger.
     client
-        .revoke_autopilot_session(with_mac(
+        .revoke_autopilot_session(with_macaroon(
             &env,
             RevokeAutopilotSessionRequest {
                 local_public_key: session.local_public_key.clone(),
@@ -129,7 +109,7 @@ async fn registration_with_a_denied_flag_never_reaches_the_server() {
     // A client that bypasses the public face and talks to litd directly.
     let mut direct = AutopilotClient::new(env.litd_channel().await);
     let err = direct
-        .add_autopilot_session(with_mac(&env, add_request("AutoOpen")))
+        .add_autopilot_session(with_macaroon(&env, add_request("AutoOpen")))
         .await
         .unwrap_err();
     assert!(
@@ -155,7 +135,7 @@ async fn revocation_of_a_non_autopilot_session_never_reaches_the_server() {
         .unwrap();
     let mut sessions = SessionsClient::new(env.gate_channel().await);
     sessions
-        .revoke_session(with_mac(
+        .revoke_session(with_macaroon(
             &env,
             RevokeSessionRequest {
                 local_public_key: victim.local_public_key.clone(),
@@ -185,7 +165,7 @@ async fn reconciliation_revokes_orphaned_registrations_only() {
     // A live session, registered through the relay by litd.
     let mut client = AutopilotClient::new(env.gate_channel().await);
     let live = client
-        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .add_autopilot_session(with_macaroon(&env, add_request("HealthCheck")))
         .await
         .unwrap()
         .into_inner()
@@ -244,7 +224,7 @@ async fn server_down_gives_litd_unavailable_promptly() {
     let mut client = AutopilotClient::new(env.gate_channel().await);
     // One session while the server is up, so the catalogue is fresh.
     client
-        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .add_autopilot_session(with_macaroon(&env, add_request("HealthCheck")))
         .await
         .unwrap();
     let mut relay = relay_client(&env).await;
@@ -260,7 +240,7 @@ async fn server_down_gives_litd_unavailable_promptly() {
     // litd's own registration fails cleanly: the policy passes on the fresh catalogue, litd
     // registers through the relay, and the relay's UNAVAILABLE reaches litd.
     let err = client
-        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .add_autopilot_session(with_macaroon(&env, add_request("HealthCheck")))
         .await
         .unwrap_err();
     assert!(
@@ -281,7 +261,7 @@ async fn the_ledger_survives_a_restart() {
     let env = Env::start_relay("").await;
     let mut client = AutopilotClient::new(env.gate_channel().await);
     client
-        .add_autopilot_session(with_mac(&env, add_request("HealthCheck")))
+        .add_autopilot_session(with_macaroon(&env, add_request("HealthCheck")))
         .await
         .unwrap();
     let before = env.gate.store().ledger().unwrap();
@@ -298,23 +278,13 @@ async fn registrations_command_prints_the_ledger() {
     let env = Env::start_relay("").await;
     let mut client = AutopilotClient::new(env.gate_channel().await);
     let session = client
-        .add_autopilot_session(with_mac(&env, add_request("AutoFees")))
+        .add_autopilot_session(with_macaroon(&env, add_request("AutoFees")))
         .await
         .unwrap()
         .into_inner()
         .session
         .unwrap();
-    let admin = env.gate.admin_addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
-            .args(["registrations", "--admin", &admin])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = registrations_command(&env).await;
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0].starts_with("SESSION") && lines[0].contains("FEATURES"),

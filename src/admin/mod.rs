@@ -1,7 +1,8 @@
 //! The admin listener (`[admin]`, plaintext HTTP/1.1, loopback by default): `/live` (the
 //! process answers), `/ready` (the store is usable and litd answered a TLS handshake),
 //! `/metrics` (Prometheus text), `/registrations` (the relay's ledger as JSON: public keys and
-//! metadata only). Never on the public face; answers carry no secrets.
+//! metadata only, with what each registration let the Autopilot server see in clear and the
+//! paths, never the values, of the node identifiers in its feature configs). Never on the public face; answers carry no secrets.
 
 pub(crate) mod config;
 
@@ -197,6 +198,7 @@ pub(crate) fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
         "REGISTERED".into(),
         "LAST ACTIVATION".into(),
         "REVOKED".into(),
+        "SERVER SEES IN CLEAR".into(),
     ]];
     for e in entries {
         let flags = if e.privacy_flags == 0 {
@@ -221,9 +223,13 @@ pub(crate) fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
             fmt_time(Some(e.registered_at)),
             activation,
             revoked,
+            match e.server_sees.join(", ") {
+                s if s.is_empty() => "nothing".into(),
+                s => s,
+            },
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -238,6 +244,14 @@ pub(crate) fn render_table(entries: &[crate::store::LedgerEntry]) -> String {
     }
     if entries.is_empty() {
         out.push_str("(no registrations)\n");
+    }
+    let configs: Vec<String> = entries.iter().flat_map(|e| e.config_lines()).collect();
+    if !configs.is_empty() {
+        out.push_str("\nFEATURE CONFIGS SENT (paths of node identifiers, never their values)\n");
+        for line in configs {
+            out.push_str(&line);
+            out.push('\n');
+        }
     }
     out
 }

@@ -94,7 +94,7 @@ impl Components {
                 catalogue.clone(),
                 store.clone(),
                 clock.clone(),
-                &cfg.privacy.deny_clear,
+                &cfg.privacy,
                 registry,
             );
             (relay, RequestMetrics::register(registry))

@@ -1,9 +1,10 @@
-//! The AddAutopilotSession policy (`docs/design.md`, "AddAutopilotSession"): everything litgate checks and decides
-//! about a request before litd sees it. Pure: it takes the decoded request, the feature
-//! catalogue and (for linked sessions) what litd says about the linked session, and returns
-//! either a refusal naming the field and the reason, or the decision — the values to write into
-//! the request explicitly (privacy flags, capped rate limits) and what to record. It never
-//! performs I/O; the handler (`add_session.rs`) does.
+//! The AddAutopilotSession policy (`docs/design.md`, "AddAutopilotSession"): everything litgate
+//! checks and decides about a request before litd sees it, down to what each feature's config
+//! would show the Autopilot server (`feature_config`). Pure: it takes the decoded request, the
+//! feature catalogue and (for linked sessions) what litd says about the linked session, and
+//! returns either a refusal naming the field and the reason, or the decision — the values to
+//! write into the request explicitly (privacy flags, capped rate limits) and what to record. It
+//! never performs I/O; the handler (`add_session.rs`) does.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -14,6 +15,7 @@ use tonic::Code;
 
 use super::{
     config::RulesConfig,
+    feature_config::{self, FeatureConfigRefusal, Privacy},
     privacy::{self, config::PrivacyConfig, FlagPolicy, FlagRefusal},
     rules::{self, RuleError, RATE_LIMIT},
 };
@@ -44,6 +46,10 @@ fn refuse(reason: &'static str, code: Code, message: impl Into<String>) -> Refus
 
 fn flag_refusal(r: FlagRefusal) -> Refusal {
     refuse(r.reason(), r.code(), r.to_string())
+}
+
+fn config_refusal(r: FeatureConfigRefusal) -> Refusal {
+    refuse(r.reason.reason(), r.reason.code(), r.to_string())
 }
 
 fn invalid(reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -294,6 +300,20 @@ impl Policy {
             }
         }
 
+        // What each config shows the Autopilot server once litd has obfuscated it, with the
+        // flags litd will store: refused if it reveals what those flags keep private.
+        let inspected_as = if privacy {
+            Privacy::Mapper {
+                flags: approved_flags,
+            }
+        } else {
+            Privacy::NoMapper
+        };
+        for name in names.iter().filter(|n| self.privacy.inspects(n)) {
+            let config = req.features.get(*name).map_or(&[][..], |f| &f.config[..]);
+            feature_config::check_feature(name, config, inspected_as).map_err(config_refusal)?;
+        }
+
         Ok(Decision {
             write_flags: privacy.then_some(approved_flags),
             approved_flags,
@@ -430,3 +450,6 @@ pub(crate) const APPROVAL_BOUNDS: crate::store::ApprovalBounds = crate::store::A
     max_age: Duration::from_secs(600),
     max_count: 10_000,
 };
+
+#[cfg(test)]
+mod tests;

@@ -40,7 +40,7 @@ pub(crate) use self::{approvals::ApprovalBounds, catalogue::CatalogueRecord};
 pub use self::{
     approvals::{Approval, ApprovalId},
     error::StoreError,
-    ledger::LedgerEntry,
+    ledger::{ConfigSent, LedgerEntry, SentPath, NOT_REPLACED},
 };
 
 /// The key layout this build reads and writes.

@@ -626,3 +626,40 @@ pub fn writable_adds(litd: &DemoLitd) -> usize {
             .filter(|r| !r.features.is_empty())
             .count()
 }
+
+/// A request carrying the test's macaroon in its metadata.
+pub fn with_macaroon<T>(env: &Env, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let mac: tonic::metadata::MetadataValue<_> = env.macaroon().parse().unwrap();
+    r.metadata_mut().insert("macaroon", mac);
+    r
+}
+
+/// A client of litgate's relay face, as litd's autopilot client talks to it (plaintext).
+pub async fn relay_client(
+    env: &Env,
+) -> litgate::proto::autopilotserverrpc::autopilot_client::AutopilotClient<tonic::transport::Channel>
+{
+    let relay = env.gate.relay_addr.expect("the relay is on");
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{relay}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    litgate::proto::autopilotserverrpc::autopilot_client::AutopilotClient::new(ch)
+}
+
+/// `litgate registrations --admin <env's admin>` run as the built binary: its standard output.
+pub async fn registrations_command(env: &Env) -> String {
+    let admin = env.gate.admin_addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
+            .args(["registrations", "--admin", &admin])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}

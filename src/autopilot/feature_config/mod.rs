@@ -289,6 +289,31 @@ pub enum ConfigRefusal {
     },
 }
 
+impl ConfigRefusal {
+    /// A bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConfigRefusal::Malformed { .. } => "config_malformed",
+            ConfigRefusal::NotAnObject { .. } => "config_not_an_object",
+            ConfigRefusal::TooDeep { .. } => "config_too_deep",
+            ConfigRefusal::DuplicateKey { .. } => "config_duplicate_key",
+            ConfigRefusal::MixedList { .. } => "config_mixed_list",
+            ConfigRefusal::Revealed { .. } => "config_reveals_identifier",
+            ConfigRefusal::NumericChannelId { .. } => "config_numeric_channel_id",
+        }
+    }
+
+    /// The gRPC code: a policy refusal when the session's flags are what forbids the value
+    /// (asking for the flag could change the answer), else a malformed request (no flag
+    /// makes the config acceptable).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ConfigRefusal::Revealed { .. } => tonic::Code::FailedPrecondition,
+            _ => tonic::Code::InvalidArgument,
+        }
+    }
+}
+
 fn revealed_text(kind: Kind, shape: Shape, others: usize) -> String {
     let (written, fix) = match (shape, kind) {
         (Shape::Key, _) => (
@@ -327,9 +352,10 @@ fn and_more(others: usize) -> String {
     }
 }
 
-/// A refusal naming the feature whose config it is.
+/// A refusal naming the feature whose config it is, as the field of AddAutopilotSession the
+/// caller has to change (both faces use these words).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("feature {feature:?}: {reason}")]
+#[error("features.{feature}.config: {reason}")]
 pub struct FeatureConfigRefusal {
     /// The feature.
     pub feature: String,
@@ -476,5 +502,7 @@ fn fate(kind: Kind, shape: Shape, in_string_list: bool, privacy: Privacy) -> Fat
     }
 }
 
+#[cfg(test)]
+pub(crate) mod corpus;
 #[cfg(test)]
 mod tests;

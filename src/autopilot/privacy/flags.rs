@@ -13,6 +13,18 @@ pub const NAMES: [&str; 8] = [
     "ClearNetworkAddresses",
 ];
 
+/// What each flag, by bit, lets the Autopilot server see in clear, in words for operators.
+pub const CLEARS: [&str; 8] = [
+    "pubkeys",
+    "amounts",
+    "channel IDs",
+    "timestamps",
+    "channel initiator",
+    "HTLCs",
+    "closing tx IDs",
+    "network addresses",
+];
+
 /// Bits 0–7: every flag litd knows.
 pub const KNOWN: u64 = 0xff;
 
@@ -50,6 +62,18 @@ pub fn describe(flags: u64) -> String {
     }
 }
 
+/// The kinds of data the Autopilot server sees in clear through a session: the ones its flags
+/// clear, or every kind when the session has no privacy mapper (`Some(false)`). Unknown bits
+/// (refused on both faces) add nothing.
+pub fn seen_in_clear(flags: u64, privacy_mapper: Option<bool>) -> Vec<&'static str> {
+    CLEARS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| privacy_mapper == Some(false) || flags & (1 << bit) != 0)
+        .map(|(_, k)| *k)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +83,17 @@ mod tests {
         assert_eq!(text(0x81), "ClearPubkeys|ClearNetworkAddresses");
         assert_eq!(unknown_bit(0x81), None);
         assert_eq!(unknown_bit(0x300), Some(8));
+    }
+
+    #[test]
+    fn what_the_server_sees_in_clear() {
+        assert_eq!(
+            seen_in_clear(0x0c, Some(true)),
+            ["channel IDs", "timestamps"]
+        );
+        assert_eq!(seen_in_clear(0x03, None), ["pubkeys", "amounts"]);
+        assert!(seen_in_clear(0, Some(true)).is_empty());
+        assert!(seen_in_clear(0x100, None).is_empty());
+        assert_eq!(seen_in_clear(0, Some(false)), CLEARS);
     }
 }

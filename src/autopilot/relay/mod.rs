@@ -2,8 +2,9 @@
 //! goes through litgate (`docs/design.md`, "The relay face"). It serves `autopilotserverrpc.Autopilot` and
 //! forwards to the real server over the shared channel, adding:
 //! - `Terms` and `ListFeatures` answered from the catalogue (fresh, or stale within bounds);
-//! - `RegisterSession` held to `[privacy]` and to what the public face approved, before the
-//!   server is contacted, and recorded in the ledger on success;
+//! - `RegisterSession` held to `[privacy]` and to what the public face approved, its feature
+//!   configs held to its flags ([`configs`]), all before the server is contacted, and recorded
+//!   in the ledger on success with what it showed the server;
 //! - `ActivateSession` recorded; `RevokeSession` forwarded only for keys in the ledger (litd
 //!   announces every session type's revocation, which would leak non-autopilot keys);
 //! - reconciliation of the ledger with litd's `ListAutopilotSessions` ([`reconcile`]).
@@ -12,9 +13,10 @@
 //! become statuses in one place ([`Relay::finish`]). Ledger and approval writes wait on the
 //! disk, so they run off the async workers. Never logs keys in full.
 
+mod configs;
 mod reconcile;
 
-use std::{convert::Infallible, sync::Arc, time::UNIX_EPOCH};
+use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::UNIX_EPOCH};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -24,12 +26,14 @@ use prometheus_client::{
 use tonic::{Request, Response, Status};
 use tower::ServiceExt;
 
+use self::configs::ConfigCheck;
 pub use self::reconcile::{ReconcileReport, Reconciler};
 use super::{
     catalogue::Catalogue,
     client::Autopilot,
+    feature_config::Privacy,
     policy::APPROVAL_BOUNDS,
-    privacy::{FlagPolicy, FlagRefusal},
+    privacy::{config::PrivacyConfig, FlagPolicy, FlagRefusal},
 };
 use crate::{
     body::{self, Request as HttpRequest, Response as HttpResponse},
@@ -40,7 +44,7 @@ use crate::{
         ListFeaturesRequest, ListFeaturesResponse, RegisterSessionRequest, RegisterSessionResponse,
         RevokeSessionRequest, RevokeSessionResponse, TermsRequest, TermsResponse,
     },
-    store::{ApprovalId, LedgerEntry, Store},
+    store::{ApprovalId, ConfigSent, LedgerEntry, Store},
     telemetry::metrics::registered,
 };
 
@@ -58,7 +62,18 @@ pub struct Relay {
     store: Store,
     clock: SharedClock,
     flags: FlagPolicy,
+    configs: ConfigCheck,
     calls: Family<CallLabels, Counter>,
+}
+
+/// What a registration that passed the checks is recorded with.
+struct Checked {
+    /// The public face's approval it matches, consumed once the server accepts it.
+    approval: Option<ApprovalId>,
+    /// Whether the session has the privacy mapper, when the public face approved it.
+    privacy_mapper: Option<bool>,
+    /// What each feature config shows the server.
+    configs: BTreeMap<String, ConfigSent>,
 }
 
 impl Relay {
@@ -68,7 +83,7 @@ impl Relay {
         catalogue: Arc<Catalogue>,
         store: Store,
         clock: SharedClock,
-        deny_clear: &[String],
+        privacy: &PrivacyConfig,
         registry: &mut Registry,
     ) -> Self {
         let calls: Family<CallLabels, Counter> = registered(
@@ -81,7 +96,8 @@ impl Relay {
             catalogue,
             store,
             clock,
-            flags: FlagPolicy::new(deny_clear),
+            flags: FlagPolicy::new(&privacy.deny_clear),
+            configs: ConfigCheck::new(privacy, registry),
             calls,
         }
     }
@@ -146,11 +162,9 @@ impl Relay {
             .unwrap_or(0)
     }
 
-    /// The policy checks of RegisterSession; `Ok(Some(id))` names the approval it matches.
-    async fn check_registration(
-        &self,
-        r: &RegisterSessionRequest,
-    ) -> Result<Option<ApprovalId>, Error> {
+    /// The policy checks of RegisterSession: its flags, what the public face approved, and
+    /// what its feature configs show the server under those flags.
+    async fn check_registration(&self, r: &RegisterSessionRequest) -> Result<Checked, Error> {
         if r.responder_pub_key.len() != 33 {
             return Err(Error::invalid(format!(
                 "responder_pub_key: must be a 33-byte compressed public key, got {} bytes",
@@ -190,19 +204,46 @@ impl Relay {
             .store
             .off_worker(move |s| s.approvals_for(&wanted, since))
             .await?;
-        let mut matching = approvals.into_iter().peekable();
-        if matching.peek().is_none() {
-            return Ok(None);
-        }
-        let found = matching
+        let approved = !approvals.is_empty();
+        let (approval, privacy_mapper) = match approvals
+            .into_iter()
             .find(|(_, a)| a.privacy_flags == r.privacy_flags)
-            .map(|(id, _)| id);
-        match found {
-            Some(id) => Ok(Some(id)),
-            None => Err(Error::refused(
-                "litgate refused the registration: its privacy flags differ from the ones litgate approved for this session",
-            )),
-        }
+        {
+            Some((id, a)) => (Some(id), Some(a.privacy)),
+            None if approved => {
+                return Err(Error::refused(
+                    "litgate refused the registration: its privacy flags differ from the ones litgate approved for this session",
+                ))
+            }
+            None => (None, None),
+        };
+        // litd obfuscates configs only with the mapper on; RegisterSession does not say
+        // whether it is, so without an approval saying otherwise the configs are held to the
+        // flags the registration carries.
+        let inspected_as = match privacy_mapper {
+            Some(false) => Privacy::NoMapper,
+            _ => Privacy::Mapper {
+                flags: r.privacy_flags,
+            },
+        };
+        let configs = self
+            .configs
+            .check(
+                &session_id(&r.responder_pub_key),
+                &r.feature_configs,
+                inspected_as,
+            )
+            .map_err(|refusal| {
+                Error::client(
+                    refusal.reason.code(),
+                    format!("litgate refused the registration: {refusal}"),
+                )
+            })?;
+        Ok(Checked {
+            approval,
+            privacy_mapper,
+            configs,
+        })
     }
 }
 
@@ -246,7 +287,7 @@ impl Relay {
         &self,
         r: RegisterSessionRequest,
     ) -> Result<(RegisterSessionResponse, &'static str), Failure> {
-        let approval = self.check_registration(&r).await.inspect_err(|e| {
+        let checked = self.check_registration(&r).await.inspect_err(|e| {
             tracing::warn!(session = %session_id(&r.responder_pub_key), reason = %e, "registration refused");
         })?;
         let resp = self
@@ -277,6 +318,13 @@ impl Relay {
             last_activation_outcome: None,
             revoked_at: None,
             revoked_by: None,
+            privacy_mapper: checked.privacy_mapper,
+            configs: checked.configs,
+            server_sees: Vec::new(),
+        };
+        let entry = LedgerEntry {
+            server_sees: entry.disclosed(),
+            ..entry
         };
         let session = entry.session_id.clone();
         let key = r.responder_pub_key;
@@ -289,7 +337,7 @@ impl Relay {
             // ledger, so make the failure loud.
             tracing::error!(error = %e, %session, "could not record a registration in the ledger");
         }
-        if let Some(id) = approval {
+        if let Some(id) = checked.approval {
             if let Err(e) = self.store.off_worker(move |s| s.remove_approval(&id)).await {
                 tracing::warn!(error = %e, "could not drop a consumed approval");
             }
@@ -303,7 +351,9 @@ impl Relay {
     ) -> Result<(ActivateSessionResponse, &'static str), Failure> {
         let key = req.responder_pub_key.clone();
         let res = self.autopilot.client().activate_session(req).await;
-        if let Ok(Some(mut entry)) = self.store.ledger_get(&key) {
+        let lookup = key.clone();
+        let found = self.store.off_worker(move |s| s.ledger_get(&lookup)).await;
+        if let Ok(Some(mut entry)) = found {
             entry.last_activation = Some(self.now_secs());
             entry.last_activation_outcome = Some(match &res {
                 Ok(_) => "ok".into(),
@@ -325,9 +375,11 @@ impl Relay {
         req: RevokeSessionRequest,
     ) -> Result<(RevokeSessionResponse, &'static str), Failure> {
         let key = req.responder_pub_key.clone();
+        let lookup = key.clone();
         let Some(mut entry) = self
             .store
-            .ledger_get(&key)?
+            .off_worker(move |s| s.ledger_get(&lookup))
+            .await?
             .filter(|e| e.revoked_at.is_none())
         else {
             // Not an autopilot registration we relayed (or already revoked): telling the
