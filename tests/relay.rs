@@ -257,6 +257,12 @@ async fn server_down_gives_litd_unavailable_promptly() {
         .expect("answers promptly")
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    // litd is told what failed, not where the server is nor what the OS said.
+    assert!(
+        !err.message().contains(&env.autopilot.addr().to_string()),
+        "{err:?}"
+    );
+    assert!(!err.message().contains("os error"), "{err:?}");
     // litd's own registration fails cleanly: the policy passes on the fresh catalogue, litd
     // registers through the relay, and the relay's UNAVAILABLE reaches litd.
     let err = client

@@ -22,13 +22,14 @@ pub fn insert_status(h: &mut HeaderMap, code: tonic::Code, message: &str) {
     }
 }
 
-/// Writes `err` as the caller's protocol expects it.
+/// Writes `err` as the caller's protocol expects it, with what the caller may be told
+/// ([`Error::public_message`]: no internal address, no OS error).
 pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     let retry_after = match err {
         Error::RateLimited { retry_after, .. } => Some(*retry_after),
         _ => None,
     };
-    status_response(protocol, err.code(), &err.to_string(), retry_after)
+    status_response(protocol, err.code(), &err.public_message(), retry_after)
 }
 
 /// A status in the caller's protocol: trailers-only for gRPC and grpc-web ([`insert_status`]);
