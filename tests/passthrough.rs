@@ -276,7 +276,7 @@ async fn grpc_web_binary_and_text() {
     for protocol in ["grpc-web", "grpc-web-text"] {
         assert!(
             metrics.contains(&format!(
-                "litgate_requests_total{{route=\"ListSessions\",protocol=\"{protocol}\",code=\"0\"}} 1"
+                "litgate_requests_total{{route=\"ListSessions\",protocol=\"{protocol}\",grpc_status=\"OK\",http_status=\"200\",outcome=\"ok\"}} 1"
             )),
             "{protocol}: {metrics}"
         );
@@ -376,7 +376,7 @@ async fn one_upstream_connection_serves_many_calls() {
     // The status came from the trailers, read as the bodies streamed: 40 OKs, none cancelled.
     assert!(
         metrics.contains(
-            "litgate_requests_total{route=\"ListSessions\",protocol=\"grpc\",code=\"0\"} 40"
+            "litgate_requests_total{route=\"ListSessions\",protocol=\"grpc\",grpc_status=\"OK\",http_status=\"200\",outcome=\"ok\"} 40"
         ),
         "{metrics}"
     );

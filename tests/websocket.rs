@@ -709,11 +709,20 @@ async fn unauthenticated_add_over_grpc_websockets_gets_litds_answer_and_is_count
     let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
     let line = |code: &str| {
         format!(
-            "litgate_requests_total{{route=\"AddAutopilotSession\",protocol=\"grpc-websockets\",code=\"{code}\"}}"
+            "litgate_requests_total{{route=\"AddAutopilotSession\",protocol=\"grpc-websockets\",grpc_status=\"{code}\",http_status=\"101\",outcome=\"error\"}}"
         )
     };
-    assert!(metrics.contains(&format!("{} 1", line("9"))), "{metrics}");
-    assert!(metrics.contains(&format!("{} 2", line("2"))), "{metrics}");
-    assert!(!metrics.contains(&line("http_101")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("{} 1", line("FailedPrecondition"))),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("{} 2", line("Unknown"))),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("grpc_status=\"\",http_status=\"101\""),
+        "{metrics}"
+    );
     env.stop().await;
 }

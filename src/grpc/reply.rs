@@ -56,7 +56,7 @@ pub fn status_response(
         r
     } else {
         let mut r = Response::new(body::full(gateway_error_json(code, message)));
-        *r.status_mut() = http_status(code);
+        *r.status_mut() = http_status_for(protocol, code);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -71,6 +71,16 @@ pub fn status_response(
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
+}
+
+/// The HTTP status of a status answered in `protocol`: 200 for the gRPC family (the status is
+/// in the head or trailers), grpc-gateway's HTTP status for the code otherwise.
+pub fn http_status_for(protocol: Protocol, code: tonic::Code) -> http::StatusCode {
+    if protocol.is_grpc_family() {
+        http::StatusCode::OK
+    } else {
+        http_status(code)
+    }
 }
 
 /// grpc-gateway's error body (`google.rpc.Status` in protojson): `code`, `message`, `details`
