@@ -48,6 +48,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// The file this configuration was loaded from (for the start-up log line); `None` when
+    /// it was built in code or parsed from text. Not a key.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// One configuration problem, naming the key.
@@ -96,7 +100,9 @@ impl Config {
                 reason: format!("cannot read {}: {e}", path.display()),
             }])
         })?;
-        Self::parse(&text)
+        let mut cfg = Self::parse(&text)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
     /// Parses and validates TOML text.

@@ -309,3 +309,139 @@ fn init_refuses_a_lit_dir_without_litd_certificate() {
     assert!(err.contains("tls.cert does not exist"), "{err}");
     assert!(!out_file.exists(), "nothing written");
 }
+
+/// `litgate run` with `extra` tables in front of a TLS demo litd: one REST call and one gRPC
+/// call (both with a macaroon), then SIGTERM; returns stderr and the macaroon sent.
+async fn run_two_calls_and_stop(extra: &str) -> (String, String) {
+    let litd = DemoLitd::start(DemoLitdConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Binary::prepare(dir.path(), &litd, extra);
+    let Spawned {
+        mut child, public, ..
+    } = bin.spawn("stderr.log").await;
+    let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
+    let mac = litd.macaroon_hex();
+    let rest = send(
+        &h1_client(&cert),
+        http::Request::get(format!("https://{public}/v1/sessions?secret=query"))
+            .header("grpc-metadata-macaroon", &mac)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(rest.status, 200);
+    let mut echo = EchoClient::new(channel(public, &cert).await);
+    let mut req = tonic::Request::new(EchoRequest {
+        message: "hi".into(),
+        count: 1,
+        fail_code: 0,
+        delay_ms: 0,
+    });
+    req.metadata_mut().insert("macaroon", mac.parse().unwrap());
+    echo.unary(req).await.unwrap();
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    litd.shutdown().await;
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    (log, mac)
+}
+
+/// The access log's caller id for a macaroon: 12 hex digits of the SHA-256 of its identifier.
+fn caller_digest(mac_hex: &str) -> String {
+    use sha2::Digest;
+    let mac = litgate::macaroon::Macaroon::from_hex(mac_hex).unwrap();
+    hex::encode(&sha2::Sha256::digest(&mac.identifier)[..6])
+}
+
+#[tokio::test]
+async fn text_logs_off_a_terminal_have_no_colour_and_the_access_log_is_one_line_per_call() {
+    let (log, mac) = run_two_calls_and_stop("[log]\naccess = true\n").await;
+    assert!(
+        !log.contains("\x1b["),
+        "no ANSI colour codes in a file:\n{log}"
+    );
+    let started: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("litgate started"))
+        .collect();
+    assert_eq!(started.len(), 1, "{log}");
+    for field in [
+        "version=",
+        "commit=",
+        "config=",
+        "public=",
+        "admin=",
+        "relay=off",
+    ] {
+        assert!(started[0].contains(field), "{field}: {}", started[0]);
+    }
+    assert!(started[0].contains("litgate.toml"), "{}", started[0]);
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("litgate::access"))
+        .collect();
+    assert_eq!(access.len(), 2, "one line per call:\n{log}");
+    let digest = caller_digest(&mac);
+    for (line, want) in access.iter().zip([
+        [
+            "method=GET",
+            "path=/v1/sessions",
+            "protocol=\"rest\"",
+            "route=\"ListSessions\"",
+            "http_status=200",
+        ],
+        [
+            "method=POST",
+            "path=/litgatetest.Echo/Unary",
+            "protocol=\"grpc\"",
+            "grpc_status=\"OK\"",
+            "http_status=200",
+        ],
+    ]) {
+        for w in want
+            .iter()
+            .chain(&["outcome=\"ok\"", "latency_us=", "peer=127.0.0.1:"])
+        {
+            assert!(line.contains(w), "{w}: {line}");
+        }
+        assert!(line.contains(&format!("caller={digest}")), "{line}");
+        assert!(!line.contains("secret=query"), "never the query: {line}");
+    }
+    assert!(!log.contains(&mac), "never the macaroon");
+    assert!(!log.contains(&mac[..40]), "not even a part of it");
+}
+
+#[tokio::test]
+async fn json_logs_carry_plain_values_and_the_access_log_is_off_by_default() {
+    let (log, mac) = run_two_calls_and_stop("[log]\nformat = \"json\"\nlevel = \"debug\"\n").await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!log.contains("Some("), "{log}");
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "litgate started")
+        .expect("a start-up line");
+    assert_eq!(started["relay"], "off");
+    assert!(started["public"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    // Each span once: in the list, not again as "span".
+    assert!(lines.iter().any(|l| l.get("spans").is_some()), "{log}");
+    assert!(lines.iter().all(|l| l.get("span").is_none()), "{log}");
+    assert!(
+        lines.iter().all(|l| l["target"] != "litgate::access"),
+        "access log off unless [log] access = true"
+    );
+    assert!(!log.contains(&mac));
+}

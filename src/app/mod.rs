@@ -195,7 +195,13 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         Duration::from_secs(1),
     )));
 
-    tracing::info!(%public_addr, %admin_addr, relay = ?relay_addr, upstream = %cfg.upstream.addr, "litgate listening");
+    crate::telemetry::log_started(
+        cfg.source.as_deref(),
+        public_addr,
+        admin_addr,
+        relay_addr,
+        &cfg.upstream.addr,
+    );
     Ok(Running {
         public_addr,
         admin_addr,

@@ -1,5 +1,6 @@
 //! Metrics: Prometheus counters and a latency histogram per route, protocol and outcome, for
-//! the public face and the relay face alike. Sits inside rescue so it sees litgate's own
+//! the public face and the relay face alike, and the access log line of each call
+//! ([`super::access`]), written with the same outcome. Sits inside rescue so it sees litgate's own
 //! refusals as errors with their gRPC code (and counts them in `refusals_total` by whose fault
 //! they were), and outside identity so every request is counted once. Labels are bounded
 //! (route names from a path table, [`RouteLabel`], protocol names, gRPC code names, HTTP
@@ -31,6 +32,7 @@ use prometheus_client::{
 };
 use tower::{Layer, Service};
 
+use super::access::Access;
 use crate::{
     body::{Request, Response, ResponseFuture},
     error::{code_name, Error},
@@ -179,6 +181,7 @@ where
         let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
         let requests = metrics.requests.clone();
+        let access = Access::begin(&req);
         // The HTTP status of the head the caller got, set before any outcome is reported: a
         // grpc-websockets call litgate terminates reports its status after its `101` went out.
         let head = Arc::new(AtomicU16::new(0));
@@ -187,9 +190,11 @@ where
         // terminates takes this over and reports the status of the call inside.
         let report = Deferred::new(move |o| {
             let http_status = head_status.load(Ordering::Acquire);
-            requests
-                .get_or_create(&labels(route, protocol, http_status, o))
-                .inc();
+            let labels = labels(route, protocol, http_status, o);
+            requests.get_or_create(&labels).inc();
+            if let Some(access) = access {
+                access.finish(&labels);
+            }
         });
         req.extensions_mut().insert(report.clone());
         let start = Instant::now();
