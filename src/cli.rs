@@ -22,11 +22,17 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration file: prints `ok` (exit 0) or each error on its own line (exit 2).
+    /// Validate a configuration file and every file it names (certificates, keys, the
+    /// macaroon, the data directory): prints each error on its own line (exit 2), then each
+    /// warning (`warning: ...`), then `ok` when there was no error (exit 0).
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Check the file alone, not the files it names (CI, image builds: where those files
+        /// do not exist).
+        #[arg(long)]
+        skip_files: bool,
     },
     /// Run a demo litd and a demo Autopilot server in-process with litgate in front, and print
     /// example calls.

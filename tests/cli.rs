@@ -15,9 +15,14 @@ use litgate::{
 const BIN: &str = env!("CARGO_BIN_EXE_litgate");
 
 fn check_config(path: &std::path::Path) -> (i32, String) {
+    check_config_with(path, &[])
+}
+
+fn check_config_with(path: &std::path::Path, extra: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(path)
+        .args(extra)
         .output()
         .unwrap();
     (
@@ -28,11 +33,137 @@ fn check_config(path: &std::path::Path) -> (i32, String) {
 
 #[test]
 fn shipped_config_is_ok() {
-    let (code, out) = check_config(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/litgate.toml"
-    )));
+    // Its files (litd's tls.cert, /var/lib/litgate) belong to a real host, not this one.
+    let (code, out) = check_config_with(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/litgate.toml")),
+        &["--skip-files"],
+    );
     assert_eq!((code, out.as_str()), (0, "ok\n"));
+}
+
+/// A config naming `files` (TOML lines, `{dir}` replaced by `dir`) in `dir`.
+fn config_in(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    write(dir, name, &body.replace("{dir}", dir.to_str().unwrap()))
+}
+
+#[test]
+fn check_config_checks_every_named_file_and_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = litgate::tls::generate_lnd_style(&["a.example".into()]).unwrap();
+    let b = litgate::tls::generate_lnd_style(&["b.example".into()]).unwrap();
+    write(dir.path(), "a.cert", &a.cert_pem);
+    write(dir.path(), "a.key", &a.key_pem);
+    write(dir.path(), "b.key", &b.key_pem);
+    write(dir.path(), "not-a-cert.pem", "hello\n");
+    write(dir.path(), "bad.macaroon", "0201zz\n");
+    write(dir.path(), "a-file", "");
+
+    let broken = config_in(
+        dir.path(),
+        "broken.toml",
+        "[listen]\ntls_cert = \"{dir}/a.cert\"\ntls_key = \"{dir}/b.key\"\n\
+         [upstream]\ntls_cert = \"{dir}/litd/tls.cert\"\nmacaroon = \"{dir}/bad.macaroon\"\n\
+         [autopilot]\ntls_cert = \"{dir}/not-a-cert.pem\"\n[store]\ndata_dir = \"{dir}/a-file\"\n",
+    );
+    let (code, out) = check_config(&broken);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let want = [
+        "listen.tls_key: ",
+        "upstream.macaroon: ",
+        "autopilot.tls_cert: ",
+        "store.data_dir: ",
+        "warning: upstream.tls_cert: ",
+    ];
+    assert_eq!(lines.len(), want.len(), "{out}");
+    for (line, want) in lines.iter().zip(want) {
+        assert!(line.starts_with(want), "{want}: {out}");
+    }
+    assert!(
+        lines[0].contains("b.key is not the key of listen.tls_cert"),
+        "{out}"
+    );
+    assert!(lines[1].contains("not a macaroon"), "{out}");
+    assert!(!out.contains("0201zz"), "never the file's content");
+    assert!(lines[2].contains("no PEM certificate"), "{out}");
+    assert!(lines[3].contains("a-file is not a directory"), "{out}");
+    assert!(lines[4].contains("does not exist yet"), "{out}");
+    assert!(!out.contains("ok"), "{out}");
+
+    // The same with every file right: litd's missing tls.cert is only a warning, and the
+    // data directory that does not exist yet is not created by the check.
+    let good = config_in(
+        dir.path(),
+        "good.toml",
+        "[listen]\ntls_cert = \"{dir}/a.cert\"\ntls_key = \"{dir}/a.key\"\n\
+         [upstream]\ntls_cert = \"{dir}/litd/tls.cert\"\n[store]\ndata_dir = \"{dir}/new/data\"\n",
+    );
+    let (code, out) = check_config(&good);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("warning: upstream.tls_cert: "),
+        "{out}"
+    );
+    assert_eq!(lines[1], "ok");
+    assert!(
+        !dir.path().join("new").exists(),
+        "the check creates nothing"
+    );
+    let (code, out) = check_config_with(&broken, &["--skip-files"]);
+    assert_eq!((code, out.as_str()), (0, "ok\n"));
+
+    // A missing key file names its key and path; a foreign directory is refused untouched.
+    std::fs::create_dir_all(dir.path().join("foreign/db")).unwrap();
+    write(&dir.path().join("foreign/db"), "notes.txt", "mine");
+    let foreign = config_in(
+        dir.path(),
+        "foreign.toml",
+        "[listen]\ntls_cert = \"{dir}/a.cert\"\ntls_key = \"{dir}/gone.key\"\n\
+         [upstream]\nplaintext = true\n[store]\ndata_dir = \"{dir}/foreign\"\n",
+    );
+    let (code, out) = check_config(&foreign);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("listen.tls_key: ") && lines[0].contains("gone.key"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("store.data_dir: ") && lines[1].contains("not a litgate store"),
+        "{out}"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("foreign/db"))
+        .unwrap()
+        .collect();
+    assert_eq!(names.len(), 1, "left untouched");
+}
+
+#[test]
+fn check_config_warns_when_the_generated_pair_lacks_a_new_extra_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let pair = litgate::tls::generate_lnd_style(&["old.example".into()]).unwrap();
+    write(&data, "tls.cert", &pair.cert_pem);
+    write(&data, "tls.key", &pair.key_pem);
+    let cfg = config_in(
+        dir.path(),
+        "c.toml",
+        "[listen]\ntls_extra_names = [\"old.example\", \"new.example\"]\n\
+         [upstream]\nplaintext = true\n[store]\ndata_dir = \"{dir}/data\"\n",
+    );
+    let (code, out) = check_config(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("warning: listen.tls_extra_names: ")
+            && out.contains("lacks new.example;")
+            && !out.contains("old.example,"),
+        "{out}"
+    );
+    assert!(out.ends_with("ok\n"), "{out}");
 }
 
 #[test]
@@ -244,8 +375,12 @@ fn init_writes_a_config_check_config_accepts_and_prints_litd_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The file passes the loader check-config uses, and points at litd's files.
-    assert_eq!(check_config(&out_file), (0, "ok\n".to_string()));
+    // The file passes the loader check-config uses, and points at litd's files (its
+    // data_dir is the host's /var/lib/litgate: not checked here).
+    assert_eq!(
+        check_config_with(&out_file, &["--skip-files"]),
+        (0, "ok\n".to_string())
+    );
     let cfg = litgate::config::Config::load(&out_file).unwrap();
     assert_eq!(cfg.upstream.addr, "127.0.0.1:8443");
     assert_eq!(cfg.upstream.tls_cert, lit.join("tls.cert"));
@@ -290,7 +425,10 @@ fn init_writes_a_config_check_config_accepts_and_prints_litd_flags() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "# mine\n");
     let forced = litgate(&[&args[..], &["--force"]].concat());
     assert!(forced.status.success());
-    assert_eq!(check_config(&out_file), (0, "ok\n".to_string()));
+    assert_eq!(
+        check_config_with(&out_file, &["--skip-files"]),
+        (0, "ok\n".to_string())
+    );
 }
 
 #[test]
