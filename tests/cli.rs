@@ -41,6 +41,33 @@ fn shipped_config_is_ok() {
     assert_eq!((code, out.as_str()), (0, "ok\n"));
 }
 
+#[test]
+fn check_config_refuses_a_log_level_typo_and_a_misspelled_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "typos.toml",
+        "[log]\nlevel = \"warning\"\n\
+         [[rate_limit.method]]\npath = \"/litrpc.Sessions/AddSesion\"\nlimit = { iterations = 1, num_hours = 1 }\n\
+         [[rate_limit.method]]\npath = \"/litrpc.Sessions/AddSessionV9\"\nlimit = { iterations = 1, num_hours = 1 }\nunknown = true\n",
+    );
+    let (code, out) = check_config_with(&cfg, &["--skip-files"]);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("log.level: \"warning\" names no level; valid: a level (trace, debug, info, warn, error, off)"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "rate_limit.method[0].path: \"/litrpc.Sessions/AddSesion\" is not a method litgate knows"
+        ) && lines[1].contains("AddSession")
+            && lines[1].contains("unknown = true"),
+        "{out}"
+    );
+}
+
 /// A config naming `files` (TOML lines, `{dir}` replaced by `dir`) in `dir`.
 fn config_in(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
     write(dir, name, &body.replace("{dir}", dir.to_str().unwrap()))
