@@ -5,6 +5,7 @@
 
 pub(crate) mod config;
 pub(crate) mod metrics;
+pub(crate) mod process;
 
 use std::{io::IsTerminal, net::SocketAddr, path::Path};
 
