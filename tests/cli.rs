@@ -236,6 +236,27 @@ fn config_errors_are_named_one_per_line() {
         "{out}"
     );
 
+    // Value errors serde finds are all reported, each at its real key with its value.
+    let values = write(
+        dir.path(),
+        "d.toml",
+        "[listen]\naddr = \"0.0.0.0\"\n[privacy]\ndeny_clear = [\"ClearPubkeys\", 42]\n",
+    );
+    let (code, out) = check_config(&values);
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines.contains(
+            &"listen.addr: \"0.0.0.0\": need ip:port, like \"0.0.0.0:8445\" or \"[::]:8445\""
+        ),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"privacy.deny_clear[1]: invalid type: integer `42`, expected a string"),
+        "{out}"
+    );
+
     let (code, out) = check_config(&dir.path().join("missing.toml"));
     assert_eq!(code, 2);
     assert!(out.contains("cannot read"), "{out}");
