@@ -223,6 +223,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refusals_log_at_debug_and_litgates_own_faults_at_warn() {
+        let cfg = crate::telemetry::config::LogConfig::default(); // info
+        let refusals = [
+            Error::invalid("bad field"),
+            Error::RateLimited {
+                message: "slow down".into(),
+                retry_after: Duration::from_secs(1),
+            },
+            Error::Upstream {
+                addr: "127.0.0.1:8443".into(),
+                reason: "connection refused".into(),
+            },
+        ];
+        let out = crate::telemetry::tests::capture(&cfg, || {
+            for e in &refusals {
+                e.log("refused");
+            }
+        });
+        assert_eq!(out, "", "nothing at info for a refusal");
+        let debug = crate::telemetry::config::LogConfig {
+            level: "debug".into(),
+            ..cfg.clone()
+        };
+        let out = crate::telemetry::tests::capture(&debug, || refusals[1].log("refused"));
+        assert!(
+            out.contains("DEBUG") && out.contains("rate_limited"),
+            "{out}"
+        );
+        let out =
+            crate::telemetry::tests::capture(&cfg, || Error::internal("broken").log("failed"));
+        assert!(out.contains("WARN") && out.contains("internal"), "{out}");
+    }
+
+    #[test]
     fn callers_are_told_what_failed_never_where_or_why_underneath() {
         let litd = Error::Upstream {
             addr: "10.1.2.3:8443".into(),

@@ -108,7 +108,7 @@ pub fn log_started(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -134,7 +134,7 @@ mod tests {
         }
     }
 
-    fn capture(cfg: &LogConfig, f: impl FnOnce()) -> String {
+    pub(crate) fn capture(cfg: &LogConfig, f: impl FnOnce()) -> String {
         let buf = Buf::default();
         let (filter, _) = filter(cfg, None);
         let sub = subscriber(cfg.format, filter, false, buf.clone());
