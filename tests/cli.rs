@@ -506,9 +506,7 @@ async fn run_two_calls_and_stop(extra: &str) -> (String, String) {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = Binary::prepare(dir.path(), &litd, extra);
-    let Spawned {
-        mut child, public, ..
-    } = bin.spawn("stderr.log").await;
+    let Spawned { child, public, .. } = bin.spawn("stderr.log").await;
     let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
     let mac = litd.macaroon_hex();
     let rest = send(
@@ -529,12 +527,7 @@ async fn run_two_calls_and_stop(extra: &str) -> (String, String) {
     });
     req.metadata_mut().insert("macaroon", mac.parse().unwrap());
     echo.unary(req).await.unwrap();
-    sigterm(&child);
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop_cleanly(child).await;
     litd.shutdown().await;
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     (log, mac)

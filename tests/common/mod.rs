@@ -626,3 +626,15 @@ pub fn writable_adds(litd: &DemoLitd) -> usize {
             .filter(|r| !r.features.is_empty())
             .count()
 }
+
+/// SIGTERM to a spawned litgate, then its exit (bounded by its drain deadline), which must be
+/// clean (exit 0).
+pub async fn stop_cleanly(child: std::process::Child) {
+    let mut child = child;
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
