@@ -132,18 +132,22 @@ fn listen_pair(cfg: &Config, found: &mut Findings) {
         return;
     }
     if !listen.tls_cert.as_os_str().is_empty() {
-        match tls::check_pair(&listen.tls_cert, &listen.tls_key) {
-            Ok(()) => {}
-            Err(PairError::Cert(e)) => found.error("listen.tls_cert", e.to_string()),
-            Err(PairError::Key(e)) => found.error("listen.tls_key", e.to_string()),
-            Err(PairError::Mismatch) => found.error(
-                "listen.tls_key",
-                format!(
-                    "{} is not the key of listen.tls_cert ({})",
-                    listen.tls_key.display(),
-                    listen.tls_cert.display()
+        for e in tls::check_pair(&listen.tls_cert, &listen.tls_key)
+            .err()
+            .unwrap_or_default()
+        {
+            match e {
+                PairError::Cert(e) => found.error("listen.tls_cert", e.to_string()),
+                PairError::Key(e) => found.error("listen.tls_key", e.to_string()),
+                PairError::Mismatch => found.error(
+                    "listen.tls_key",
+                    format!(
+                        "{} is not the key of listen.tls_cert ({})",
+                        listen.tls_key.display(),
+                        listen.tls_cert.display()
+                    ),
                 ),
-            ),
+            }
         }
         return;
     }
@@ -154,15 +158,10 @@ fn listen_pair(cfg: &Config, found: &mut Findings) {
     if !(cert.exists() && key.exists()) {
         return; // `run` generates a new pair.
     }
-    if let Err(e) = tls::check_pair(&cert, &key) {
-        found.error(
-            "store.data_dir",
-            format!(
-                "the generated pair {}, {}: {e}",
-                cert.display(),
-                key.display()
-            ),
-        );
+    if let Err(errs) = tls::check_pair(&cert, &key) {
+        for e in errs {
+            found.error("store.data_dir", format!("the generated pair: {e}"));
+        }
         return;
     }
     let missing = tls::load_certs(&cert)

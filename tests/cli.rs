@@ -162,6 +162,25 @@ fn check_config_checks_every_named_file_and_reports_every_problem_at_once() {
         lines[1].starts_with("store.data_dir: ") && lines[1].contains("not a litgate store"),
         "{out}"
     );
+    // Neither file of the pair exists: both are reported.
+    let neither = config_in(
+        dir.path(),
+        "neither.toml",
+        "[listen]\ntls_cert = \"{dir}/gone.crt\"\ntls_key = \"{dir}/gone.key\"\n\
+         [upstream]\nplaintext = true\n[store]\ndata_dir = \"{dir}/data\"\n",
+    );
+    let (code, out) = check_config(&neither);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("listen.tls_cert: ") && lines[0].contains("gone.crt"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("listen.tls_key: ") && lines[1].contains("gone.key"),
+        "{out}"
+    );
     let names: Vec<_> = std::fs::read_dir(dir.path().join("foreign/db"))
         .unwrap()
         .collect();

@@ -255,18 +255,19 @@ pub(crate) fn missing_names(certs: &[CertificateDer<'_>], names: &[String]) -> V
 }
 
 /// Checks that the PEM certificate file `cert` and private key file `key` load and belong
-/// together (the key's public half is the leaf certificate's).
-pub(crate) fn check_pair(cert: &Path, key: &Path) -> Result<(), PairError> {
+/// together (the key's public half is the leaf certificate's). Both files are read whatever
+/// the other holds, so both problems are reported at once.
+pub(crate) fn check_pair(cert: &Path, key: &Path) -> Result<(), Vec<PairError>> {
     let certs = load_certs(cert).map_err(PairError::Cert);
     let key = load_key(key).map_err(PairError::Key);
     let (certs, key) = match (certs, key) {
         (Ok(c), Ok(k)) => (c, k),
-        (Err(e), _) | (_, Err(e)) => return Err(e),
+        (c, k) => return Err([c.err(), k.err()].into_iter().flatten().collect()),
     };
     match rustls::sign::CertifiedKey::from_der(certs, key, &provider()) {
         Ok(_) => Ok(()),
-        Err(rustls::Error::InconsistentKeys(_)) => Err(PairError::Mismatch),
-        Err(e) => Err(PairError::Key(TlsError::Setup(e.to_string()))),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(vec![PairError::Mismatch]),
+        Err(e) => Err(vec![PairError::Key(TlsError::Setup(e.to_string()))]),
     }
 }
 
@@ -422,11 +423,22 @@ mod tests {
         let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         fs::write(&cert, &a.cert_pem).unwrap();
         fs::write(&key, &b.key_pem).unwrap();
-        assert!(matches!(check_pair(&cert, &key), Err(PairError::Mismatch)));
+        assert!(matches!(
+            check_pair(&cert, &key).unwrap_err()[..],
+            [PairError::Mismatch]
+        ));
         fs::write(&key, &a.key_pem).unwrap();
         check_pair(&cert, &key).unwrap();
         fs::write(&key, &a.cert_pem).unwrap();
-        assert!(matches!(check_pair(&cert, &key), Err(PairError::Key(_))));
+        assert!(matches!(
+            check_pair(&cert, &key).unwrap_err()[..],
+            [PairError::Key(_)]
+        ));
+        let gone = dir.path().join("gone.pem");
+        assert!(matches!(
+            check_pair(&gone, &gone).unwrap_err()[..],
+            [PairError::Cert(_), PairError::Key(_)]
+        ));
     }
 
     #[test]
