@@ -22,11 +22,17 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration file: prints `ok` (exit 0) or each error on its own line (exit 2).
+    /// Validate a configuration file and every file it names (certificates, keys, the
+    /// macaroon, the data directory): prints each error on its own line (exit 2), then each
+    /// warning (`warning: ...`), then `ok` when there was no error (exit 0).
     CheckConfig {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Check the file alone, not the files it names (CI, image builds: where those files
+        /// do not exist).
+        #[arg(long)]
+        skip_files: bool,
     },
     /// Run a demo litd and a demo Autopilot server in-process with litgate in front, and print
     /// example calls.
@@ -45,6 +51,22 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// Waits for SIGTERM (how supervisors stop a process) or Ctrl-C (SIGINT).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Prints the completion script for `shell` (`litgate completions SHELL`). The script is built

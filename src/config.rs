@@ -48,6 +48,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// The file this configuration was loaded from (for the start-up log line); `None` when
+    /// it was built in code or parsed from text. Not a key.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// One configuration problem, naming the key.
@@ -96,19 +100,71 @@ impl Config {
                 reason: format!("cannot read {}: {e}", path.display()),
             }])
         })?;
-        Self::parse(&text)
+        let mut cfg = Self::parse(&text)?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text, reporting every problem: a syntax error stops the
+    /// parse (one is reported, with the key it is on); then each value serde refuses is
+    /// reported at its real key path (with the value echoed), taken out, and the rest parsed
+    /// again, so that one bad value does not hide the next; then the checks serde cannot make
+    /// run on what parsed, except on keys already reported.
     pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigErrors(vec![ConfigError {
                 key: toml_key(&e, text),
                 reason: e.message().to_string(),
             }])
         })?;
-        cfg.validate()?;
-        Ok(cfg)
+        let mut errs: Vec<ConfigError> = Vec::new();
+        let cfg = loop {
+            let value = toml::Value::Table(table.clone());
+            match serde_path_to_error::deserialize::<_, Config>(value) {
+                Ok(cfg) => break Some(cfg),
+                Err(e) => {
+                    let segments: Vec<_> = e.path().iter().cloned().collect();
+                    let key = key_path(&segments);
+                    let message = e.inner().message().to_string();
+                    let reason = match value_at(&table, &segments) {
+                        Some(v) if !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) => {
+                            let shown = v.to_string();
+                            // An unknown key is about the key, not its value.
+                            if message.contains(shown.trim_matches('"'))
+                                || message.starts_with("unknown field")
+                            {
+                                message
+                            } else {
+                                format!("{shown}: {message}")
+                            }
+                        }
+                        _ => message,
+                    };
+                    // Taking out a value can leave its table without a required key: that
+                    // is the error already reported, not another one.
+                    let follows = errs.iter().any(|r| is_under(&r.key, &key));
+                    if !follows {
+                        errs.push(ConfigError { key, reason });
+                    }
+                    // Without the bad value, its key falls back to the default; stop if it
+                    // cannot be taken out (or on a runaway file).
+                    if !remove_at(&mut table, &segments) || errs.len() >= MAX_VALUE_ERRORS {
+                        break None;
+                    }
+                }
+            }
+        };
+        let reported: Vec<String> = errs.iter().map(|e| e.key.clone()).collect();
+        if let Some(Err(ConfigErrors(more))) = cfg.as_ref().map(Config::validate) {
+            errs.extend(
+                more.into_iter()
+                    .filter(|e| !reported.iter().any(|r| is_under(&e.key, r))),
+            );
+        }
+        match cfg {
+            Some(cfg) if errs.is_empty() => Ok(cfg),
+            _ => Err(ConfigErrors(errs)),
+        }
     }
 
     /// Checks every section, then what spans sections; collects every problem.
@@ -160,6 +216,96 @@ impl Config {
                 }
             }
         }
+    }
+}
+
+/// Whether `key` is `parent` or a key inside it.
+fn is_under(key: &str, parent: &str) -> bool {
+    key.strip_prefix(parent)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// More value errors than this in one file stop the parse (each costs a re-parse).
+const MAX_VALUE_ERRORS: usize = 100;
+
+/// `privacy.deny_clear[0]` for the segments of a serde path.
+fn key_path(segments: &[serde_path_to_error::Segment]) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for s in segments {
+        match s {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+            }
+            _ => {}
+        }
+    }
+    key
+}
+
+/// The value at a serde path in the parsed file, if the path leads to one.
+fn value_at<'a>(
+    table: &'a toml::Table,
+    segments: &[serde_path_to_error::Segment],
+) -> Option<&'a toml::Value> {
+    use serde_path_to_error::Segment;
+    let (first, rest) = segments.split_first()?;
+    let Segment::Map { key } = first else {
+        return None;
+    };
+    let mut v = table.get(key)?;
+    for s in rest {
+        v = match (s, v) {
+            (Segment::Map { key }, toml::Value::Table(t)) => t.get(key)?,
+            (Segment::Seq { index }, toml::Value::Array(a)) => a.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// Takes out the key a serde error is under: the last table key on its path (for an element
+/// of an array, the whole array). Returns whether something was taken out.
+fn remove_at(table: &mut toml::Table, segments: &[serde_path_to_error::Segment]) -> bool {
+    use serde_path_to_error::Segment;
+    let Some(last) = segments
+        .iter()
+        .rposition(|s| matches!(s, Segment::Map { .. }))
+    else {
+        return false;
+    };
+    let mut current = table;
+    let mut i = 0;
+    while i < last {
+        let Segment::Map { key } = &segments[i] else {
+            return false;
+        };
+        let Some(mut v) = current.get_mut(key) else {
+            return false;
+        };
+        i += 1;
+        while let (true, Segment::Seq { index }) = (i < last, &segments[i]) {
+            let toml::Value::Array(a) = v else {
+                return false;
+            };
+            let Some(next) = a.get_mut(*index) else {
+                return false;
+            };
+            v = next;
+            i += 1;
+        }
+        let toml::Value::Table(t) = v else {
+            return false;
+        };
+        current = t;
+    }
+    match &segments[last] {
+        Segment::Map { key } => current.remove(key).is_some(),
+        _ => false,
     }
 }
 
@@ -235,6 +381,30 @@ mod tests {
         let e = Config::parse("[cache]\nttl = \"5 parsecs\"\n").unwrap_err();
         assert_eq!(e.0[0].key, "cache.ttl");
         assert!(e.0[0].reason.contains("invalid duration"), "{e}");
+    }
+
+    #[test]
+    fn every_value_error_names_its_real_key_and_echoes_the_value() {
+        let e = Config::parse(
+            "[listen]\naddr = \"0.0.0.0\"\n[privacy]\ndeny_clear = [\"ClearPubkeys\", 42]\n\
+             [cache]\nttl = \"5 parsecs\"\n[upstream]\naddress = \"x\"\n\
+             [rate_limit]\nread = { iterations = 1, num_hours = 0 }\nwrite = { iterations = -1, num_hours = 1 }\n",
+        )
+        .unwrap_err();
+        let mut got: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        got.sort();
+        assert_eq!(got.len(), 6, "{e}");
+        let want = [
+            "cache.ttl: invalid duration \"5 parsecs\"",
+            "listen.addr: \"0.0.0.0\": need ip:port",
+            "privacy.deny_clear[1]: invalid type: integer `42`, expected a string",
+            "rate_limit.read.num_hours: ",
+            "rate_limit.write.iterations: invalid value: integer `-1`, expected u32",
+            "upstream.address: unknown field `address`",
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.starts_with(w), "{g:?} should start with {w:?}\n{e}");
+        }
     }
 
     #[test]

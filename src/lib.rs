@@ -44,6 +44,7 @@
 pub mod admin;
 pub mod app;
 pub mod autopilot;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -68,6 +68,22 @@ impl std::fmt::Debug for Caveat {
     }
 }
 
+/// Reads a macaroon file as litgate's operators have them: the hex text (as `litcli` prints
+/// it) or the binary `.macaroon` litd writes. Returns the hex text, checked to be a macaroon;
+/// the error says why not and never carries the file's content.
+pub fn read_file_hex(path: &std::path::Path) -> Result<String, String> {
+    let raw = std::fs::read(path).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(&raw).ok().map(str::trim);
+    let hex_text = match text {
+        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()) => t.to_string(),
+        _ => hex::encode(&raw),
+    };
+    match Macaroon::from_hex(&hex_text) {
+        Ok(_) => Ok(hex_text),
+        Err(_) => Err("not a macaroon (expected hex text or litd's binary .macaroon file)".into()),
+    }
+}
+
 impl Macaroon {
     /// Decodes the hex text carried in `macaroon` metadata.
     pub fn from_hex(text: &str) -> Result<Self, ParseError> {

@@ -21,18 +21,9 @@ fn main() -> ExitCode {
     };
     rt.block_on(async move {
         match cli.command {
-            cli::Command::CheckConfig { config } => match Config::load(&config) {
-                Ok(_) => {
-                    println!("ok");
-                    ExitCode::SUCCESS
-                }
-                Err(errs) => {
-                    for e in &errs.0 {
-                        println!("{e}");
-                    }
-                    ExitCode::from(2)
-                }
-            },
+            cli::Command::CheckConfig { config, skip_files } => {
+                litgate::check::run(&config, skip_files)
+            }
             cli::Command::Run { config } => {
                 let cfg = match Config::load(&config) {
                     Ok(c) => c,

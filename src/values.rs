@@ -63,6 +63,23 @@ pub(crate) mod duration {
     }
 }
 
+/// Serde helper for a listen address: `"ip:port"`.
+pub(crate) mod addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Deserializes an `ip:port` string, echoing a bad one.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{s:?}: need ip:port, like \"0.0.0.0:8445\" or \"[::]:8445\""
+            ))
+        })
+    }
+}
+
 /// Serde helper for a listen address that may be off: `"ip:port"`, or `""` for off.
 pub(crate) mod optional_addr {
     use std::net::SocketAddr;

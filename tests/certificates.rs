@@ -50,7 +50,7 @@ async fn a_self_signed_ca_shaped_autopilot_cert_is_accepted_by_the_pin() {
 #[tokio::test]
 async fn another_certificate_is_refused_by_the_pin() {
     // Pin a different lnd-shaped certificate: the server's own one must then be refused, and
-    // the add fails before litd is touched with UNAVAILABLE naming the server.
+    // the add fails before litd is touched with UNAVAILABLE.
     let other = litgate::tls::generate_lnd_style(&["localhost".into()]).unwrap();
     let env = Env::start_pinned_autopilot(|c| {
         let p = c.store.data_dir.with_file_name("other.cert");
@@ -64,6 +64,8 @@ async fn another_certificate_is_refused_by_the_pin() {
     req.metadata_mut().insert("macaroon", mac);
     let err = client.add_autopilot_session(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    // The caller is told what failed; the server's address and the TLS detail are logged only.
+    assert_eq!(err.message(), "the Autopilot server is unavailable");
     assert_eq!(
         writable_adds(&env.litd),
         0,

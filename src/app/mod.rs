@@ -135,8 +135,15 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
     let store = build::open_store(&cfg.store).await?;
     // Every metric is `litgate_<component>_<name>`: each component registers its own in the
     // sub-registry it is handed.
-    let mut registry = Registry::with_prefix("litgate");
-    let parts = Components::build(cfg, &store, &clock, &mut registry)?;
+    // The process metrics keep their conventional unprefixed names: on the root.
+    let mut root = Registry::default();
+    crate::telemetry::process::register(&mut root);
+    let parts = Components::build(
+        cfg,
+        &store,
+        &clock,
+        root.sub_registry_with_prefix("litgate"),
+    )?;
     let tls = listen::public_tls(cfg)?;
     let listeners = Listeners::bind(cfg, parts.relay.is_some()).await?;
     let (public_addr, admin_addr) = (listeners.public.1, listeners.admin.1);
@@ -177,7 +184,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         listen.drain_timeout,
     )));
     let admin = admin(
-        Arc::new(registry),
+        Arc::new(root),
         &store,
         parts.upstream,
         relay_addr.is_some() && parts.reconciler.is_none(),
@@ -195,7 +202,13 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         Duration::from_secs(1),
     )));
 
-    tracing::info!(%public_addr, %admin_addr, relay = ?relay_addr, upstream = %cfg.upstream.addr, "litgate listening");
+    crate::telemetry::log_started(
+        cfg.source.as_deref(),
+        public_addr,
+        admin_addr,
+        relay_addr,
+        &cfg.upstream.addr,
+    );
     Ok(Running {
         public_addr,
         admin_addr,

@@ -32,7 +32,8 @@ pub type Features = Arc<HashMap<String, Feature>>;
 /// Catalogue metrics.
 #[derive(Debug, Clone)]
 struct CatalogueMetrics {
-    age_seconds: Gauge,
+    /// When the catalogue in use was fetched (Unix seconds); 0 until there is one.
+    last_success_timestamp_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     fetches: Counter,
     fetch_failures: Counter,
     stale_served: Counter,
@@ -62,10 +63,11 @@ impl Catalogue {
         registry: &mut Registry,
     ) -> Arc<Self> {
         let metrics = CatalogueMetrics {
-            age_seconds: registered(
+            last_success_timestamp_seconds: registered(
                 registry,
-                "age_seconds",
-                "Age of the feature catalogue in use",
+                "last_success_timestamp_seconds",
+                "When the feature catalogue in use was fetched from the Autopilot server \
+                 (Unix time; 0: never)",
             ),
             fetches: registered(
                 registry,
@@ -93,6 +95,11 @@ impl Catalogue {
                 None
             }
         };
+        if let Some((at, _)) = &seeded {
+            metrics
+                .last_success_timestamp_seconds
+                .set(unix_seconds(*at));
+        }
         Arc::new(Catalogue {
             client,
             store,
@@ -186,9 +193,7 @@ impl Catalogue {
     fn fresh(&self) -> Option<Features> {
         let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
         let (at, features) = cur.as_ref()?;
-        let age = self.age(*at);
-        self.metrics.age_seconds.set(age.as_secs() as i64);
-        (age < self.ttl).then(|| features.clone())
+        (self.age(*at) < self.ttl).then(|| features.clone())
     }
 
     async fn fetch(&self) -> Result<Features, Error> {
@@ -210,7 +215,9 @@ impl Catalogue {
         }
         let features = Arc::new(resp.features);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((now, features.clone()));
-        self.metrics.age_seconds.set(0);
+        self.metrics
+            .last_success_timestamp_seconds
+            .set(unix_seconds(now));
         Ok(features)
     }
 
@@ -242,4 +249,10 @@ impl Catalogue {
             None => Err(err),
         }
     }
+}
+
+/// `t` as Unix seconds (0 before the epoch), for timestamp gauges.
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

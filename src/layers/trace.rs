@@ -62,7 +62,7 @@ where
             method = %req.method(),
             path = %req.uri().path(),
             protocol = protocol.as_str(),
-            peer = ?peer,
+            peer = peer.map(tracing::field::display),
         );
         let start = Instant::now();
         let fut = {

@@ -527,6 +527,25 @@ pub fn grpc_class(path: &str) -> Class {
         .map_or(Class::Write, |i| GRPC_METHODS[i].1)
 }
 
+/// Whether the method table knows the gRPC method `path` (`/pkg.Service/Method`).
+pub fn is_known(path: &str) -> bool {
+    GRPC_METHODS
+        .binary_search_by(|(p, _)| (*p).cmp(path))
+        .is_ok()
+}
+
+/// The method names the table knows in the service `path` names (`/pkg.Service/...`), for a
+/// message that suggests what a misspelled path meant.
+pub fn known_in_service(path: &str) -> Vec<&'static str> {
+    let Some(service) = path.rfind('/').map(|i| &path[..=i]) else {
+        return Vec::new();
+    };
+    GRPC_METHODS
+        .iter()
+        .filter_map(|(p, _)| p.strip_prefix(service))
+        .collect()
+}
+
 /// Whether litd checks the caller's macaroon before answering `grpc_method` with OK, so that
 /// an OK proves the credential genuine. False for unknown methods (litd may serve them open),
 /// for the whitelisted ones (`litrpc.Status`, lnd's `WalletUnlocker` and `State`), and for
@@ -538,10 +557,7 @@ pub fn verifies_macaroon(grpc_method: &str) -> bool {
         "/lnrpc.State/",
         "/universerpc.Universe/",
     ];
-    GRPC_METHODS
-        .binary_search_by(|(p, _)| (*p).cmp(grpc_method))
-        .is_ok()
-        && !OPEN.iter().any(|prefix| grpc_method.starts_with(prefix))
+    is_known(grpc_method) && !OPEN.iter().any(|prefix| grpc_method.starts_with(prefix))
 }
 
 /// The gRPC method a REST request is the twin of, when the table knows it.

@@ -8,7 +8,7 @@ mod class;
 
 use http::Method;
 
-pub use class::{classify, grpc_class, verifies_macaroon, Class};
+pub use class::{classify, grpc_class, is_known, known_in_service, verifies_macaroon, Class};
 
 /// `litrpc.Autopilot/AddAutopilotSession`: autopilot policy.
 pub const ADD_AUTOPILOT_SESSION: &str = "/litrpc.Autopilot/AddAutopilotSession";

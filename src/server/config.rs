@@ -12,6 +12,7 @@ use crate::values::Report;
 #[serde(deny_unknown_fields, default)]
 pub struct ListenConfig {
     /// Listen address.
+    #[serde(with = "crate::values::addr")]
     pub addr: SocketAddr,
     /// PEM certificate; empty: generated once into `store.data_dir`.
     pub tls_cert: PathBuf,

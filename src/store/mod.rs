@@ -36,7 +36,7 @@ mod open;
 
 use std::path::{Path, PathBuf};
 
-pub(crate) use self::{approvals::ApprovalBounds, catalogue::CatalogueRecord};
+pub(crate) use self::{approvals::ApprovalBounds, catalogue::CatalogueRecord, open::Inspected};
 pub use self::{
     approvals::{Approval, ApprovalId},
     error::StoreError,

@@ -144,6 +144,73 @@ impl Store {
     }
 }
 
+/// What [`Store::inspect`] found in a `store.data_dir` that litgate could use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inspected {
+    /// No database yet (or an empty directory): litgate would create one.
+    New,
+    /// A litgate store of this schema, not in use.
+    Ours,
+    /// A litgate store of this schema that a running litgate holds (its lock is taken).
+    InUse,
+}
+
+impl Store {
+    /// Looks at `data_dir/db` the way [`Store::open`] would, without creating, writing or
+    /// opening anything: a file where the directory should be, files without litgate's marker
+    /// or a marker of another schema are refused as `open` refuses them; litgate's lock is
+    /// tried (never waited for) to tell whether a running litgate holds the store. sled itself
+    /// is not opened, so its own checks (corruption, its `meta` tree) are not made.
+    pub(crate) fn inspect(data_dir: &Path) -> Result<Inspected, StoreError> {
+        let path = data_dir.join("db");
+        let io = |e: io::Error| StoreError::Io {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Inspected::New),
+            Err(e) => return Err(io(e)),
+            Ok(m) if !m.is_dir() => {
+                return Err(StoreError::Foreign {
+                    path,
+                    detail: "a file where the db directory should be".into(),
+                })
+            }
+            Ok(_) => {}
+        }
+        if std::fs::read_dir(&path).map_err(io)?.next().is_none() {
+            return Ok(Inspected::New);
+        }
+        let found = match std::fs::read_to_string(path.join(MARKER_FILE)) {
+            Ok(text) => text
+                .trim()
+                .strip_prefix(MARKER_PREFIX)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "(unreadable)".into()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::Foreign {
+                    path,
+                    detail: format!("it has files but no {MARKER_FILE} marker"),
+                })
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if found != SCHEMA_VERSION.to_string() {
+            return Err(StoreError::UnknownSchema { path, found });
+        }
+        let lock = match File::open(data_dir.join(LOCK_FILE)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Inspected::Ours),
+            Err(e) => return Err(io(e)),
+        };
+        match lock.try_lock_shared() {
+            Ok(()) => Ok(Inspected::Ours),
+            Err(TryLockError::WouldBlock) => Ok(Inspected::InUse),
+            Err(TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
+}
+
 /// How long opening waits for a lock a previous instance in this process is releasing (a
 /// restart in place); a lock held by another process stays and is reported.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -322,6 +389,40 @@ mod tests {
             matches!(err, StoreError::Corrupt { .. } | StoreError::Io { .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn inspect_tells_new_ours_in_use_and_foreign_apart_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Store::inspect(dir.path()).unwrap(), Inspected::New);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        {
+            let _open = Store::open(dir.path()).unwrap();
+            assert_eq!(Store::inspect(dir.path()).unwrap(), Inspected::InUse);
+        }
+        // The lock goes with the store; inspect never waits for it.
+        let deadline = Instant::now() + LOCK_WAIT;
+        while Store::inspect(dir.path()).unwrap() == Inspected::InUse {
+            assert!(Instant::now() < deadline, "the lock outlived the store");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(Store::inspect(dir.path()).unwrap(), Inspected::Ours);
+        std::fs::write(
+            dir.path().join("db").join(MARKER_FILE),
+            "litgate store schema 99\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::inspect(dir.path()),
+            Err(StoreError::UnknownSchema { ref found, .. }) if found == "99"
+        ));
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir(other.path().join("db")).unwrap();
+        std::fs::write(other.path().join("db/notes.txt"), b"mine").unwrap();
+        assert!(matches!(
+            Store::inspect(other.path()),
+            Err(StoreError::Foreign { .. })
+        ));
     }
 
     #[test]

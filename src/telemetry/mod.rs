@@ -1,22 +1,201 @@
-//! Logging set-up (`[log]`): `tracing` to stderr as text or JSON. Credentials never reach a log
-//! line: no layer records header values, and credential types redact their `Debug`.
+//! Logging set-up (`[log]`): `tracing` to stderr as text or JSON, the optional access log, and
+//! the start-up line. Credentials never reach a log line: no layer records header values, and
+//! credential types redact their `Debug`. Colour codes only go to a terminal; JSON lines carry
+//! plain values and each span once.
 
 pub(crate) mod config;
 pub(crate) mod metrics;
+pub(crate) mod process;
 
-use tracing_subscriber::{fmt, EnvFilter};
+use std::{io::IsTerminal, net::SocketAddr, path::Path};
 
-use self::config::{Format, LogConfig};
+use tracing_subscriber::{filter::Directive, fmt::MakeWriter, EnvFilter};
 
-/// Installs the global subscriber. `RUST_LOG`, when set, overrides `level`. Calling it twice is
-/// harmless (the second call is ignored), so tests and the demo can share it.
+use self::config::{check_filter, Format, LogConfig};
+
+/// The target of access-log lines (`[log] access`); the filter turns it on or off whatever
+/// `level` says.
+pub(crate) const ACCESS_TARGET: &str = "litgate::access";
+
+/// Installs the global subscriber, writing to stderr (with colour only when stderr is a
+/// terminal and `NO_COLOR` is unset). `RUST_LOG`, when set to a valid filter, overrides
+/// `level`. Calling it twice is harmless (the second call is ignored), so tests and the demo
+/// can share it.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match cfg.format {
-        Format::Text => builder.try_init(),
-        Format::Json => builder.json().flatten_event(true).try_init(),
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let env = std::env::var("RUST_LOG").ok();
+    let (filter, refused) = filter(cfg, env.as_deref());
+    let _ = tracing::subscriber::set_global_default(subscriber(
+        cfg.format,
+        filter,
+        ansi,
+        std::io::stderr,
+    ));
+    if let Some(e) = refused {
+        tracing::warn!(error = %e, "RUST_LOG ignored; using [log] level");
+    }
+}
+
+/// The filter: `RUST_LOG` if set and valid (else `level`, and why `RUST_LOG` was refused),
+/// with the access-log target on or off as `[log] access` says.
+fn filter(cfg: &LogConfig, rust_log: Option<&str>) -> (EnvFilter, Option<String>) {
+    let (text, refused) = match rust_log {
+        Some(env) => match check_filter(env) {
+            Ok(()) => (env, None),
+            Err(e) => (cfg.level.as_str(), Some(e)),
+        },
+        None => (cfg.level.as_str(), None),
     };
+    let filter = EnvFilter::builder()
+        .parse(text)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let access = if cfg.access { "info" } else { "off" };
+    let filter = match format!("{ACCESS_TARGET}={access}").parse::<Directive>() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
+    (filter, refused)
+}
+
+/// The subscriber for `format`, writing to `writer`.
+fn subscriber<W>(
+    format: Format,
+    filter: EnvFilter,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi);
+    match format {
+        Format::Text => Box::new(builder.finish()),
+        // The span list names every span the event is in, the current one included; the
+        // current span again on its own would say it twice.
+        Format::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .finish(),
+        ),
+    }
+}
+
+/// The operator's start-up line, at `info`: version, commit, the config file and every
+/// listening address (the stdout line `litgate listening ...` is for scripts).
+pub fn log_started(
+    config: Option<&Path>,
+    public: SocketAddr,
+    admin: SocketAddr,
+    relay: Option<SocketAddr>,
+    upstream: &str,
+) {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = crate::version::GIT_COMMIT,
+        config = %config.map_or_else(|| "(built in code)".into(), |p| p.display().to_string()),
+        public = %public,
+        admin = %admin,
+        relay = %relay.map_or_else(|| "off".to_string(), |a| a.to_string()),
+        upstream,
+        "litgate started"
+    );
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'w self) -> Buf {
+            self.clone()
+        }
+    }
+
+    pub(crate) fn capture(cfg: &LogConfig, f: impl FnOnce()) -> String {
+        let buf = Buf::default();
+        let (filter, _) = filter(cfg, None);
+        let sub = subscriber(cfg.format, filter, false, buf.clone());
+        tracing::subscriber::with_default(sub, f);
+        let out = buf.0.lock().unwrap().clone();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_lines_carry_plain_values_and_each_span_once() {
+        let cfg = LogConfig {
+            level: "debug".into(),
+            format: Format::Json,
+            access: false,
+        };
+        let out = capture(&cfg, || {
+            let span = tracing::debug_span!("request", path = "/x");
+            let _e = span.enter();
+            log_started(
+                Some(Path::new("/etc/litgate.toml")),
+                "127.0.0.1:8445".parse().unwrap(),
+                "127.0.0.1:9445".parse().unwrap(),
+                Some("127.0.0.1:12010".parse().unwrap()),
+                "127.0.0.1:8443",
+            );
+        });
+        let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(line["relay"], "127.0.0.1:12010", "{out}");
+        assert_eq!(line["config"], "/etc/litgate.toml");
+        assert_eq!(line["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(line["commit"], crate::version::GIT_COMMIT);
+        assert!(
+            line.get("span").is_none(),
+            "the span once, in the list: {out}"
+        );
+        assert_eq!(line["spans"][0]["path"], "/x");
+        assert!(!out.contains("Some("), "{out}");
+    }
+
+    #[test]
+    fn the_access_target_follows_the_access_key_not_the_level() {
+        let event = || tracing::info!(target: ACCESS_TARGET, route = "x", "call");
+        let mut cfg = LogConfig {
+            level: "warn".into(),
+            ..LogConfig::default()
+        };
+        cfg.access = true;
+        assert!(capture(&cfg, event).contains("route=\"x\""));
+        cfg.level = "debug".into();
+        cfg.access = false;
+        assert_eq!(capture(&cfg, event), "");
+    }
+
+    #[test]
+    fn a_refused_rust_log_falls_back_to_the_level() {
+        let cfg = LogConfig::default();
+        let (f, refused) = filter(&cfg, Some("warning"));
+        assert!(refused.unwrap().contains("\"warning\" names no level"));
+        assert!(f.to_string().ends_with(",info"), "{f}");
+        let (f, refused) = filter(&cfg, Some("debug"));
+        assert!(refused.is_none());
+        assert!(f.to_string().contains("debug"), "{f}");
+    }
 }

@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
 
 pub(crate) use pinned::PinnedVerifier;
 
@@ -201,7 +201,21 @@ pub fn server_tls(source: &CertSource) -> Result<ServerTls, TlsError> {
         CertSource::Generated { dir, extra_names } => {
             let cert = dir.join("tls.cert");
             let key = dir.join("tls.key");
-            let generated = !(cert.exists() && key.exists());
+            let mut generated = !(cert.exists() && key.exists());
+            if !generated {
+                // A name added to `tls_extra_names` after the pair was generated: a new pair,
+                // or clients connecting by that name would fail. A name removed is harmless.
+                let missing = missing_names(&load_certs(&cert)?, extra_names);
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        path = %cert.display(),
+                        missing = %missing.join(","),
+                        "the generated certificate lacks names now in listen.tls_extra_names; \
+                         generating a new pair (clients must pin the new file)"
+                    );
+                    generated = true;
+                }
+            }
             if generated {
                 fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
                 let pair = generate_self_signed(&default_names(extra_names))?;
@@ -219,6 +233,56 @@ pub fn server_tls(source: &CertSource) -> Result<ServerTls, TlsError> {
         cert_path,
         generated,
     })
+}
+
+/// The names in `names` (DNS names or IP literals) that the first (leaf) certificate in
+/// `certs` is not valid for; a certificate that cannot be parsed lacks every name.
+pub(crate) fn missing_names(certs: &[CertificateDer<'_>], names: &[String]) -> Vec<String> {
+    let leaf = certs
+        .first()
+        .and_then(|c| webpki::EndEntityCert::try_from(c).ok());
+    names
+        .iter()
+        .filter(|n| {
+            let Some(leaf) = &leaf else { return true };
+            match ServerName::try_from(n.as_str()) {
+                Ok(name) => leaf.verify_is_valid_for_subject_name(&name).is_err(),
+                Err(_) => true,
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// Checks that the PEM certificate file `cert` and private key file `key` load and belong
+/// together (the key's public half is the leaf certificate's). Both files are read whatever
+/// the other holds, so both problems are reported at once.
+pub(crate) fn check_pair(cert: &Path, key: &Path) -> Result<(), Vec<PairError>> {
+    let certs = load_certs(cert).map_err(PairError::Cert);
+    let key = load_key(key).map_err(PairError::Key);
+    let (certs, key) = match (certs, key) {
+        (Ok(c), Ok(k)) => (c, k),
+        (c, k) => return Err([c.err(), k.err()].into_iter().flatten().collect()),
+    };
+    match rustls::sign::CertifiedKey::from_der(certs, key, &provider()) {
+        Ok(_) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(vec![PairError::Mismatch]),
+        Err(e) => Err(vec![PairError::Key(TlsError::Setup(e.to_string()))]),
+    }
+}
+
+/// Why a certificate/key pair is unusable, and which file is at fault.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PairError {
+    /// The certificate file.
+    #[error("{0}")]
+    Cert(TlsError),
+    /// The key file (unreadable, not a key, or a kind rustls cannot use).
+    #[error("{0}")]
+    Key(TlsError),
+    /// Both load, but the key is not the certificate's.
+    #[error("the private key does not belong to the certificate")]
+    Mismatch,
 }
 
 /// A rustls server config with ALPN `h2` and `http/1.1`, as litd offers on 8443.
@@ -320,6 +384,61 @@ mod tests {
             first.config.alpn_protocols,
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_new_extra_name_regenerates_the_pair_and_a_removed_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = |extra: &[&str]| CertSource::Generated {
+            dir: dir.path().into(),
+            extra_names: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        let first = server_tls(&src(&["lit.example", "10.0.0.7"])).unwrap();
+        assert!(first.generated);
+        let pem1 = fs::read(&first.cert_path).unwrap();
+        // Fewer names: the pair still covers them, and clients keep their pin.
+        assert!(!server_tls(&src(&["lit.example"])).unwrap().generated);
+        assert_eq!(pem1, fs::read(&first.cert_path).unwrap());
+        // A new DNS name, then a new IP: each makes a new pair that covers it.
+        for extra in [&["lit.example", "node.example"][..], &["10.0.0.8"]] {
+            let next = server_tls(&src(extra)).unwrap();
+            assert!(next.generated, "{extra:?}");
+            let certs = load_certs(&next.cert_path).unwrap();
+            let names: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            assert_eq!(missing_names(&certs, &names), Vec::<String>::new());
+            assert_eq!(
+                missing_names(&certs, &["other.example".into()]),
+                ["other.example"]
+            );
+            check_pair(&next.cert_path, &dir.path().join("tls.key")).unwrap();
+        }
+        assert_ne!(pem1, fs::read(&first.cert_path).unwrap());
+    }
+
+    #[test]
+    fn a_key_of_another_pair_is_a_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = generate_self_signed(&["a.example".into()]).unwrap();
+        let b = generate_self_signed(&["b.example".into()]).unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        fs::write(&cert, &a.cert_pem).unwrap();
+        fs::write(&key, &b.key_pem).unwrap();
+        assert!(matches!(
+            check_pair(&cert, &key).unwrap_err()[..],
+            [PairError::Mismatch]
+        ));
+        fs::write(&key, &a.key_pem).unwrap();
+        check_pair(&cert, &key).unwrap();
+        fs::write(&key, &a.cert_pem).unwrap();
+        assert!(matches!(
+            check_pair(&cert, &key).unwrap_err()[..],
+            [PairError::Key(_)]
+        ));
+        let gone = dir.path().join("gone.pem");
+        assert!(matches!(
+            check_pair(&gone, &gone).unwrap_err()[..],
+            [PairError::Cert(_), PairError::Key(_)]
+        ));
     }
 
     #[test]

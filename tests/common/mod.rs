@@ -663,3 +663,15 @@ pub async fn registrations_command(env: &Env) -> String {
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// SIGTERM to a spawned litgate, then its exit (bounded by its drain deadline), which must be
+/// clean (exit 0).
+pub async fn stop_cleanly(child: std::process::Child) {
+    let mut child = child;
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -143,7 +143,7 @@ impl Relay {
                 };
                 self.count(method, outcome);
                 e.log("relay call refused");
-                Err(Status::new(e.code(), e.to_string()))
+                Err(Status::new(e.code(), e.public_message()))
             }
         }
     }

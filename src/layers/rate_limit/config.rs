@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use serde::Deserialize;
 
 use crate::{
-    methods::is_grpc_shaped,
+    methods::{is_grpc_shaped, is_known, known_in_service},
     values::{rate, Rate, Report},
 };
 
@@ -64,6 +64,10 @@ pub struct MethodLimit {
     pub path: String,
     /// The limit for that method; `iterations = 0` blocks it.
     pub limit: Rate,
+    /// `true` to limit a path litgate's method table does not know (a newer litd's method);
+    /// without it such a path is refused as a likely typo, since it would never apply.
+    #[serde(default)]
+    pub unknown: bool,
 }
 
 impl RateLimitConfig {
@@ -79,6 +83,21 @@ impl RateLimitConfig {
                     &format!("{key}.path"),
                     format!(
                         "{:?} is not a gRPC method path like /pkg.Service/Method",
+                        m.path
+                    ),
+                );
+            } else if !m.unknown && !is_known(&m.path) {
+                let known = known_in_service(&m.path);
+                let hint = if known.is_empty() {
+                    "no method of that service is known".to_string()
+                } else {
+                    format!("known in that service: {}", known.join(", "))
+                };
+                err(
+                    &format!("{key}.path"),
+                    format!(
+                        "{:?} is not a method litgate knows ({hint}); if the path is right, set \
+                         unknown = true on this entry",
                         m.path
                     ),
                 );
@@ -130,6 +149,7 @@ mod tests {
                 iterations: 1,
                 num_hours: 1,
             },
+            unknown: false,
         });
         for _ in 0..2 {
             c.method.push(MethodLimit {
@@ -138,12 +158,29 @@ mod tests {
                     iterations: 0,
                     num_hours: 0,
                 },
+                unknown: false,
+            });
+        }
+        // A typo is refused, naming the service's methods; `unknown = true` lets a path the
+        // table does not know through.
+        for unknown in [false, true] {
+            c.method.push(MethodLimit {
+                path: "/litrpc.Autopilot/AddAutopilotSesion".into(),
+                limit: Rate {
+                    iterations: 1,
+                    num_hours: 1,
+                },
+                unknown,
             });
         }
         c.peer_prefix_v6 = 129;
         c.sweep_every = Duration::ZERO;
         let mut keys = Vec::new();
-        c.validate(&mut |k: &str, _r: String| keys.push(k.to_string()));
+        let mut reasons = Vec::new();
+        c.validate(&mut |k: &str, r: String| {
+            keys.push(k.to_string());
+            reasons.push(r);
+        });
         assert_eq!(
             keys,
             [
@@ -152,9 +189,17 @@ mod tests {
                 "rate_limit.method[1].limit.num_hours",
                 "rate_limit.method[2].path",
                 "rate_limit.method[2].limit.num_hours",
+                "rate_limit.method[3].path",
                 "rate_limit.peer_prefix_v6",
                 "rate_limit.sweep_every",
             ]
+        );
+        let typo = &reasons[5];
+        assert!(
+            typo.contains("\"/litrpc.Autopilot/AddAutopilotSesion\" is not a method litgate knows")
+                && typo.contains("AddAutopilotSession, ")
+                && typo.contains("unknown = true"),
+            "{typo}"
         );
     }
 }

@@ -150,6 +150,7 @@ fn method_overrides_win_with_their_own_bucket() {
             iterations: 2,
             num_hours: 1,
         },
+        unknown: false,
     });
     let (l, _clock) = limiter(&c);
     let who = caller("192.0.2.1:5000", None);
