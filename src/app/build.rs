@@ -22,6 +22,7 @@ use crate::{
         rate_limit::{Limiter, RateLimitLayer},
     },
     router::Router,
+    server,
     store::Store,
     upstream::{Upstream, UpstreamMetrics},
 };
@@ -31,6 +32,8 @@ pub(super) struct Public {
     pub(super) router: Router,
     pub(super) metrics: RequestMetrics,
     pub(super) rate_limit: RateLimitLayer,
+    /// The public face's connection caps and timeouts (`litgate_connections_*`).
+    pub(super) conns: server::Connections,
 }
 
 /// Everything the listeners serve.
@@ -86,6 +89,10 @@ impl Components {
                 registry.sub_registry_with_prefix("rate_limit"),
             )),
             router: router(cfg, store, clock, &upstream, &catalogue, registry)?,
+            conns: server::Connections::new(
+                server::Limits::of(&cfg.listen),
+                server::ConnMetrics::register(registry.sub_registry_with_prefix("connections")),
+            ),
         };
         let relay = cfg.autopilot.relay.addr.map(|_| {
             let registry = registry.sub_registry_with_prefix("relay");
