@@ -30,6 +30,12 @@ pub enum Error {
         /// When a retry can succeed.
         retry_after: Duration,
     },
+    /// litgate had `listen.max_in_flight` calls in flight; the request never reached litd.
+    #[error("litgate is serving as many calls as it may (listen.max_in_flight); retry later")]
+    Overloaded {
+        /// When a retry can succeed.
+        retry_after: Duration,
+    },
     /// litd could not be reached, or the connection to it failed.
     #[error("litd at {addr} is unavailable: {reason}")]
     Upstream {
@@ -113,7 +119,9 @@ impl Error {
         match self {
             Error::Client { code, .. } => *code,
             Error::RateLimited { .. } => Code::ResourceExhausted,
-            Error::Upstream { .. } | Error::Autopilot { .. } => Code::Unavailable,
+            Error::Overloaded { .. } | Error::Upstream { .. } | Error::Autopilot { .. } => {
+                Code::Unavailable
+            }
             Error::OwnCallRefused { .. } | Error::Internal { .. } => Code::Internal,
         }
     }
@@ -123,6 +131,7 @@ impl Error {
         match self {
             Error::Client { .. } => "client",
             Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
             Error::Upstream { .. } => "upstream",
             Error::Autopilot { .. } => "autopilot",
             Error::OwnCallRefused { .. } => "own_call_refused",

@@ -19,6 +19,7 @@ use crate::{
     config::{Config, StoreConfig},
     layers::{
         metrics::RequestMetrics,
+        overload::OverloadLayer,
         rate_limit::{Limiter, RateLimitLayer},
     },
     router::Router,
@@ -32,6 +33,8 @@ pub(super) struct Public {
     pub(super) router: Router,
     pub(super) metrics: RequestMetrics,
     pub(super) rate_limit: RateLimitLayer,
+    /// `listen.max_in_flight` (`litgate_overload_*`).
+    pub(super) overload: OverloadLayer,
     /// The public face's connection caps and timeouts (`litgate_connections_*`).
     pub(super) conns: server::Connections,
 }
@@ -88,6 +91,10 @@ impl Components {
                 &cfg.rate_limit,
                 registry.sub_registry_with_prefix("rate_limit"),
             )),
+            overload: OverloadLayer::registered(
+                cfg.listen.max_in_flight,
+                registry.sub_registry_with_prefix("overload"),
+            ),
             router: router(cfg, store, clock, &upstream, &catalogue, registry)?,
             conns: server::Connections::new(
                 server::Limits::of(&cfg.listen),

@@ -171,7 +171,12 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         )));
     }
     let public = parts.public;
-    let stack = public_stack(public.router, public.metrics, public.rate_limit);
+    let stack = public_stack(
+        public.router,
+        public.metrics,
+        public.overload,
+        public.rate_limit,
+    );
     tasks.push(tokio::spawn(server::serve(
         listeners.public.0,
         tls.config,

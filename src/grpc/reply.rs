@@ -25,7 +25,9 @@ pub fn insert_status(h: &mut HeaderMap, code: tonic::Code, message: &str) {
 /// Writes `err` as the caller's protocol expects it.
 pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     let retry_after = match err {
-        Error::RateLimited { retry_after, .. } => Some(*retry_after),
+        Error::RateLimited { retry_after, .. } | Error::Overloaded { retry_after } => {
+            Some(*retry_after)
+        }
         _ => None,
     };
     status_response(protocol, err.code(), &err.to_string(), retry_after)

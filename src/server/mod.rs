@@ -60,6 +60,9 @@ pub struct ConnectInfo {
 pub struct Upgrades {
     tracker: TaskTracker,
     cut: CancellationToken,
+    /// Kept alive by every connection spawned through this copy (the overload layer's
+    /// in-flight slot, so a WebSocket counts while it is open).
+    hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Upgrades {
@@ -70,12 +73,22 @@ impl Upgrades {
         F: Future<Output = ()> + Send + 'static,
     {
         let cut = self.cut.clone();
+        let hold = self.hold.clone();
         self.tracker.spawn(async move {
+            let _hold = hold;
             tokio::select! {
                 _ = cut.cancelled() => {}
                 _ = conn => {}
             }
         });
+    }
+
+    /// The same set, whose upgraded connections keep `hold` alive until they end.
+    pub(crate) fn holding(&self, hold: Arc<dyn std::any::Any + Send + Sync>) -> Upgrades {
+        Upgrades {
+            hold: Some(hold),
+            ..self.clone()
+        }
     }
 
     /// The listener's `Upgrades` a request carries; a request that did not come through
