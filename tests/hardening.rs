@@ -75,8 +75,8 @@ fn grpc_head(env: &Env, path: &str) -> http::Request<()> {
 
 #[tokio::test]
 async fn readers_that_stop_reading_are_reset_and_other_callers_keep_being_served() {
-    let env = Env::start_editing(|c| c.listen.stalled_stream_timeout = Duration::from_millis(500))
-        .await;
+    let env =
+        Env::start_editing(|c| c.listen.stalled_stream_timeout = Duration::from_millis(500)).await;
     // Three streams whose answers (16 MiB each) are never read past the first window.
     let mut stalled = Vec::new();
     for _ in 0..3 {
@@ -93,7 +93,13 @@ async fn readers_that_stop_reading_are_reset_and_other_callers_keep_being_served
     let mut other = EchoClient::new(env.gate_channel().await);
     for i in 0..5 {
         let reply = other.unary(echo(&format!("probe {i}"), 0)).await;
-        assert_eq!(reply.expect("another caller is served").into_inner().message, format!("probe {i}"));
+        assert_eq!(
+            reply
+                .expect("another caller is served")
+                .into_inner()
+                .message,
+            format!("probe {i}")
+        );
     }
     // Each stalled stream is reset: taking what h2 already buffered (without releasing any
     // window) ends with an error, not with the answer's end.
@@ -114,17 +120,24 @@ async fn readers_that_stop_reading_are_reset_and_other_callers_keep_being_served
         assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err}");
     }
     let text = metrics(&env).await;
-    assert_eq!(metric(&text, "litgate_connections_stalled_streams_total"), 3.0, "{text}");
+    assert_eq!(
+        metric(&text, "litgate_connections_stalled_streams_total"),
+        3.0,
+        "{text}"
+    );
     // And litgate still serves.
-    let reply = other.unary(echo("after", 0)).await.expect("served after the resets");
+    let reply = other
+        .unary(echo("after", 0))
+        .await
+        .expect("served after the resets");
     assert_eq!(reply.into_inner().message, "after");
     env.stop().await;
 }
 
 #[tokio::test]
 async fn a_subscription_with_nothing_to_send_is_not_reset() {
-    let env = Env::start_editing(|c| c.listen.stalled_stream_timeout = Duration::from_millis(200))
-        .await;
+    let env =
+        Env::start_editing(|c| c.listen.stalled_stream_timeout = Duration::from_millis(200)).await;
     let mut echo_client = EchoClient::new(env.gate_channel().await);
     // Replies 2 s apart: ten stall timeouts with nothing waiting for the reader.
     let mut stream = echo_client
@@ -144,14 +157,17 @@ async fn a_subscription_with_nothing_to_send_is_not_reset() {
     }
     assert_eq!(got, 2);
     let text = metrics(&env).await;
-    assert_eq!(metric(&text, "litgate_connections_stalled_streams_total"), 0.0);
+    assert_eq!(
+        metric(&text, "litgate_connections_stalled_streams_total"),
+        0.0
+    );
     env.stop().await;
 }
 
 #[tokio::test]
 async fn silent_and_half_open_connections_are_closed_by_the_greeting_timeout() {
-    let env = Env::start_editing(|c| c.listen.header_read_timeout = Duration::from_millis(300))
-        .await;
+    let env =
+        Env::start_editing(|c| c.listen.header_read_timeout = Duration::from_millis(300)).await;
     // TLS, then nothing.
     let mut idle = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"h2", b"http/1.1"])
         .await
@@ -168,15 +184,27 @@ async fn silent_and_half_open_connections_are_closed_by_the_greeting_timeout() {
     let mut half_h1 = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"http/1.1"])
         .await
         .unwrap();
-    half_h1.write_all(b"GET /v1/getinfo HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    half_h1
+        .write_all(b"GET /v1/getinfo HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     half_h1.flush().await.unwrap();
-    assert!(closed_by_server(&mut idle).await, "idle TLS connection closed");
+    assert!(
+        closed_by_server(&mut idle).await,
+        "idle TLS connection closed"
+    );
     assert!(closed_by_server(&mut half).await, "half preface closed");
-    assert!(closed_by_server(&mut half_h1).await, "half HTTP/1.1 head closed");
+    assert!(
+        closed_by_server(&mut half_h1).await,
+        "half HTTP/1.1 head closed"
+    );
     let text = metrics(&env).await;
     assert!(
-        metric_labelled(&text, "litgate_connections_closed_total", "reason=\"header_timeout\"")
-            >= 2.0,
+        metric_labelled(
+            &text,
+            "litgate_connections_closed_total",
+            "reason=\"header_timeout\""
+        ) >= 2.0,
         "{text}"
     );
     assert_eq!(env.litd.received().len(), 0, "nothing reached litd");
@@ -189,7 +217,7 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     let tls = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"h2"])
         .await
         .unwrap();
-    let (client, conn) = h2::client::handshake::<_, Bytes>(tls).await.unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
     let conn = tokio::spawn(conn);
     // One call, then nothing.
     let mut client = client.ready().await.unwrap();
@@ -210,7 +238,11 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
         .ok();
     let text = metrics(&env).await;
     assert_eq!(
-        metric_labelled(&text, "litgate_connections_closed_total", "reason=\"idle_timeout\""),
+        metric_labelled(
+            &text,
+            "litgate_connections_closed_total",
+            "reason=\"idle_timeout\""
+        ),
         1.0,
         "{text}"
     );
@@ -221,8 +253,12 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
 async fn the_connection_cap_refuses_the_next_one_and_admits_again_after_a_close() {
     let env = Env::start_editing(|c| c.listen.max_connections = 2).await;
     let addr = env.gate.public_addr;
-    let first = tls_connect(addr, &env.gate_cert, &[b"h2"]).await.expect("first");
-    let _second = tls_connect(addr, &env.gate_cert, &[b"h2"]).await.expect("second");
+    let first = tls_connect(addr, &env.gate_cert, &[b"h2"])
+        .await
+        .expect("first");
+    let _second = tls_connect(addr, &env.gate_cert, &[b"h2"])
+        .await
+        .expect("second");
     // The third: a TLS alert, then the close; the handshake fails.
     let err = tls_connect(addr, &env.gate_cert, &[b"h2"])
         .await
@@ -234,7 +270,11 @@ async fn the_connection_cap_refuses_the_next_one_and_admits_again_after_a_close(
     let text = metrics(&env).await;
     assert_eq!(metric(&text, "litgate_connections_open"), 2.0, "{text}");
     assert_eq!(
-        metric_labelled(&text, "litgate_connections_refused_total", "reason=\"max_connections\""),
+        metric_labelled(
+            &text,
+            "litgate_connections_refused_total",
+            "reason=\"max_connections\""
+        ),
         1.0,
         "{text}"
     );
@@ -245,7 +285,7 @@ async fn the_connection_cap_refuses_the_next_one_and_admits_again_after_a_close(
             return false;
         };
         // Keep it open while speaking h2, to check that it is served.
-        let Ok((client, h2conn)) = h2::client::handshake::<_, Bytes>(conn).await else {
+        let Ok((client, h2conn)) = h2::client::handshake(conn).await else {
             return false;
         };
         tokio::spawn(h2conn);
@@ -256,21 +296,19 @@ async fn the_connection_cap_refuses_the_next_one_and_admits_again_after_a_close(
     env.stop().await;
 }
 
-/// A request head of about 100 KB: one 100,000-byte header.
-fn big_header() -> String {
-    "a".repeat(100_000)
-}
-
 #[tokio::test]
 async fn a_100_kb_http1_head_is_refused_with_431_and_nothing_reaches_litd() {
     let env = Env::start().await;
     let client = h1_client(&env.gate_cert);
     let req = http::Request::get(env.gate_uri("/v1/getinfo"))
-        .header("x-big", big_header())
+        .header("x-big", "a".repeat(100_000))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = send(&client, req).await;
-    assert_eq!(resp.status, http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        resp.status,
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
     // A head at the limit's safe side goes through to litd.
     let req = http::Request::get(env.gate_uri("/v1/getinfo"))
         .header("x-small", "a".repeat(4_000))
@@ -278,24 +316,57 @@ async fn a_100_kb_http1_head_is_refused_with_431_and_nothing_reaches_litd() {
         .unwrap();
     let ok = send(&h1_client(&env.gate_cert), req).await;
     assert_ne!(ok.status, http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    assert_eq!(env.litd.received().len(), 1, "only the small request reached litd");
+    assert_eq!(
+        env.litd.received().len(),
+        1,
+        "only the small request reached litd"
+    );
     env.stop().await;
 }
 
-#[tokio::test]
-async fn a_100_kb_http2_head_is_refused_with_431_and_nothing_reaches_litd() {
-    let env = Env::start().await;
-    let client = h2_client(&env.gate_cert);
+/// An h2 gRPC request for the echo with an `x-big` header of `size` bytes.
+fn with_big_header(env: &Env, size: usize) -> http::Request<Full<Bytes>> {
     let req = grpc_request(&env.gate_uri(ECHO_UNARY), grpc_frame(&echo("big", 0)), None);
     let (mut parts, body) = req.into_parts();
-    parts.headers.insert("x-big", big_header().parse().unwrap());
-    let outcome = client.request(http::Request::from_parts(parts, body)).await;
-    match outcome {
-        Ok(resp) => assert_eq!(resp.status(), http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
-        // A client that honours litgate's SETTINGS_MAX_HEADER_LIST_SIZE refuses to send it.
-        Err(e) => assert!(format!("{e:?}").to_lowercase().contains("header"), "{e:?}"),
-    }
-    assert_eq!(env.litd.received().len(), 0, "nothing reached litd");
+    parts
+        .headers
+        .insert("x-big", "a".repeat(size).parse().unwrap());
+    http::Request::from_parts(parts, body)
+}
+
+#[tokio::test]
+async fn oversized_http2_heads_are_refused_and_nothing_reaches_litd() {
+    let env = Env::start().await;
+    let client = h2_client(&env.gate_cert);
+    // Over the limit (16 KiB): a 431 on that stream; the connection stays usable.
+    let resp = client
+        .request(with_big_header(&env, 20_000))
+        .await
+        .expect("an answer");
+    assert_eq!(
+        resp.status(),
+        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let ok = send(
+        &client,
+        grpc_request(&env.gate_uri(ECHO_UNARY), grpc_frame(&echo("ok", 0)), None),
+    )
+    .await;
+    assert_eq!(ok.grpc_status().as_deref(), Some("0"));
+    // 100 KB, over four times the limit: h2 treats it as abuse and closes the connection
+    // (GOAWAY ENHANCE_YOUR_CALM).
+    let err = h2_client(&env.gate_cert)
+        .request(with_big_header(&env, 100_000))
+        .await
+        .expect_err("the connection is closed");
+    let err = format!("{err:?}");
+    assert!(err.contains("ENHANCE_YOUR_CALM"), "{err}");
+    assert_eq!(
+        env.litd.count(ECHO_UNARY),
+        1,
+        "only the small call reached litd"
+    );
+    assert_eq!(env.litd.received().len(), 1);
     env.stop().await;
 }
 
@@ -341,7 +412,12 @@ async fn calls_beyond_max_in_flight_are_shed_at_once_and_in_flight_ones_finish()
     // The held streams finish normally.
     for stream in &mut held {
         let mut n = 0;
-        while stream.message().await.expect("in-flight call finishes").is_some() {
+        while stream
+            .message()
+            .await
+            .expect("in-flight call finishes")
+            .is_some()
+        {
             n += 1;
         }
         assert_eq!(n, 3);
