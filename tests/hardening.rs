@@ -92,7 +92,9 @@ async fn readers_that_stop_reading_are_reset_and_other_callers_keep_being_served
     // Another caller's calls go through meanwhile.
     let mut other = EchoClient::new(env.gate_channel().await);
     for i in 0..5 {
-        let reply = other.unary(echo(&format!("probe {i}"), 0)).await;
+        let reply = tokio::time::timeout(BOUND, other.unary(echo(&format!("probe {i}"), 0)))
+            .await
+            .expect("another caller is answered within the bound");
         assert_eq!(
             reply
                 .expect("another caller is served")
@@ -126,11 +128,57 @@ async fn readers_that_stop_reading_are_reset_and_other_callers_keep_being_served
         "{text}"
     );
     // And litgate still serves.
-    let reply = other
-        .unary(echo("after", 0))
+    let reply = tokio::time::timeout(BOUND, other.unary(echo("after", 0)))
         .await
+        .expect("answered within the bound")
         .expect("served after the resets");
     assert_eq!(reply.into_inner().message, "after");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_http1_reader_that_stops_reading_has_its_connection_closed() {
+    let env =
+        Env::start_editing(|c| c.listen.stalled_stream_timeout = Duration::from_millis(500)).await;
+    // grpc-web over HTTP/1.1 (as the Terminal UI calls): a 16 MiB answer, never read.
+    let mut conn = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let body = grpc_frame(&echo(&"x".repeat(65_536), 256));
+    let head = format!(
+        "POST {ECHO_STREAM} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-grpc-web: 1\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body).await.unwrap();
+    conn.flush().await.unwrap();
+    // litgate gives up on the answer (counted) without the client reading a byte...
+    let counted = eventually(300, Duration::from_millis(100), || async {
+        metric(
+            &metrics(&env).await,
+            "litgate_connections_stalled_streams_total",
+        ) == 1.0
+    })
+    .await;
+    assert!(counted, "the stalled answer is given up within the bound");
+    // ...and has closed the connection: reading what is buffered ends before the answer does.
+    let mut got = 0usize;
+    let ended = tokio::time::timeout(BOUND, async {
+        let mut b = vec![0u8; 65_536];
+        loop {
+            match conn.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection is closed");
+    assert!(
+        got < 16 * 1024 * 1024,
+        "the answer was cut short ({got} bytes)"
+    );
     env.stop().await;
 }
 
