@@ -319,24 +319,22 @@ mod tests {
 
     /// A task that reads `frames` frames of the response its `body` makes, then stops reading
     /// but keeps the response (a writer whose client stopped taking data).
-    fn stuck_writer(
+    async fn stuck_writer(
         frames: usize,
         body: impl FnOnce() -> Body + Send + 'static,
         dropped: Arc<AtomicBool>,
-    ) -> impl Future<Output = ()> + Send {
-        async move {
-            struct Flag(Arc<AtomicBool>);
-            impl Drop for Flag {
-                fn drop(&mut self) {
-                    self.0.store(true, Ordering::SeqCst);
-                }
+    ) {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
             }
-            let mut body = track(body(), current(), Flag(dropped));
-            for _ in 0..frames {
-                let _ = body.frame().await;
-            }
-            std::future::pending::<()>().await;
         }
+        let mut body = track(body(), current(), Flag(dropped));
+        for _ in 0..frames {
+            let _ = body.frame().await;
+        }
+        std::future::pending::<()>().await;
     }
 
     async fn settle() {
