@@ -79,7 +79,7 @@ impl Default for ListenConfig {
             idle_timeout: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
-            stalled_stream_timeout: Duration::from_secs(60),
+            stalled_stream_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             max_connections: 4096,
             max_connections_per_peer: 256,
