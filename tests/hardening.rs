@@ -260,6 +260,27 @@ async fn silent_and_half_open_connections_are_closed_by_the_greeting_timeout() {
 }
 
 #[tokio::test]
+async fn an_idle_http1_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let env =
+        Env::start_editing(|c| c.listen.header_read_timeout = Duration::from_millis(300)).await;
+    let mut conn = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"http/1.1"])
+        .await
+        .unwrap();
+    // One request on a keep-alive connection (a static file: no credential needed), then
+    // nothing: after the answer, the next head must come within header_read_timeout.
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    conn.flush().await.unwrap();
+    assert!(
+        closed_by_server(&mut conn).await,
+        "the idle keep-alive connection is closed"
+    );
+    assert_eq!(env.litd.count("/"), 1, "the request itself was served");
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     let env = Env::start_editing(|c| c.listen.idle_timeout = Duration::from_millis(300)).await;
     let tls = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"h2"])
