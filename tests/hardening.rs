@@ -503,3 +503,43 @@ async fn calls_beyond_max_in_flight_are_shed_at_once_and_in_flight_ones_finish()
     assert!(served);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn an_open_websocket_counts_as_in_flight_until_it_closes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+    let env = Env::start_editing(|c| c.listen.max_in_flight = 1).await;
+    let addr = env.gate.public_addr;
+    let mut req = format!("wss://{addr}{}", litgate::demo::litd::WS_ECHO)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("origin", format!("https://{addr}").parse().unwrap());
+    let tls = tls_connect(addr, &env.gate_cert, &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("the tunnel opens");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    // The open tunnel holds the only slot.
+    let shed = EchoClient::new(env.gate_channel().await)
+        .unary(echo("while the tunnel is open", 0))
+        .await
+        .expect_err("shed");
+    assert_eq!(shed.code(), tonic::Code::Unavailable, "{shed:?}");
+    // Closed: the slot is free again (bounded poll: the tunnel's task ends asynchronously).
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let served = eventually(300, Duration::from_millis(50), || async {
+        EchoClient::new(env.gate_channel().await)
+            .unary(echo("after", 0))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(served, "admitted once the tunnel closed");
+    env.stop().await;
+}
