@@ -319,6 +319,39 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn an_http2_client_that_does_not_answer_pings_is_closed() {
+    let env = Env::start_editing(|c| {
+        c.listen.keepalive_interval = Duration::from_millis(200);
+        c.listen.keepalive_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let mut conn = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"h2"])
+        .await
+        .unwrap();
+    // The whole preface (magic and an empty SETTINGS frame), then silence: litgate's PINGs go
+    // unanswered.
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    conn.flush().await.unwrap();
+    assert!(
+        closed_by_server(&mut conn).await,
+        "closed after the unanswered PING"
+    );
+    let text = metrics(&env).await;
+    assert_eq!(
+        metric_labelled(
+            &text,
+            "litgate_connections_closed_total",
+            "reason=\"header_timeout\""
+        ),
+        0.0,
+        "greeted, so not the greeting timeout: {text}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
 async fn the_connection_cap_refuses_the_next_one_and_admits_again_after_a_close() {
     let env = Env::start_editing(|c| c.listen.max_connections = 2).await;
     let addr = env.gate.public_addr;
