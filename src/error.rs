@@ -31,6 +31,12 @@ pub enum Error {
         /// When a retry can succeed.
         retry_after: Duration,
     },
+    /// litgate had `listen.max_in_flight` calls in flight; the request never reached litd.
+    #[error("litgate is serving as many calls as it may (listen.max_in_flight); retry later")]
+    Overloaded {
+        /// When a retry can succeed.
+        retry_after: Duration,
+    },
     /// litd could not be reached, or the connection to it failed.
     #[error("litd at {addr} is unavailable: {reason}")]
     Upstream {
@@ -106,6 +112,7 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::Client { message, .. } | Error::RateLimited { message, .. } => message.clone(),
+            Error::Overloaded { .. } => "litgate is overloaded; retry later".into(),
             Error::Upstream { .. } => "litd is unavailable".into(),
             Error::Autopilot { .. } => "the Autopilot server is unavailable".into(),
             Error::OwnCallRefused { method, .. } => {
@@ -139,7 +146,9 @@ impl Error {
         match self {
             Error::Client { code, .. } => *code,
             Error::RateLimited { .. } => Code::ResourceExhausted,
-            Error::Upstream { .. } | Error::Autopilot { .. } => Code::Unavailable,
+            Error::Overloaded { .. } | Error::Upstream { .. } | Error::Autopilot { .. } => {
+                Code::Unavailable
+            }
             Error::OwnCallRefused { .. } | Error::Internal { .. } => Code::Internal,
         }
     }
@@ -149,6 +158,7 @@ impl Error {
         match self {
             Error::Client { .. } => "client",
             Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
             Error::Upstream { .. } => "upstream",
             Error::Autopilot { .. } => "autopilot",
             Error::OwnCallRefused { .. } => "own_call_refused",

@@ -7,7 +7,7 @@
 //!    |
 //!    v
 //!  public face :8445                     server/ (TLS, ALPN h2 + http/1.1), app::public_stack
-//!    trace > rescue > metrics > identity > rate limit > router          layers/, router/
+//!    trace > rescue > metrics > overload > identity > rate limit > router  layers/, router/
 //!      router: AddAutopilotSession ........ autopilot/add_session.rs (auth, policy, rewrite)
 //!              ListSessions, ListAutopilotSessions ......... cache/ (sled, per credential)
 //!              AddSession, Revoke*Session ........... invalidate the cache, pass through
@@ -30,8 +30,9 @@
 //! ```
 //!
 //! A request enters through `server::serve`, gets a span (`layers::trace`), is counted
-//! (`layers::metrics`), has its caller read (`layers::identity`) and limited
-//! (`layers::rate_limit`), and is dispatched by `router::Router`; anything not intercepted
+//! (`layers::metrics`), is shed when too many calls are in flight (`layers::overload`), has
+//! its caller read (`layers::identity`) and limited (`layers::rate_limit`), and is
+//! dispatched by `router::Router`; anything not intercepted
 //! is forwarded as bytes by `upstream::Upstream`, bodies and trailers streaming both ways;
 //! WebSockets are tunnelled as bytes (`upstream::Upstream::tunnel`) unless they carry a call
 //! to an intercepted method. Everything about the gRPC wire (frames, header blocks, where a

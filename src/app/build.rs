@@ -19,9 +19,11 @@ use crate::{
     config::{Config, StoreConfig},
     layers::{
         metrics::RequestMetrics,
+        overload::OverloadLayer,
         rate_limit::{Limiter, RateLimitLayer},
     },
     router::Router,
+    server,
     store::Store,
     upstream::{Upstream, UpstreamMetrics},
 };
@@ -31,6 +33,10 @@ pub(super) struct Public {
     pub(super) router: Router,
     pub(super) metrics: RequestMetrics,
     pub(super) rate_limit: RateLimitLayer,
+    /// `listen.max_in_flight` (`litgate_overload_*`).
+    pub(super) overload: OverloadLayer,
+    /// The public face's connection caps and timeouts (`litgate_connections_*`).
+    pub(super) conns: server::Connections,
 }
 
 /// Everything the listeners serve.
@@ -85,7 +91,15 @@ impl Components {
                 &cfg.rate_limit,
                 registry.sub_registry_with_prefix("rate_limit"),
             )),
+            overload: OverloadLayer::registered(
+                cfg.listen.max_in_flight,
+                registry.sub_registry_with_prefix("overload"),
+            ),
             router: router(cfg, store, clock, &upstream, &catalogue, registry)?,
+            conns: server::Connections::new(
+                server::Limits::of(&cfg.listen),
+                server::ConnMetrics::register(registry.sub_registry_with_prefix("connections")),
+            ),
         };
         let relay = cfg.autopilot.relay.addr.map(|_| {
             let registry = registry.sub_registry_with_prefix("relay");

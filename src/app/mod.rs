@@ -152,6 +152,10 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let stopped = || stopped(shutdown_rx.clone());
     let listen = &cfg.listen;
+    // The relay's and the admin's clients are litd and the operator's tools: the same
+    // timeouts, their own counts, not in /metrics.
+    let internal_conns =
+        server::Connections::new(server::Limits::of(listen), server::ConnMetrics::default());
     let mut tasks = Vec::new();
     let mut background = vec![parts.catalogue.spawn_refresher()];
     if let Some(r) = &parts.reconciler {
@@ -167,18 +171,23 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         tasks.push(tokio::spawn(server::serve(
             listener,
             relay_tls,
-            listen.handshake_timeout,
+            internal_conns.clone(),
             svc,
             stopped(),
             listen.drain_timeout,
         )));
     }
     let public = parts.public;
-    let stack = public_stack(public.router, public.metrics, public.rate_limit);
+    let stack = public_stack(
+        public.router,
+        public.metrics,
+        public.overload,
+        public.rate_limit,
+    );
     tasks.push(tokio::spawn(server::serve(
         listeners.public.0,
         tls.config,
-        listen.handshake_timeout,
+        public.conns,
         stack,
         stopped(),
         listen.drain_timeout,
@@ -196,7 +205,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
     tasks.push(tokio::spawn(server::serve(
         listeners.admin.0,
         None,
-        listen.handshake_timeout,
+        internal_conns,
         admin_svc,
         stopped(),
         Duration::from_secs(1),

@@ -9,6 +9,7 @@ use crate::{
     layers::{
         identity::IdentityLayer,
         metrics::{MetricsLayer, RequestMetrics},
+        overload::OverloadLayer,
         rate_limit::RateLimitLayer,
         rescue::RescueLayer,
         trace::TraceLayer,
@@ -23,6 +24,7 @@ use crate::{
 pub(crate) fn public_stack(
     router: Router,
     metrics: RequestMetrics,
+    overload: OverloadLayer,
     rate_limit: RateLimitLayer,
 ) -> impl Served {
     ServiceBuilder::new()
@@ -32,6 +34,9 @@ pub(crate) fn public_stack(
         .layer(RescueLayer)
         // Inside rescue, so refusals are counted with their gRPC code rather than as OK.
         .layer(MetricsLayer::new(metrics, methods::public_route_label))
+        // Before any work (even reading the credential): a shed call costs nothing more, and
+        // is still counted by metrics with its code.
+        .layer(overload)
         // Before the rate limiter and the router, which both read `Caller`.
         .layer(IdentityLayer)
         // After identity (keys by `Caller`), before the router: a refused call never reaches litd.

@@ -26,7 +26,9 @@ pub fn insert_status(h: &mut HeaderMap, code: tonic::Code, message: &str) {
 /// ([`Error::public_message`]: no internal address, no OS error).
 pub fn error_response(protocol: Protocol, err: &Error) -> Response {
     let retry_after = match err {
-        Error::RateLimited { retry_after, .. } => Some(*retry_after),
+        Error::RateLimited { retry_after, .. } | Error::Overloaded { retry_after } => {
+            Some(*retry_after)
+        }
         _ => None,
     };
     status_response(protocol, err.code(), &err.public_message(), retry_after)

@@ -69,8 +69,8 @@ pub struct RefusalLabels {
     pub route: &'static str,
     /// Wire protocol.
     pub protocol: &'static str,
-    /// Whose fault: `client`, `rate_limited`, `upstream`, `autopilot`, `own_call_refused`,
-    /// `internal`.
+    /// Whose fault: `client`, `rate_limited`, `overloaded`, `upstream`, `autopilot`,
+    /// `own_call_refused`, `internal`.
     pub kind: &'static str,
 }
 

@@ -5,7 +5,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::values::Report;
+use crate::values::{nonzero, Report};
+
+/// Bounds of `listen.max_header_bytes`: HTTP/1.1 heads are limited by hyper's read buffer,
+/// which cannot be smaller than 8 KiB; 256 KiB is far beyond any client litd serves.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+const MAX_HEADER_BYTES: usize = 256 * 1024;
 
 /// `[listen]`: the public face.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +35,34 @@ pub struct ListenConfig {
     pub handshake_timeout: Duration,
     /// Largest request body litgate reads for a method it inspects (bytes).
     pub max_message_bytes: usize,
+    /// After the TLS handshake (or the TCP accept, in plaintext), the HTTP/2 preface or the first
+    /// HTTP/1.1 request head must arrive in full within this; every later HTTP/1.1 request head
+    /// too, counted from the end of the previous answer (HTTP/1.1's keep-alive idle time).
+    #[serde(with = "crate::values::duration")]
+    pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed (GOAWAY).
+    #[serde(with = "crate::values::duration")]
+    pub idle_timeout: Duration,
+    /// An HTTP/2 connection that sent nothing for this long is sent a PING...
+    #[serde(with = "crate::values::duration")]
+    pub keepalive_interval: Duration,
+    /// ...and closed when the PING is not answered within this.
+    #[serde(with = "crate::values::duration")]
+    pub keepalive_timeout: Duration,
+    /// A response whose reader takes none of the data waiting for it for this long is reset
+    /// (HTTP/2: RST_STREAM; HTTP/1.1: the connection is closed).
+    #[serde(with = "crate::values::duration")]
+    pub stalled_stream_timeout: Duration,
+    /// Largest request head (HTTP/1.1: request line and headers; HTTP/2: the header list as
+    /// HPACK counts it), in bytes; larger: 431.
+    pub max_header_bytes: usize,
+    /// Open connections at most; more are refused at once.
+    pub max_connections: usize,
+    /// Open connections at most from one peer (an IPv4 address, an IPv6 /64).
+    pub max_connections_per_peer: usize,
+    /// Calls in flight at most (streams and WebSockets count while open); more get UNAVAILABLE
+    /// / HTTP 503 with `retry-after` at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for ListenConfig {
@@ -43,6 +76,15 @@ impl Default for ListenConfig {
             drain_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_message_bytes: 4 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            stalled_stream_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_connections: 4096,
+            max_connections_per_peer: 256,
+            max_in_flight: 1024,
         }
     }
 }
@@ -72,11 +114,33 @@ impl ListenConfig {
         if self.max_message_bytes < 1024 {
             err("listen.max_message_bytes", "must be at least 1024".into());
         }
-        if self.handshake_timeout.is_zero() {
+        for (key, d) in [
+            ("listen.handshake_timeout", self.handshake_timeout),
+            ("listen.header_read_timeout", self.header_read_timeout),
+            ("listen.idle_timeout", self.idle_timeout),
+            ("listen.keepalive_interval", self.keepalive_interval),
+            ("listen.keepalive_timeout", self.keepalive_timeout),
+            ("listen.stalled_stream_timeout", self.stalled_stream_timeout),
+        ] {
+            nonzero(err, key, d);
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
             err(
-                "listen.handshake_timeout",
-                "must be greater than zero".into(),
+                "listen.max_header_bytes",
+                format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
             );
+        }
+        for (key, n) in [
+            ("listen.max_connections", self.max_connections),
+            (
+                "listen.max_connections_per_peer",
+                self.max_connections_per_peer,
+            ),
+            ("listen.max_in_flight", self.max_in_flight),
+        ] {
+            if n == 0 {
+                err(key, "must be at least 1".into());
+            }
         }
     }
 }

@@ -5,20 +5,28 @@
 //! forgets it, so upgraded connections run under [`Upgrades`], which the drain waits for like
 //! any in-flight call. On shutdown it stops accepting, lets in-flight calls and upgraded
 //! connections finish up to a deadline, closes what is left, then returns.
+//!
+//! What a client may hold is bounded here: connections are admitted against global and
+//! per-peer caps (`connections`), each connection's life against deadlines (`conn`), each
+//! response against a reader that stopped reading (`stall`), and request heads against
+//! `listen.max_header_bytes` on both HTTP versions. It must never wait on a client without a
+//! deadline.
 
 pub(crate) mod config;
+mod conn;
+mod connections;
+mod stall;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-};
+use hyper_util::{rt::TokioTimer, server::conn::auto};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
-use crate::body::{boxed, Request, Response};
+pub(crate) use self::connections::{ConnMetrics, Connections, Limits};
+use self::stall::StreamExec;
+use crate::body::{Request, Response};
 
 /// What a listener serves: a cloneable service of litgate's requests that never fails (errors
 /// are responses by then).
@@ -52,6 +60,9 @@ pub struct ConnectInfo {
 pub struct Upgrades {
     tracker: TaskTracker,
     cut: CancellationToken,
+    /// Kept alive by every connection spawned through this copy (the overload layer's
+    /// in-flight slot, so a WebSocket counts while it is open).
+    hold: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Upgrades {
@@ -62,12 +73,22 @@ impl Upgrades {
         F: Future<Output = ()> + Send + 'static,
     {
         let cut = self.cut.clone();
+        let hold = self.hold.clone();
         self.tracker.spawn(async move {
+            let _hold = hold;
             tokio::select! {
                 _ = cut.cancelled() => {}
                 _ = conn => {}
             }
         });
+    }
+
+    /// The same set, whose upgraded connections keep `hold` alive until they end.
+    pub(crate) fn holding(&self, hold: Arc<dyn std::any::Any + Send + Sync>) -> Upgrades {
+        Upgrades {
+            hold: Some(hold),
+            ..self.clone()
+        }
     }
 
     /// The listener's `Upgrades` a request carries; a request that did not come through
@@ -93,27 +114,28 @@ impl Upgrades {
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then drains for at most `drain`.
-pub async fn serve(
+/// Connections are admitted against `conns` (its caps, shared with every listener it is
+/// cloned into) and held to its timeouts.
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    handshake_timeout: Duration,
+    conns: Connections,
     service: impl Served,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
     let upgrades = Upgrades::default();
-    // Connection tasks, so the ones still running at the drain deadline can be closed.
-    let mut conns = tokio::task::JoinSet::new();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .adaptive_window(true);
-    let builder = Arc::new(builder);
+    let shared = Arc::new(conn::Listener {
+        builder: builder(&conns),
+        tls: tls.map(tokio_rustls::TlsAcceptor::from),
+        upgrades: upgrades.clone(),
+        conns: conns.clone(),
+    });
+    let tls = shared.tls.is_some();
+    let draining = CancellationToken::new();
+    // Connection tasks, so the drain can wait for them and close the ones still running at
+    // its deadline.
+    let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -129,72 +151,62 @@ pub async fn serve(
             },
         };
         // Reap finished connection tasks so the set holds only live ones.
-        while conns.try_join_next().is_some() {}
-        let _ = tcp.set_nodelay(true);
-        let info = ConnectInfo { peer };
-        let svc = service.clone();
-        let upgrades = upgrades.clone();
-        let hyper_svc =
-            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let mut req = req.map(boxed);
-                req.extensions_mut().insert(info);
-                req.extensions_mut().insert(upgrades.clone());
-                svc.clone().oneshot(req)
-            });
-        let builder = builder.clone();
-        match &acceptor {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tcp), hyper_svc)
-                    .into_owned();
-                let watcher = graceful.watcher();
-                conns.spawn(async move {
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, %peer, "connection ended with error");
-                    }
-                });
+        while tasks.try_join_next().is_some() {}
+        match conns.admit(peer) {
+            Ok(permit) => {
+                let conn =
+                    shared
+                        .clone()
+                        .connection(service.clone(), tcp, peer, permit, draining.clone());
+                tasks.spawn(conn);
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                // The handshake runs in the connection's task so a slow client cannot stall
-                // the accept loop; connections still handshaking at shutdown are just dropped.
-                let watcher = graceful.watcher();
-                conns.spawn(async move {
-                    let tls =
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), hyper_svc)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, %peer, "connection ended with error");
-                    }
-                });
+            Err(refused) => {
+                tracing::debug!(%peer, ?refused, "connection refused");
+                connections::refuse(tcp, tls);
             }
         }
     }
     drop(listener);
     // Connections first: an upgrade still being answered is spawned before its connection
     // ends, so once they have all ended every upgraded connection is in the tracker.
+    draining.cancel();
     let drained = tokio::time::timeout(drain, async {
-        graceful.shutdown().await;
+        while tasks.join_next().await.is_some() {}
         upgrades.drained().await;
     })
     .await
     .is_ok();
     upgrades.cut().await;
-    conns.abort_all();
-    while conns.join_next().await.is_some() {}
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     if !drained {
         tracing::warn!(deadline = ?drain, "drain deadline passed; closed the remaining connections");
     }
+}
+
+/// hyper's HTTP/1.1 and HTTP/2 settings for a listener's connections.
+fn builder(conns: &Connections) -> auto::Builder<StreamExec> {
+    let limits = conns.limits();
+    let mut builder = auto::Builder::new(StreamExec {
+        timeout: limits.stalled_stream_timeout,
+        stalled: conns.metrics().stalled(),
+    });
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also the keep-alive idle time: hyper starts it as soon as an answer is done.
+        .header_read_timeout(limits.header_read_timeout)
+        // The request head limit: hyper-util's auto builder has no `max_header_size`, and a
+        // head that does not fit the read buffer is refused with 431 all the same. It also
+        // caps what one read or one write of a body buffers, which TLS records (16 KiB) cap
+        // already.
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.keepalive_interval))
+        .keep_alive_timeout(limits.keepalive_timeout)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .adaptive_window(true);
+    builder
 }

@@ -675,3 +675,50 @@ pub async fn stop_cleanly(child: std::process::Child) {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+impl Env {
+    /// Same as [`Env::start`], with `edit` adjusting the config value before start (keys of
+    /// tables the base config already has, such as `[listen]`).
+    pub async fn start_editing(edit: impl FnOnce(&mut Config)) -> Env {
+        let autopilot =
+            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
+        let litd = DemoLitd::start(DemoLitdConfig {
+            tls: true,
+            autopilot: Some(autopilot.target()),
+            ..Default::default()
+        })
+        .expect("demo litd starts");
+        let dir = tempfile::tempdir().unwrap();
+        let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", "");
+        let mut config =
+            Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+        edit(&mut config);
+        config
+            .validate()
+            .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+        Self::launch_config(litd, autopilot, dir, config, ManualClock::new()).await
+    }
+}
+
+/// A TLS connection to `addr` pinning `cert_pem`, offering `alpn` (e.g. `b"h2"`).
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cert_pem: &[u8],
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut cfg = rustls_config(cert_pem);
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+}
+
+/// The value of `name`'s series whose labels include `label` (e.g. `reason="idle_timeout"`)
+/// in Prometheus text; 0 when there is none.
+pub fn metric_labelled(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,446 @@
+//! One accepted connection, from the TLS handshake to its close, and the deadlines that bound
+//! each part of its life: the handshake (`listen.handshake_timeout`); the greeting, i.e. the
+//! HTTP/2 preface (the magic and the client's SETTINGS frame) or the first HTTP/1.1 request
+//! head (`listen.header_read_timeout`); HTTP/2 idleness, no stream open
+//! (`listen.idle_timeout`, then GOAWAY); and the drain at shutdown. hyper keeps the rest:
+//! HTTP/1.1's later request heads (its `header_read_timeout`, which also ends idle keep-alive
+//! connections), HTTP/2 keepalive PINGs and their timeout, and the header size limits.
+//! Responses are watched for stalled readers (`stall`).
+//!
+//! It owns the connection's I/O ([`ConnIo`]), which holds the connection's place in the counts
+//! ([`Permit`]) for as long as the socket lives, an upgraded WebSocket's included.
+
+use std::{
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper_util::{
+    rt::TokioIo,
+    server::{conn::auto, graceful::GracefulConnection},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+    sync::Notify,
+    time::Instant,
+};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::{
+    connections::{Connections, Limits, Permit},
+    stall::{self, StreamExec},
+    ConnectInfo, Served, Upgrades,
+};
+use crate::body::boxed;
+
+/// What every connection of a listener shares.
+pub(super) struct Listener {
+    pub(super) builder: auto::Builder<StreamExec>,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(super) upgrades: Upgrades,
+    pub(super) conns: Connections,
+}
+
+impl Listener {
+    /// Serves one connection with `service` until it ends, litgate closes it, or the drain
+    /// is over.
+    pub(super) async fn connection(
+        self: Arc<Self>,
+        service: impl Served,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        permit: Permit,
+        drain: CancellationToken,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let Some(acceptor) = &self.tls else {
+            return self.serve(service, tcp, peer, permit, &drain).await;
+        };
+        let limits = self.conns.limits();
+        let handshake = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+        let tls = tokio::select! {
+            // Connections still handshaking at shutdown are just dropped.
+            _ = drain.cancelled() => return,
+            done = handshake => match done {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                    self.conns.metrics().closed("handshake_failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    self.conns.metrics().closed("handshake_timeout");
+                    return;
+                }
+            },
+        };
+        self.serve(service, tls, peer, permit, &drain).await
+    }
+
+    async fn serve<I>(
+        &self,
+        service: impl Served,
+        io: I,
+        peer: SocketAddr,
+        permit: Permit,
+        drain: &CancellationToken,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let state = Arc::new(ConnState::new());
+        let io = ConnIo::new(io, state.clone(), permit);
+        let svc = {
+            let (upgrades, state) = (self.upgrades.clone(), state.clone());
+            let info = ConnectInfo { peer };
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                // Called as the request head arrives; the future runs in the task that drives
+                // the response (the stream's task in HTTP/2), whose stall watch it reports to.
+                let busy = state.request();
+                let (service, upgrades) = (service.clone(), upgrades.clone());
+                async move {
+                    let progress = stall::current();
+                    let mut req = req.map(|b| stall::abandonable(boxed(b), progress.clone()));
+                    req.extensions_mut().insert(info);
+                    req.extensions_mut().insert(upgrades);
+                    let resp = match service.oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    };
+                    Ok::<_, Infallible>(resp.map(|b| stall::track(b, progress, busy)))
+                }
+            })
+        };
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc);
+        let limits = self.conns.limits();
+        let metrics = self.conns.metrics();
+        let supervised = supervise(conn, &state, limits, drain, |reason| {
+            tracing::debug!(%peer, reason, "closed a connection");
+            metrics.closed(reason);
+        });
+        stall::watched(limits.stalled_stream_timeout, metrics.stalled(), supervised).await;
+    }
+}
+
+/// Drives `conn` until it ends, closing it when it breaks a deadline (`report` says which) or
+/// gracefully when the drain starts.
+async fn supervise<C>(
+    conn: C,
+    state: &ConnState,
+    limits: &Limits,
+    drain: &CancellationToken,
+    report: impl Fn(&'static str),
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let greeting_deadline = Instant::now() + limits.header_read_timeout;
+    // Set once an idle HTTP/2 connection was sent GOAWAY: if the client neither closes it nor
+    // opens a stream, it is dropped after one more header_read_timeout.
+    let mut idle_closed = false;
+    let mut draining = false;
+    loop {
+        // Registered before the state is read, so no change is missed.
+        let changed = state.changed.notified();
+        let due = if !state.greeted() {
+            Some(greeting_deadline)
+        } else if state.idle() && !draining {
+            let grace = if idle_closed {
+                limits.header_read_timeout
+            } else {
+                Duration::ZERO
+            };
+            Some(state.idle_since() + limits.idle_timeout + grace)
+        } else {
+            None
+        };
+        if due.is_some_and(|at| at <= Instant::now()) {
+            if !state.greeted() {
+                return report("header_timeout");
+            }
+            if idle_closed {
+                return;
+            }
+            idle_closed = true;
+            // HTTP/2: GOAWAY, then hyper closes once the client has seen it. An idle HTTP/1.1
+            // connection rarely gets here: hyper's header_read_timeout ends it first.
+            conn.as_mut().graceful_shutdown();
+            report("idle_timeout");
+            continue;
+        }
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "connection ended with error");
+                }
+                return;
+            }
+            _ = drain.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = changed => {}
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+        }
+    }
+}
+
+/// What the supervisor of a connection watches: whether the client has greeted, and the
+/// requests in flight (an HTTP/2 connection with none is idle).
+#[derive(Debug)]
+struct ConnState {
+    base: Instant,
+    greeted: AtomicBool,
+    in_flight: AtomicUsize,
+    /// Nanoseconds from `base` when the last request ended.
+    idle_since: AtomicU64,
+    changed: Notify,
+}
+
+impl ConnState {
+    fn new() -> ConnState {
+        ConnState {
+            base: Instant::now(),
+            greeted: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn greeted(&self) -> bool {
+        self.greeted.load(Ordering::Acquire)
+    }
+
+    fn greet(&self) {
+        if !self.greeted.swap(true, Ordering::AcqRel) {
+            self.changed.notify_one();
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    fn idle_since(&self) -> Instant {
+        self.base + Duration::from_nanos(self.idle_since.load(Ordering::Acquire))
+    }
+
+    /// A request arrived: the client has greeted, and the connection is busy until the
+    /// returned guard (held by the response body) is dropped.
+    fn request(self: &Arc<Self>) -> Busy {
+        self.greet();
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed.notify_one();
+        }
+        Busy(self.clone())
+    }
+}
+
+/// A request in flight on a connection.
+struct Busy(Arc<ConnState>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let state = &self.0;
+        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let now = u64::try_from(state.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            state.idle_since.store(now, Ordering::Release);
+            state.changed.notify_one();
+        }
+    }
+}
+
+/// The HTTP/2 client preface: the magic, then a SETTINGS frame (RFC 9113, 3.4).
+const H2_MAGIC: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The magic and a frame header.
+const H2_HEAD: usize = 24 + 9;
+const SETTINGS: u8 = 0x4;
+
+/// The connection's I/O: reads pass by a watch for the HTTP/2 preface until it is complete,
+/// and the connection's [`Permit`] lives as long as the socket.
+struct ConnIo<I> {
+    inner: I,
+    state: Arc<ConnState>,
+    preface: Preface,
+    _permit: Permit,
+}
+
+/// How far the HTTP/2 preface has come.
+#[derive(Debug)]
+enum Preface {
+    /// The first bytes, up to the magic and the SETTINGS frame header.
+    Head { buf: [u8; H2_HEAD], len: usize },
+    /// The magic and the SETTINGS frame header are in; this much of its payload is still due.
+    Settings(usize),
+    /// Complete, or not HTTP/2 (an HTTP/1.1 client greets with its first request).
+    Done,
+}
+
+impl<I> ConnIo<I> {
+    fn new(inner: I, state: Arc<ConnState>, permit: Permit) -> ConnIo<I> {
+        ConnIo {
+            inner,
+            state,
+            preface: Preface::Head {
+                buf: [0; H2_HEAD],
+                len: 0,
+            },
+            _permit: permit,
+        }
+    }
+
+    /// Follows the preface through `read` (the bytes a read just returned).
+    fn saw(&mut self, mut read: &[u8]) {
+        if let Preface::Head { buf, len } = &mut self.preface {
+            let take = read.len().min(H2_HEAD - *len);
+            buf[*len..*len + take].copy_from_slice(&read[..take]);
+            *len += take;
+            read = &read[take..];
+            let magic = (*len).min(H2_MAGIC.len());
+            if buf[..magic] != H2_MAGIC[..magic] {
+                self.preface = Preface::Done;
+                return;
+            }
+            if *len < H2_HEAD {
+                return;
+            }
+            let frame = &buf[H2_MAGIC.len()..];
+            if frame[3] != SETTINGS {
+                // Not a preface: hyper refuses the connection.
+                self.preface = Preface::Done;
+                return;
+            }
+            let payload =
+                usize::from(frame[0]) << 16 | usize::from(frame[1]) << 8 | usize::from(frame[2]);
+            self.preface = Preface::Settings(payload);
+        }
+        if let Preface::Settings(due) = &mut self.preface {
+            *due = due.saturating_sub(read.len());
+            if *due == 0 {
+                self.preface = Preface::Done;
+                self.state.greet();
+            }
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !matches!(self.preface, Preface::Done) && matches!(polled, Poll::Ready(Ok(()))) {
+            let this = &mut *self;
+            this.saw(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ConnIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::connections::ConnMetrics;
+
+    fn conn_io() -> ConnIo<tokio::io::Empty> {
+        let conns = Connections::new(
+            Limits::of(&crate::config::ListenConfig::default()),
+            ConnMetrics::default(),
+        );
+        let permit = conns.admit(([192, 0, 2, 1], 1).into()).unwrap();
+        ConnIo::new(tokio::io::empty(), Arc::new(ConnState::new()), permit)
+    }
+
+    fn preface(settings: &[u8]) -> Vec<u8> {
+        let mut p = H2_MAGIC.to_vec();
+        let len = settings.len();
+        p.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, SETTINGS, 0]);
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(settings);
+        p
+    }
+
+    #[test]
+    fn the_preface_greets_once_the_settings_frame_is_in_whatever_the_chunks() {
+        let p = preface(&[0, 3, 0, 0, 0, 100, 0, 4, 0, 1, 0, 0]);
+        for split in 1..p.len() {
+            let mut io = conn_io();
+            io.saw(&p[..split]);
+            assert!(!io.state.greeted(), "not greeted after {split} bytes");
+            io.saw(&p[split..]);
+            assert!(io.state.greeted(), "greeted after the split at {split}");
+        }
+        let mut io = conn_io();
+        for b in &p {
+            io.saw(std::slice::from_ref(b));
+        }
+        assert!(io.state.greeted(), "byte by byte");
+        let mut empty_settings = conn_io();
+        empty_settings.saw(&preface(&[]));
+        assert!(empty_settings.state.greeted(), "an empty SETTINGS frame");
+    }
+
+    #[test]
+    fn half_a_preface_or_http1_bytes_do_not_greet() {
+        let mut half = conn_io();
+        half.saw(&H2_MAGIC[..16]);
+        assert!(!half.state.greeted());
+        assert!(matches!(half.preface, Preface::Head { len: 16, .. }));
+        let mut h1 = conn_io();
+        h1.saw(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert!(!h1.state.greeted(), "HTTP/1.1 greets with a request");
+        assert!(matches!(h1.preface, Preface::Done));
+        let mut not_settings = conn_io();
+        let mut p = preface(&[]);
+        p[24 + 3] = 0x1;
+        not_settings.saw(&p);
+        assert!(!not_settings.state.greeted());
+    }
+}
