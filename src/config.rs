@@ -3,7 +3,7 @@
 //! section's type and its checks in a `config` submodule that imports only the shared value
 //! types (`values`): `[listen]` (server), `[upstream]`, `[autopilot]` with `[autopilot.relay]`
 //! and `[autopilot.rules]`, `[privacy]` (autopilot::privacy), `[rate_limit]`
-//! (layers::rate_limit), `[cache]`, `[store]`, `[admin]`, `[log]` (telemetry). This file imports
+//! (layers::rate_limit), `[cache]`, `[store]`, `[admin]`, `[log]` (telemetry), `[runtime]`. This file imports
 //! those submodules and nothing that runs. Unknown keys and bad values are errors that name the
 //! key. The key names are a contract: add keys freely, rename none.
 
@@ -19,6 +19,7 @@ pub use crate::{
     },
     cache::config::CacheConfig,
     layers::rate_limit::config::{MethodLimit, RateLimitConfig},
+    runtime::config::RuntimeConfig,
     server::config::ListenConfig,
     store::config::StoreConfig,
     telemetry::config::{Format as LogFormat, LogConfig},
@@ -48,6 +49,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[runtime]`: the threads that serve.
+    pub runtime: RuntimeConfig,
 }
 
 /// One configuration problem, naming the key.
@@ -128,6 +131,7 @@ impl Config {
         self.rate_limit.validate(&mut err);
         self.cache.validate(&mut err);
         self.store.validate(&mut err);
+        self.runtime.validate(&mut err);
         self.cross_check(&mut err);
         if errs.is_empty() {
             Ok(())

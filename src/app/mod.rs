@@ -2,6 +2,13 @@
 //! stacks of the public and relay faces (`stacks`), the listeners and TLS (`listen`), the
 //! admin endpoints; and stops them in order. Runtime objects are built from config and do not
 //! carry the config around.
+//!
+//! litgate serves on one or more single-threaded runtimes (`[runtime] threads`, see
+//! `crate::runtime`). The runtime that starts litgate serves one public listener, the admin
+//! and relay listeners and the background tasks (catalogue refresh, reconciliation); each
+//! other runtime serves one more public listener on the same port, on a thread of its own.
+//! Every component is shared between them; only the connections to litd are per runtime.
+//! In-process starts ([`start`], the tests) serve on the caller's runtime alone.
 
 mod build;
 mod listen;
@@ -90,6 +97,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
+    /// One per runtime on a thread of its own: fires when its listener has drained.
+    workers: Vec<tokio::sync::oneshot::Receiver<()>>,
     store: Store,
 }
 
@@ -100,6 +109,10 @@ impl Running {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        for w in self.workers {
+            // An error only means the thread is gone already.
+            let _ = w.await;
         }
         for t in self.background {
             t.abort();
@@ -132,13 +145,24 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
 
 /// Same as [`start`], with an injected clock (tests move time instead of sleeping).
 pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Running, StartError> {
+    launch(cfg, clock, Vec::new()).await
+}
+
+/// Starts litgate on the caller's runtime and on each of `others` (single-threaded runtimes,
+/// each then run on a thread of its own; see `crate::runtime`).
+pub(crate) async fn launch(
+    cfg: &Config,
+    clock: SharedClock,
+    others: Vec<tokio::runtime::Runtime>,
+) -> Result<Running, StartError> {
+    let runtimes = 1 + others.len();
     let store = build::open_store(&cfg.store).await?;
     // Every metric is `litgate_<component>_<name>`: each component registers its own in the
     // sub-registry it is handed.
     let mut registry = Registry::with_prefix("litgate");
-    let parts = Components::build(cfg, &store, &clock, &mut registry)?;
+    let parts = Components::build(cfg, &store, &clock, &mut registry, runtimes)?;
     let tls = listen::public_tls(cfg)?;
-    let listeners = Listeners::bind(cfg, parts.relay.is_some()).await?;
+    let listeners = Listeners::bind(cfg, parts.relay.is_some(), runtimes).await?;
     let (public_addr, admin_addr) = (listeners.public.1, listeners.admin.1);
     let relay_addr = listeners.relay.as_ref().map(|(_, a)| *a);
 
@@ -168,8 +192,31 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
     }
     let public = parts.public;
     let stack = public_stack(public.router, public.metrics, public.rate_limit);
+    let mut public_listeners = listeners.public.0;
+    let bind_failed = |source| StartError::Bind {
+        key: "listen.addr",
+        addr: public_addr,
+        source,
+    };
+    let first =
+        tokio::net::TcpListener::from_std(public_listeners.remove(0)).map_err(bind_failed)?;
+    let mut workers = Vec::new();
+    for (lane, (rt, listener)) in (1..).zip(others.into_iter().zip(public_listeners)) {
+        let (tls, stack, stopped) = (tls.config.clone(), stack.clone(), stopped());
+        let (handshake, drain) = (listen.handshake_timeout, listen.drain_timeout);
+        let serve = move || async move {
+            // Registered with the runtime that serves it, on its own thread.
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => server::serve(l, tls, handshake, stack, stopped, drain).await,
+                Err(e) => tracing::error!(error = %e, "a public listener could not be served"),
+            }
+        };
+        workers.push(crate::runtime::spawn_worker(lane, rt, serve).map_err(|e| {
+            StartError::Config(format!("runtime.threads: cannot start a thread: {e}"))
+        })?);
+    }
     tasks.push(tokio::spawn(server::serve(
-        listeners.public.0,
+        first,
         tls.config,
         listen.handshake_timeout,
         stack,
@@ -206,6 +253,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         shutdown: shutdown_tx,
         tasks,
         background,
+        workers,
         store,
     })
 }
@@ -239,10 +287,16 @@ fn admin(
         .with_registrations(store.clone())
 }
 
-/// Ready while the store answers a read.
+/// Ready while the store answers a read, made on the blocking pool: a store stuck on its disk
+/// must not stall the runtime that serves the admin face and public callers.
 fn store_check(store: Store) -> admin::Check {
     Arc::new(move || {
         let store = store.clone();
-        Box::pin(async move { store.check().map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            store
+                .off_worker(|s| s.check())
+                .await
+                .map_err(|e| e.to_string())
+        })
     })
 }
