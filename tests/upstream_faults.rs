@@ -21,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use litgate::{
     app::{self, Running},
     config::Config,
+    demo::{DemoAutopilot, DemoAutopilotConfig},
     proto::litgatetest::{echo_client::EchoClient, EchoRequest},
 };
 use tokio::{
@@ -175,9 +176,11 @@ async fn go_away_on_first_headers(mut tcp: tokio::net::TcpStream) {
     }
 }
 
-/// litgate (in-process, TLS on its public face) in front of a plaintext litd at `upstream`.
-async fn gate_in_front_of(upstream: SocketAddr) -> (Running, Vec<u8>, tempfile::TempDir) {
+/// litgate (in-process, TLS on its public face) in front of a plaintext litd at `upstream`,
+/// its catalogue refresh pointed at a demo Autopilot server.
+async fn gate_in_front_of(upstream: SocketAddr) -> (Running, Vec<u8>, Guard) {
     let dir = tempfile::tempdir().unwrap();
+    let autopilot = DemoAutopilot::start(DemoAutopilotConfig::default()).expect("starts");
     let toml = format!(
         r#"
 [listen]
@@ -186,6 +189,9 @@ addr = "127.0.0.1:0"
 addr = "{upstream}"
 plaintext = true
 connect_timeout = "1s"
+[autopilot]
+server = "{autopilot}"
+plaintext = true
 [autopilot.relay]
 addr = ""
 [cache]
@@ -196,12 +202,17 @@ data_dir = "{data}"
 addr = "127.0.0.1:0"
 "#,
         data = dir.path().join("data").display(),
+        autopilot = autopilot.addr(),
     );
     let config = Config::parse(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let gate = app::start(&config).await.expect("litgate starts");
     let cert = std::fs::read(gate.cert_path.as_ref().unwrap()).unwrap();
-    (gate, cert, dir)
+    (gate, cert, Guard(dir, autopilot))
 }
+
+/// What a test keeps until it ends: the data directory and the Autopilot server.
+#[allow(dead_code)]
+struct Guard(tempfile::TempDir, DemoAutopilot);
 
 fn request(message: &str) -> EchoRequest {
     EchoRequest {
