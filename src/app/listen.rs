@@ -93,8 +93,9 @@ pub(super) struct PublicTls {
     pub(super) generated: bool,
 }
 
-/// Loads (or generates, once) the public face's certificate.
-pub(super) fn public_tls(cfg: &Config) -> Result<PublicTls, StartError> {
+/// Loads (or generates, once) the public face's certificate: file reads, key generation and
+/// the fsync of a new pair run on the blocking pool, not on the runtime that starts litgate.
+pub(super) async fn public_tls(cfg: &Config) -> Result<PublicTls, StartError> {
     if cfg.listen.plaintext {
         return Ok(PublicTls {
             config: None,
@@ -102,7 +103,12 @@ pub(super) fn public_tls(cfg: &Config) -> Result<PublicTls, StartError> {
             generated: false,
         });
     }
-    let t = crate::tls::server_tls(&cert_source(&cfg.listen, &cfg.store.data_dir))?;
+    let source = cert_source(&cfg.listen, &cfg.store.data_dir);
+    let t = tokio::task::spawn_blocking(move || crate::tls::server_tls(&source))
+        .await
+        .map_err(|e| {
+            StartError::Config(format!("listen: loading the certificate failed: {e}"))
+        })??;
     Ok(PublicTls {
         config: Some(t.config),
         cert_path: Some(t.cert_path),

@@ -161,7 +161,7 @@ pub(crate) async fn launch(
     // sub-registry it is handed.
     let mut registry = Registry::with_prefix("litgate");
     let parts = Components::build(cfg, &store, &clock, &mut registry, runtimes)?;
-    let tls = listen::public_tls(cfg)?;
+    let tls = listen::public_tls(cfg).await?;
     let listeners = Listeners::bind(cfg, parts.relay.is_some(), runtimes).await?;
     let (public_addr, admin_addr) = (listeners.public.1, listeners.admin.1);
     let relay_addr = listeners.relay.as_ref().map(|(_, a)| *a);
