@@ -214,6 +214,9 @@ impl Upstream {
                 let (mut send, slot) = conn.take();
                 let failed = match send.try_send_request(req).await {
                     Ok(resp) => {
+                        if let Some(kept) = &kept {
+                            kept.seal();
+                        }
                         let (mut parts, body) = resp.into_parts();
                         strip_hop_by_hop(&mut parts.headers);
                         let errors = inner.metrics.errors.clone();

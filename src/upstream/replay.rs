@@ -2,8 +2,8 @@
 //! when litd refused its stream (`REFUSED_STREAM`), when litd's GOAWAY named a last stream below
 //! it, or when its connection closed before the call was sent; anything else is reported as it
 //! is. Retrying needs the request body again: [`Replay`] keeps what the first attempt read of
-//! it, up to [`MAX_REPLAY`] bytes, and plays it to the second attempt before reading on. A body
-//! larger than that is not retried.
+//! it, up to [`MAX_REPLAY`] bytes and only until litd answers ([`Kept::seal`]), and plays it to the
+//! second attempt before reading on. A body larger than that is not retried.
 
 use std::{
     pin::Pin,
@@ -45,8 +45,10 @@ struct Shared {
     /// What has been read of it, while it fits in `MAX_REPLAY`.
     kept: Vec<Bytes>,
     kept_len: usize,
-    /// Read more than `MAX_REPLAY`: no further attempt can be made.
+    /// Read more than `MAX_REPLAY`, or litd answered: no further attempt can be made.
     overflowed: bool,
+    /// Kept chunks the current attempt has played (what it still needs is after them).
+    played: usize,
     trailers: Option<HeaderMap>,
     ended: bool,
     /// The attempt allowed to read; earlier ones get an error.
@@ -72,6 +74,7 @@ pub(super) fn keep(body: Body) -> (Kept, Replay) {
         kept: Vec::new(),
         kept_len: 0,
         overflowed: false,
+        played: 0,
         trailers: None,
         ended: false,
         current: 0,
@@ -86,6 +89,17 @@ pub(super) fn keep(body: Body) -> (Kept, Replay) {
 }
 
 impl Kept {
+    /// litd answered: no retry can follow, so nothing more is kept, and what the current
+    /// attempt has already played is let go (a long stream does not hold its first bytes).
+    pub(super) fn seal(&self) {
+        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        s.overflowed = true;
+        if s.played >= s.kept.len() {
+            s.kept = Vec::new();
+            s.played = 0;
+        }
+    }
+
     /// A copy for the next attempt, which plays what was read so far and then reads on;
     /// `None` when more was read than litgate keeps. Earlier copies stop working.
     pub(super) fn again(&self) -> Option<Replay> {
@@ -94,6 +108,7 @@ impl Kept {
             return None;
         }
         s.current += 1;
+        s.played = 0;
         Some(Replay {
             shared: self.0.clone(),
             attempt: s.current,
@@ -122,9 +137,15 @@ impl http_body::Body for Replay {
         if s.current != this.attempt {
             return Poll::Ready(Some(Err(Superseded.into())));
         }
-        if let Some(d) = s.kept.get(this.pos) {
+        if let Some(d) = s.kept.get(this.pos).cloned() {
             this.pos += 1;
-            return Poll::Ready(Some(Ok(Frame::data(d.clone()))));
+            s.played = this.pos;
+            if s.overflowed && this.pos == s.kept.len() {
+                // Sealed while this attempt was still replaying: now it has it all.
+                s.kept = Vec::new();
+                s.played = 0;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(d))));
         }
         if s.ended {
             if !this.trailers_sent {
@@ -143,6 +164,7 @@ impl http_body::Body for Replay {
                         s.kept_len += d.len();
                         s.kept.push(d.clone());
                         this.pos += 1;
+                        s.played = this.pos;
                     } else {
                         s.overflowed = true;
                         s.kept = Vec::new();
@@ -221,6 +243,31 @@ mod tests {
         assert_eq!(read(first).await.0, Bytes::from_static(b"hello"));
         let again = kept.again().unwrap();
         assert_eq!(read(again).await.0, Bytes::from_static(b"hello"));
+    }
+
+    #[tokio::test]
+    async fn once_litd_answered_nothing_is_kept() {
+        let (kept, mut first) = keep(streamed(&[b"ab", b"cd"], None));
+        let _ = first.frame().await.unwrap().unwrap();
+        kept.seal();
+        assert!(kept.0.lock().unwrap().kept.is_empty(), "let go");
+        let _ = first.frame().await.unwrap().unwrap();
+        assert!(kept.0.lock().unwrap().kept.is_empty(), "nothing new kept");
+        assert!(kept.again().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_retry_sealed_mid_replay_still_gets_every_byte() {
+        let (kept, mut first) = keep(streamed(&[b"ab", b"cd", b"ef"], None));
+        let _ = first.frame().await.unwrap().unwrap();
+        let _ = first.frame().await.unwrap().unwrap();
+        let mut second = kept.again().unwrap();
+        let f = second.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), Bytes::from_static(b"ab"));
+        kept.seal();
+        let (rest, _) = read(second).await;
+        assert_eq!(rest, Bytes::from_static(b"cdef"));
+        assert!(kept.0.lock().unwrap().kept.is_empty());
     }
 
     #[tokio::test]
