@@ -3,9 +3,10 @@
 //! section's type and its checks in a `config` submodule that imports only the shared value
 //! types (`values`): `[listen]` (server), `[upstream]`, `[autopilot]` with `[autopilot.relay]`
 //! and `[autopilot.rules]`, `[privacy]` (autopilot::privacy), `[rate_limit]`
-//! (layers::rate_limit), `[cache]`, `[store]`, `[admin]`, `[log]` (telemetry), `[runtime]`. This file imports
-//! those submodules and nothing that runs. Unknown keys and bad values are errors that name the
-//! key. The key names are a contract: add keys freely, rename none.
+//! (layers::rate_limit), `[cache]`, `[store]`, `[admin]`, `[log]` (telemetry), `[runtime]`
+//! (runtime). This file imports those submodules and nothing that runs. Unknown keys and bad
+//! values are errors that name the key. The key names are a contract: add keys freely, rename
+//! none.
 
 use std::{fmt, net::SocketAddr, path::Path};
 

@@ -236,7 +236,8 @@ impl Upstream {
                     return Err(up.unavailable(describe(&failed)));
                 };
                 inner.metrics.retries.inc();
-                tracing::debug!(error = %describe(&failed), "litd never saw the call; sending it again");
+                let reason = describe(&failed);
+                tracing::debug!(error = %reason, "litd never saw the call; sending it again");
                 let mut r = Request::new(body);
                 *r.method_mut() = head.0.clone();
                 *r.uri_mut() = head.1.clone();
