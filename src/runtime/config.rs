@@ -38,3 +38,29 @@ impl RuntimeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(threads: Option<usize>) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        RuntimeConfig { threads }.validate(&mut |k: &str, m: String| {
+            found.push((k.to_string(), m));
+        });
+        found
+    }
+
+    #[test]
+    fn threads_default_to_the_cores_and_bad_counts_name_the_key() {
+        assert!(RuntimeConfig::default().threads() >= 1);
+        assert_eq!(RuntimeConfig { threads: Some(3) }.threads(), 3);
+        assert!(errors(None).is_empty());
+        assert!(errors(Some(1)).is_empty());
+        for bad in [0, MAX_THREADS + 1] {
+            let e = errors(Some(bad));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert_eq!(e[0].0, "runtime.threads");
+        }
+    }
+}
