@@ -322,14 +322,9 @@ where
 }
 
 fn tls_connector(cert: &Path) -> Result<TlsConnector, Box<dyn std::error::Error>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in litgate::tls::load_certs(cert)? {
-        roots.add(c)?;
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(litgate::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    // Pinned as litd's own clients pin `tls.cert`: the fake litd's certificate is shaped as
+    // lnd makes them (a CA certificate used as its own end entity), which a root store refuses.
+    let mut cfg = litgate::tls::pinned::pem_client_config(&std::fs::read(cert)?)?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsConnector::from(Arc::new(cfg)))
 }

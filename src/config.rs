@@ -3,9 +3,10 @@
 //! section's type and its checks in a `config` submodule that imports only the shared value
 //! types (`values`): `[listen]` (server), `[upstream]`, `[autopilot]` with `[autopilot.relay]`
 //! and `[autopilot.rules]`, `[privacy]` (autopilot::privacy), `[rate_limit]`
-//! (layers::rate_limit), `[cache]`, `[store]`, `[admin]`, `[log]` (telemetry). This file imports
-//! those submodules and nothing that runs. Unknown keys and bad values are errors that name the
-//! key. The key names are a contract: add keys freely, rename none.
+//! (layers::rate_limit), `[cache]`, `[store]`, `[admin]`, `[log]` (telemetry), `[runtime]`
+//! (runtime). This file imports those submodules and nothing that runs. Unknown keys and bad
+//! values are errors that name the key. The key names are a contract: add keys freely, rename
+//! none.
 
 use std::{fmt, net::SocketAddr, path::Path};
 
@@ -19,6 +20,7 @@ pub use crate::{
     },
     cache::config::CacheConfig,
     layers::rate_limit::config::{MethodLimit, RateLimitConfig},
+    runtime::config::RuntimeConfig,
     server::config::ListenConfig,
     store::config::StoreConfig,
     telemetry::config::{Format as LogFormat, LogConfig},
@@ -48,6 +50,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[runtime]`: the threads that serve.
+    pub runtime: RuntimeConfig,
     /// The file this configuration was loaded from (for the start-up log line); `None` when
     /// it was built in code or parsed from text. Not a key.
     #[serde(skip)]
@@ -184,6 +188,7 @@ impl Config {
         self.rate_limit.validate(&mut err);
         self.cache.validate(&mut err);
         self.store.validate(&mut err);
+        self.runtime.validate(&mut err);
         self.cross_check(&mut err);
         if errs.is_empty() {
             Ok(())

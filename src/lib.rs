@@ -55,6 +55,7 @@ pub mod init;
 pub mod layers;
 pub mod macaroon;
 pub mod proto;
+pub mod runtime;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

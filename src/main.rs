@@ -1,25 +1,19 @@
 #![forbid(unsafe_code)]
-//! The `litgate` binary: parse the command line, load config, start telemetry, build the app,
-//! serve until SIGTERM/SIGINT, drain, exit.
+//! The `litgate` binary: parse the command line, load config, start telemetry, build the app
+//! on its runtimes (`[runtime] threads`, `litgate::runtime`), serve until SIGTERM/SIGINT,
+//! drain, exit. Allocates with mimalloc: HTTP/2 forwarding moves many small futures and frames.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use litgate::{app, cli, config::Config, telemetry};
+use litgate::{cli, config::Config, telemetry};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
+    let ran = litgate::runtime::block_on(async move {
         match cli.command {
             cli::Command::CheckConfig { config, skip_files } => {
                 litgate::check::run(&config, skip_files)
@@ -35,7 +29,7 @@ fn main() -> ExitCode {
                     }
                 };
                 telemetry::init(&cfg.log);
-                let running = match app::start(&cfg).await {
+                let running = match litgate::runtime::start(&cfg).await {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(error = %e, "litgate could not start");
@@ -67,17 +61,23 @@ fn main() -> ExitCode {
             cli::Command::Demo => litgate::demo::run().await,
             cli::Command::Init(args) => litgate::init::run(&args),
             cli::Command::Completions { shell } => cli::print_completions(shell),
-            cli::Command::Registrations { admin } => match litgate::admin::fetch_registrations(&admin).await {
-                Ok(table) => {
-                    print!("{table}");
-                    ExitCode::SUCCESS
+            cli::Command::Registrations { admin } => {
+                match litgate::admin::fetch_registrations(&admin).await {
+                    Ok(table) => {
+                        print!("{table}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::FAILURE
+                    }
                 }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            },
+            }
         }
+    });
+    ran.unwrap_or_else(|e| {
+        eprintln!("cannot start the async runtime: {e}");
+        ExitCode::FAILURE
     })
 }
 

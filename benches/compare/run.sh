@@ -14,7 +14,7 @@
 #   SHAPES ["c1m1 c4m10 c40m1"]   cNmM: N connections, M calls in flight on each
 #   UPSTREAMS ["minimal litd"]    minimal: examples/grpc_upstream; litd: examples/fake_litd
 #   TRANSPORTS ["h2c tls"]        h2c: plaintext both hops; tls: TLS on both hops
-#   WORKERS [1]           nginx worker_processes, Envoy --concurrency, litgate's tokio workers
+#   WORKERS [1]           nginx worker_processes, Envoy --concurrency, litgate [runtime] threads
 #   GENCHECK [1]          first measure grpc_load against h2load on the direct upstream
 #   SKIP_BUILD [0]        1: reuse target/release binaries
 #   SKIP_INSTALL [0]      1: never install (fail if nginx, h2load or Envoy are missing)
@@ -402,8 +402,11 @@ addr = "127.0.0.1:0"
 [log]
 level = "info"
 format = "json"
+
+[runtime]
+threads = $WORKERS
 TOML
-    spawn "$dir/litgate.log" env TOKIO_WORKER_THREADS="$WORKERS" "$BIN/litgate" run --config "$dir/litgate.toml"
+    spawn "$dir/litgate.log" "$BIN/litgate" run --config "$dir/litgate.toml"
     LITGATE_PID=$PID
     wait_until "litgate" "$PID" log_field "$dir/litgate.log" '"public_addr":"([^"]+)"' ||
         die "litgate did not start; see $dir/litgate.log"

@@ -63,7 +63,7 @@ print(f"- machine: {E['MACHINE']}; load average (1/5/15 min) before {E['LOAD_BEF
 print(f"- versions: {E['VERSIONS']}")
 print(f"- {rounds} rounds x {E['DURATION']} measured per run (after {E['WARMUP']} of warmup); "
       f"targets in rotated order each round; {E['WORKERS']} worker(s) each: nginx "
-      f"worker_processes, Envoy --concurrency, litgate TOKIO_WORKER_THREADS")
+      f"worker_processes, Envoy --concurrency, litgate [runtime] threads")
 tls = uniq(str(r.get("tls")) for r in runs if r["phase"].endswith("/tls"))
 if tls:
     print(f"- TLS version between the load generator and each target: {', '.join(tls)}")

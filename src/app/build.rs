@@ -65,15 +65,18 @@ pub(super) async fn open_store(cfg: &StoreConfig) -> Result<Store, StartError> {
 }
 
 impl Components {
-    /// Builds every component from `cfg`.
+    /// Builds every component from `cfg`, for `runtimes` runtimes (the upstream client keeps
+    /// connections per runtime; everything else is shared).
     pub(super) fn build(
         cfg: &Config,
         store: &Store,
         clock: &SharedClock,
         registry: &mut Registry,
+        runtimes: usize,
     ) -> Result<Components, StartError> {
         let upstream = Upstream::new(
             &cfg.upstream,
+            runtimes,
             UpstreamMetrics::register(registry.sub_registry_with_prefix("upstream")),
         )?;
         let autopilot = Autopilot::new(&cfg.autopilot)?;

@@ -2,6 +2,13 @@
 //! stacks of the public and relay faces (`stacks`), the listeners and TLS (`listen`), the
 //! admin endpoints; and stops them in order. Runtime objects are built from config and do not
 //! carry the config around.
+//!
+//! litgate serves on one or more single-threaded runtimes (`[runtime] threads`, see
+//! `crate::runtime`). The runtime that starts litgate serves one public listener, the admin
+//! and relay listeners and the background tasks (catalogue refresh, reconciliation); each
+//! other runtime serves one more public listener on the same port, on a thread of its own.
+//! Every component is shared between them; only the connections to litd are per runtime.
+//! In-process starts ([`start`], the tests) serve on the caller's runtime alone.
 
 mod build;
 mod listen;
@@ -90,6 +97,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
+    /// One per runtime on a thread of its own: fires when its listener has drained.
+    workers: Vec<tokio::sync::oneshot::Receiver<()>>,
     store: Store,
 }
 
@@ -100,6 +109,10 @@ impl Running {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+        for w in self.workers {
+            // An error only means the thread is gone already.
+            let _ = w.await;
         }
         for t in self.background {
             t.abort();
@@ -132,6 +145,17 @@ pub async fn start(cfg: &Config) -> Result<Running, StartError> {
 
 /// Same as [`start`], with an injected clock (tests move time instead of sleeping).
 pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Running, StartError> {
+    launch(cfg, clock, Vec::new()).await
+}
+
+/// Starts litgate on the caller's runtime and on each of `others` (single-threaded runtimes,
+/// each then run on a thread of its own; see `crate::runtime`).
+pub(crate) async fn launch(
+    cfg: &Config,
+    clock: SharedClock,
+    others: Vec<tokio::runtime::Runtime>,
+) -> Result<Running, StartError> {
+    let runtimes = 1 + others.len();
     let store = build::open_store(&cfg.store).await?;
     // Every metric is `litgate_<component>_<name>`: each component registers its own in the
     // sub-registry it is handed.
@@ -143,9 +167,10 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         &store,
         &clock,
         root.sub_registry_with_prefix("litgate"),
+        runtimes,
     )?;
-    let tls = listen::public_tls(cfg)?;
-    let listeners = Listeners::bind(cfg, parts.relay.is_some()).await?;
+    let tls = listen::public_tls(cfg).await?;
+    let listeners = Listeners::bind(cfg, parts.relay.is_some(), runtimes).await?;
     let (public_addr, admin_addr) = (listeners.public.1, listeners.admin.1);
     let relay_addr = listeners.relay.as_ref().map(|(_, a)| *a);
 
@@ -184,8 +209,31 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         public.overload,
         public.rate_limit,
     );
+    let mut public_listeners = listeners.public.0;
+    let bind_failed = |source| StartError::Bind {
+        key: "listen.addr",
+        addr: public_addr,
+        source,
+    };
+    let first =
+        tokio::net::TcpListener::from_std(public_listeners.remove(0)).map_err(bind_failed)?;
+    let mut workers = Vec::new();
+    for (lane, (rt, listener)) in (1..).zip(others.into_iter().zip(public_listeners)) {
+        let (tls, stack, stopped) = (tls.config.clone(), stack.clone(), stopped());
+        let (conns, drain) = (public.conns.clone(), listen.drain_timeout);
+        let serve = move || async move {
+            // Registered with the runtime that serves it, on its own thread.
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => server::serve(l, tls, conns, stack, stopped, drain).await,
+                Err(e) => tracing::error!(error = %e, "a public listener could not be served"),
+            }
+        };
+        workers.push(crate::runtime::spawn_worker(lane, rt, serve).map_err(|e| {
+            StartError::Config(format!("runtime.threads: cannot start a thread: {e}"))
+        })?);
+    }
     tasks.push(tokio::spawn(server::serve(
-        listeners.public.0,
+        first,
         tls.config,
         public.conns,
         stack,
@@ -228,6 +276,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
         shutdown: shutdown_tx,
         tasks,
         background,
+        workers,
         store,
     })
 }
@@ -261,10 +310,65 @@ fn admin(
         .with_registrations(store.clone())
 }
 
-/// Ready while the store answers a read.
+/// Ready while the store answers a read, made on the blocking pool: a store stuck on its disk
+/// must not stall the runtime that serves the admin face and public callers.
 fn store_check(store: Store) -> admin::Check {
+    store_check_with(store, Store::check)
+}
+
+/// [`store_check`] with the read it makes (tests put a stuck one in).
+fn store_check_with(
+    store: Store,
+    read: fn(&Store) -> Result<(), crate::store::StoreError>,
+) -> admin::Check {
     Arc::new(move || {
         let store = store.clone();
-        Box::pin(async move { store.check().map_err(|e| e.to_string()) })
+        Box::pin(async move { store.off_worker(read).await.map_err(|e| e.to_string()) })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Mutex,
+    };
+
+    use super::*;
+
+    /// The stuck read lets go when the test says so, or after a bound; it records which.
+    static RELEASE: Mutex<Option<mpsc::Receiver<()>>> = Mutex::new(None);
+    static RELEASED_BY_TEST: AtomicBool = AtomicBool::new(false);
+
+    fn stuck_read(_: &Store) -> Result<(), crate::store::StoreError> {
+        let rx = RELEASE.lock().unwrap().take().expect("armed once");
+        let released = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        RELEASED_BY_TEST.store(released, Ordering::SeqCst);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stuck_store_read_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = build::open_store(&crate::store::config::StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+        })
+        .await
+        .expect("store opens");
+        let (release, rx) = mpsc::channel();
+        *RELEASE.lock().unwrap() = Some(rx);
+        let check = store_check_with(store, stuck_read);
+        let ready = tokio::spawn(check());
+        // While the read is stuck on its disk, this runtime (the only thread) still runs other
+        // tasks: a timer and a task hop. Had the read run on it, neither could happen before
+        // the read's own bound ran out.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::spawn(async {}).await.unwrap();
+        release.send(()).unwrap();
+        ready.await.unwrap().expect("the store answered");
+        assert!(
+            RELEASED_BY_TEST.load(Ordering::SeqCst),
+            "the stuck read held the runtime until its own bound"
+        );
+    }
 }

@@ -168,6 +168,12 @@ impl FrameReader {
     pub fn pending(&self) -> &[u8] {
         &self.buf
     }
+
+    /// Whether the bytes so far end exactly where a frame ends (nothing held, nothing to skip):
+    /// where a stream can be closed without cutting a frame.
+    pub fn at_boundary(&self) -> bool {
+        self.buf.is_empty() && self.skip == 0
+    }
 }
 
 fn declared_len(prefix: &[u8]) -> usize {

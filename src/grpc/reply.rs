@@ -102,6 +102,76 @@ pub fn status_headers(code: tonic::Code, message: &str) -> HeaderMap {
     h
 }
 
+/// Follows a streamed gRPC-family answer (gRPC, grpc-web, grpc-web-text) through its framing,
+/// so that when litd's side breaks mid-way litgate can still end it with a status of its own
+/// instead of a reset: only where a frame ends (and, for grpc-web-text, a base64 group), so
+/// the caller never sees a cut frame. Messages are skipped, not kept.
+#[derive(Debug)]
+pub struct Ending {
+    protocol: Protocol,
+    text: Option<super::web_text::Decoder>,
+    frames: super::frame::FrameReader,
+    broken: bool,
+}
+
+impl Ending {
+    /// A follower for an answer in `protocol`; `None` for protocols whose status cannot come
+    /// after the head (REST, plain HTTP).
+    pub fn new(protocol: Protocol) -> Option<Self> {
+        if !matches!(
+            protocol,
+            Protocol::Grpc | Protocol::GrpcWeb | Protocol::GrpcWebText
+        ) {
+            return None;
+        }
+        Some(Ending {
+            protocol,
+            text: (protocol == Protocol::GrpcWebText).then(super::web_text::Decoder::default),
+            // Keeps nothing of messages; a trailer frame already under way is held (so the
+            // answer is not at a boundary any more).
+            frames: super::frame::FrameReader::trailers_only(0),
+            broken: false,
+        })
+    }
+
+    /// Follows one data chunk of the answer.
+    pub fn feed(&mut self, chunk: &bytes::Bytes) {
+        let data = match &mut self.text {
+            None => chunk.clone(),
+            Some(dec) => match dec.feed(chunk) {
+                Ok(d) => d,
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            },
+        };
+        self.frames.push(data);
+    }
+
+    /// The last frame of the answer carrying `code` and `message`, if the answer so far ends
+    /// where one can follow: HTTP/2 trailers for gRPC, a trailer frame for grpc-web (base64 for
+    /// grpc-web-text).
+    pub fn closing(
+        &self,
+        code: tonic::Code,
+        message: &str,
+    ) -> Option<http_body::Frame<bytes::Bytes>> {
+        let aligned = self.text.as_ref().is_none_or(|d| d.aligned());
+        if self.broken || !aligned || !self.frames.at_boundary() {
+            return None;
+        }
+        let status = status_headers(code, message);
+        Some(match self.protocol {
+            Protocol::Grpc => http_body::Frame::trailers(status),
+            Protocol::GrpcWeb => http_body::Frame::data(super::header_block::frame(&status)),
+            _ => http_body::Frame::data(super::web_text::encode(&super::header_block::frame(
+                &status,
+            ))),
+        })
+    }
+}
+
 /// `retry-after` as litgate writes it: whole seconds, rounded up, at least 1.
 pub fn retry_after_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)

@@ -46,6 +46,14 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// Whether the text so far ends on a whole 4-character group: where another separately
+    /// padded piece may follow.
+    pub fn aligned(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 /// Decodes a whole grpc-web-text body.
 pub fn decode(body: &[u8]) -> Result<Bytes, TextError> {
     let mut dec = Decoder::default();

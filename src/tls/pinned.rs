@@ -253,18 +253,6 @@ pub(crate) fn client_config(
     )
 }
 
-/// A client config that trusts no certificate at all (an empty root store): the TLS side of a
-/// plaintext connector, never used for a handshake.
-pub(crate) fn trusting_nothing() -> Result<rustls::ClientConfig, TlsError> {
-    Ok(
-        rustls::ClientConfig::builder_with_provider(super::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Setup(e.to_string()))?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    )
-}
-
 /// A client config pinning exactly the certificates in `pem` (tests, the demo fakes).
 pub fn pem_client_config(pem: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
     client_config(Arc::new(PinnedVerifier::from_pem(pem)?))

@@ -1,33 +1,36 @@
-//! The pooled client to litd and the raw passthrough. Owns `[upstream]`. Sits at the bottom of
-//! the public stack: every request the router does not intercept comes here and is forwarded
-//! as bytes. Bodies and trailers stream both ways; nothing is decoded or buffered. One TLS
-//! connection (HTTP/2, litd's `tls.cert` pinned) carries many calls. This module must never
-//! log request or response headers (they carry macaroons). WebSocket upgrades are carried on
-//! a connection of their own ([`Upstream::tunnel`]).
+//! The client to litd and the raw passthrough. Owns `[upstream]`. Sits at the bottom of the
+//! public stack: every request the router does not intercept comes here and is forwarded as
+//! bytes. Bodies and trailers stream both ways; nothing is decoded or buffered beyond what a
+//! retry needs ([`replay`]). Calls go out on HTTP/2 connections held directly, one set per
+//! runtime ([`pool`]), TLS with litd's `tls.cert` pinned. A call litd provably never saw is
+//! retried once on another connection; any other failure to reach litd is `UNAVAILABLE`, also
+//! when it breaks an answer mid-way ([`answer`]). This module must never log request or
+//! response headers (they carry macaroons). WebSocket upgrades are carried on a connection of
+//! their own ([`Upstream::tunnel`]).
 
+mod answer;
 pub(crate) mod config;
 pub(crate) mod litd;
+pub(crate) mod pool;
+mod replay;
 mod websocket;
 
 use std::{
     future::Future,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use http::{header, Uri};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioTimer},
-};
+use http_body::Body as _;
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
 
-use self::config::UpstreamConfig;
+use self::{answer::Answer, config::UpstreamConfig, pool::Lanes, replay::never_reached};
 use crate::{
-    body::{boxed, Body, BoxError, Request, Response, ResponseFuture},
+    body::{boxed, Body, Request, Response, ResponseFuture},
     error::Error,
+    grpc::Protocol,
     headers::strip_hop_by_hop,
     telemetry::metrics::registered,
 };
@@ -39,6 +42,8 @@ pub struct UpstreamMetrics {
     pub connections: Counter,
     /// Calls that failed to reach litd or broke in transport.
     pub errors: Counter,
+    /// Calls retried because litd provably never saw the first attempt.
+    pub retries: Counter,
 }
 
 impl UpstreamMetrics {
@@ -55,25 +60,33 @@ impl UpstreamMetrics {
                 "errors",
                 "Calls that could not reach litd or broke in transport",
             ),
+            retries: registered(
+                registry,
+                "retries",
+                "Calls sent again because litd refused or never saw the first attempt",
+            ),
         }
     }
 }
 
-type Connector = Counting<hyper_rustls::HttpsConnector<HttpConnector>>;
-
-/// A connection to litd made outside the pool: TCP, or TLS over TCP.
+/// A connection to litd: TCP, or TLS over TCP.
 type Transport = tokio_util::either::Either<
     tokio::net::TcpStream,
     tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
 >;
 
-/// The pooled client to litd. Cheap to clone; clones share the pool.
+/// The client to litd. Cheap to clone; clones share the connections.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<Connector, Body>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lanes: Lanes,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     label: Arc<str>,
+    /// Pinned TLS with ALPN `h2` (calls), unless plaintext.
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The same pinned TLS config with ALPN `http/1.1` only: WebSocket upgrades.
     h1_tls: Option<Arc<rustls::ClientConfig>>,
@@ -85,7 +98,7 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("addr", &self.label)
+            .field("addr", &self.inner.label)
             .finish_non_exhaustive()
     }
 }
@@ -107,8 +120,13 @@ pub enum BuildError {
 }
 
 impl Upstream {
-    /// Builds the client from `[upstream]`. Nothing is dialled until the first call.
-    pub fn new(cfg: &UpstreamConfig, metrics: UpstreamMetrics) -> Result<Self, BuildError> {
+    /// Builds the client from `[upstream]` for `runtimes` runtimes (each gets connections of
+    /// its own). Nothing is dialled until the first call.
+    pub fn new(
+        cfg: &UpstreamConfig,
+        runtimes: usize,
+        metrics: UpstreamMetrics,
+    ) -> Result<Self, BuildError> {
         let authority: http::uri::Authority = cfg.addr.parse().map_err(|e| BuildError::Value {
             key: "addr",
             reason: format!("{e}"),
@@ -118,131 +136,157 @@ impl Upstream {
                 key: "server_name",
                 reason: e.to_string(),
             })?;
-
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(cfg.connect_timeout));
-
-        let (tls, https) = if cfg.plaintext {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(crate::tls::pinned::trusting_nothing()?)
-                .https_or_http()
-                .enable_http2()
-                .wrap_connector(http);
-            (None, https)
+        let tls = if cfg.plaintext {
+            None
         } else {
             let verifier =
                 crate::tls::PinnedVerifier::new(cfg.tls_cert.clone(), "upstream.tls_cert")?;
-            let tls = crate::tls::pinned::client_config(Arc::new(verifier))?;
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls.clone())
-                .https_only()
-                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
-                    server_name.clone(),
-                ))
-                .enable_http2()
-                .wrap_connector(http);
-            (Some(tls), https)
+            Some(crate::tls::pinned::client_config(Arc::new(verifier))?)
         };
-        let h1_tls = tls.as_ref().map(|t| {
-            let mut t = t.clone();
-            t.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(t)
-        });
-        let tls = tls.map(Arc::new);
-        let connector = Counting {
-            inner: https,
-            count: metrics.connections.clone(),
-            timeout: cfg.connect_timeout,
+        let with_alpn = |proto: &[u8]| {
+            tls.as_ref().map(|t| {
+                let mut t = t.clone();
+                t.alpn_protocols = vec![proto.to_vec()];
+                Arc::new(t)
+            })
         };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_while_idle(true)
-            .http2_adaptive_window(true);
-        // HTTP/2 only (ALPN h2 over TLS, prior knowledge on plaintext): litd serves every
-        // protocol over h2, and knowing the version up front lets the pool make concurrent
-        // first calls wait for one connection instead of each dialling its own.
-        builder.http2_only(true);
-        let client = builder.build(connector);
         Ok(Upstream {
-            client,
-            scheme: if cfg.plaintext {
-                http::uri::Scheme::HTTP
-            } else {
-                http::uri::Scheme::HTTPS
-            },
-            authority,
-            label: cfg.addr.as_str().into(),
-            tls,
-            h1_tls,
-            server_name,
-            connect_timeout: cfg.connect_timeout,
-            metrics,
+            inner: Arc::new(Inner {
+                lanes: Lanes::new(runtimes),
+                scheme: if cfg.plaintext {
+                    http::uri::Scheme::HTTP
+                } else {
+                    http::uri::Scheme::HTTPS
+                },
+                authority,
+                label: cfg.addr.as_str().into(),
+                tls: with_alpn(b"h2"),
+                h1_tls: with_alpn(b"http/1.1"),
+                server_name,
+                connect_timeout: cfg.connect_timeout,
+                metrics,
+            }),
         })
     }
 
     /// litd's address as configured (for messages).
     pub fn addr(&self) -> &str {
-        &self.label
+        &self.inner.label
     }
 
     /// Forwards one request to litd as bytes and returns litd's response as it streams.
     pub fn forward(
         &self,
-        mut req: Request,
+        req: Request,
     ) -> impl Future<Output = Result<Response, Error>> + Send + 'static {
-        let uri = self.upstream_uri(req.uri());
-        *req.uri_mut() = uri;
-        // The pooled connection decides the wire version; HTTP/1.1 here lets hyper use either.
-        *req.version_mut() = http::Version::HTTP_11;
-        strip_hop_by_hop(req.headers_mut());
-        req.headers_mut().remove(header::HOST);
-        let fut = self.client.request(req);
-        let label = self.label.clone();
-        let errors = self.metrics.errors.clone();
+        let up = self.clone();
+        let protocol = Protocol::of(&req);
+        let (mut parts, body) = req.into_parts();
+        parts.uri = self.upstream_uri(&parts.uri);
+        parts.version = http::Version::HTTP_2;
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
         async move {
-            match fut.await {
-                Ok(resp) => {
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    Ok(Response::from_parts(parts, boxed(body)))
+            let inner = &up.inner;
+            // The head again for a second attempt; the body is kept as it is read.
+            let head = (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            );
+            let (kept, body) = match body.is_end_stream() {
+                true => (None, crate::body::empty()),
+                false => {
+                    let (kept, first) = replay::keep(body);
+                    (Some(kept), boxed(first))
                 }
-                Err(e) => {
-                    errors.inc();
-                    Err(Error::Upstream {
-                        addr: label.to_string(),
-                        reason: describe(&e),
-                    })
-                }
+            };
+            let mut req = Request::from_parts(parts, body);
+            let mut retried_from = None;
+            loop {
+                let conn = inner
+                    .lanes
+                    .get(retried_from, || up.connect())
+                    .await
+                    .inspect_err(|_| {
+                        inner.metrics.errors.inc();
+                    })?;
+                let (mut send, slot) = conn.take();
+                let failed = match send.try_send_request(req).await {
+                    Ok(resp) => {
+                        if let Some(kept) = &kept {
+                            kept.seal();
+                        }
+                        let (mut parts, body) = resp.into_parts();
+                        strip_hop_by_hop(&mut parts.headers);
+                        let errors = inner.metrics.errors.clone();
+                        let body = Answer::new(body, slot, protocol, errors);
+                        return Ok(Response::from_parts(parts, boxed(body)));
+                    }
+                    Err(e) => e.into_error(),
+                };
+                drop(slot);
+                let again = match &kept {
+                    _ if retried_from.is_some() || !never_reached(&failed) => None,
+                    None => Some(crate::body::empty()),
+                    Some(kept) => kept.again().map(boxed),
+                };
+                let Some(body) = again else {
+                    inner.metrics.errors.inc();
+                    return Err(up.unavailable(describe(&failed)));
+                };
+                inner.metrics.retries.inc();
+                let reason = describe(&failed);
+                tracing::debug!(error = %reason, "litd never saw the call; sending it again");
+                let mut r = Request::new(body);
+                *r.method_mut() = head.0.clone();
+                *r.uri_mut() = head.1.clone();
+                *r.version_mut() = http::Version::HTTP_2;
+                *r.headers_mut() = head.2.clone();
+                req = r;
+                retried_from = Some(conn.id);
             }
         }
     }
 
-    /// Opens a fresh connection and completes a TLS handshake (or TCP connect when plaintext),
-    /// bypassing the pool: what `/ready` needs to know.
-    pub async fn probe(&self) -> Result<(), Error> {
-        self.dial(self.tls.as_ref()).await.map(drop)
+    /// A new HTTP/2 connection to litd, its task on this runtime.
+    async fn connect(&self) -> Result<hyper::client::conn::http2::SendRequest<Body>, Error> {
+        let io = self.dial(self.inner.tls.as_ref()).await?;
+        self.inner.metrics.connections.inc();
+        pool::handshake(io)
+            .await
+            .map_err(|e| self.unavailable(describe(&e)))
     }
 
-    /// A new transport connection to litd outside the pool, TLS with `tls` (pinned) unless
+    /// litd unavailable, for `reason`.
+    fn unavailable(&self, reason: String) -> Error {
+        Error::Upstream {
+            addr: self.inner.label.to_string(),
+            reason,
+        }
+    }
+
+    /// Opens a fresh connection and completes a TLS handshake (or TCP connect when plaintext),
+    /// apart from the calls' connections: what `/ready` needs to know.
+    pub async fn probe(&self) -> Result<(), Error> {
+        self.dial(self.inner.tls.as_ref()).await.map(drop)
+    }
+
+    /// A new transport connection to litd, TLS with `tls` (pinned) unless
     /// plaintext, within `upstream.connect_timeout`.
     async fn dial(&self, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<Transport, Error> {
         let fail = |reason: String| Error::Upstream {
-            addr: self.label.to_string(),
+            addr: self.inner.label.to_string(),
             reason,
         };
         let host = self
+            .inner
             .authority
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = self.authority.port_u16().unwrap_or(443);
+        let port = self.inner.authority.port_u16().unwrap_or(443);
         let attempt = async {
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
                 .await
@@ -251,15 +295,15 @@ impl Upstream {
             match tls {
                 None => Ok(Transport::Left(tcp)),
                 Some(tls) => tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(self.server_name.clone(), tcp)
+                    .connect(self.inner.server_name.clone(), tcp)
                     .await
                     .map(Transport::Right)
                     .map_err(|e| fail(format!("TLS handshake failed: {e}"))),
             }
         };
-        tokio::time::timeout(self.connect_timeout, attempt)
+        tokio::time::timeout(self.inner.connect_timeout, attempt)
             .await
-            .map_err(|_| fail(format!("no answer within {:?}", self.connect_timeout)))?
+            .map_err(|_| fail(format!("no answer within {:?}", self.inner.connect_timeout)))?
     }
 
     fn upstream_uri(&self, uri: &Uri) -> Uri {
@@ -268,8 +312,8 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        parts.scheme = Some(self.inner.scheme.clone());
+        parts.authority = Some(self.inner.authority.clone());
         parts.path_and_query = Some(pq);
         // Scheme, authority and path are all present, so this cannot fail.
         Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
@@ -307,46 +351,6 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
     })
-}
-
-/// Counts the connections the inner connector opens and bounds each attempt (TCP connect and
-/// TLS handshake together) by `upstream.connect_timeout`.
-#[derive(Clone)]
-pub struct Counting<C> {
-    inner: C,
-    count: Counter,
-    timeout: Duration,
-}
-
-impl<C> tower::Service<Uri> for Counting<C>
-where
-    C: tower::Service<Uri>,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    type Response = C::Response;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        self.count.inc();
-        let fut = self.inner.call(uri);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(r) => r.map_err(Into::into),
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("connect and TLS handshake took longer than {timeout:?}"),
-                )
-                .into()),
-            }
-        })
-    }
 }
 
 #[cfg(test)]

@@ -33,9 +33,9 @@ impl Upstream {
         let upgrades = Upgrades::of(&req);
         async move {
             let fail = |reason: String| {
-                upstream.metrics.errors.inc();
+                upstream.inner.metrics.errors.inc();
                 Error::Upstream {
-                    addr: upstream.label.to_string(),
+                    addr: upstream.inner.label.to_string(),
                     reason,
                 }
             };
@@ -73,12 +73,12 @@ impl Upstream {
 
             let exchange = async {
                 let io = upstream
-                    .dial(upstream.h1_tls.as_ref())
+                    .dial(upstream.inner.h1_tls.as_ref())
                     .await
                     .inspect_err(|_| {
-                        upstream.metrics.errors.inc();
+                        upstream.inner.metrics.errors.inc();
                     })?;
-                upstream.metrics.connections.inc();
+                upstream.inner.metrics.connections.inc();
                 let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
                     .await
                     .map_err(|e| fail(describe(&e)))?;
@@ -92,7 +92,7 @@ impl Upstream {
                     .await
                     .map_err(|e| fail(describe(&e)))
             };
-            let timeout = upstream.connect_timeout;
+            let timeout = upstream.inner.connect_timeout;
             let mut resp = tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| {
