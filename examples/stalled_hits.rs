@@ -183,7 +183,8 @@ const EMPTY_FRAME: &[u8] = &[0, 0, 0, 0, 0];
 async fn full_call(gate: &Gate, mac: &str) -> usize {
     let mut send = connect(gate, 1 << 20).await;
     let (resp, mut body) = send.send_request(request(gate, mac), false).unwrap();
-    body.send_data(Bytes::from_static(EMPTY_FRAME), true).unwrap();
+    body.send_data(Bytes::from_static(EMPTY_FRAME), true)
+        .unwrap();
     let mut recv = resp.await.unwrap().into_body();
     let mut n = 0;
     while let Some(chunk) = recv.data().await {
@@ -198,7 +199,8 @@ async fn full_call(gate: &Gate, mac: &str) -> usize {
 async fn stalled_call(gate: &Gate, mac: &str) -> impl Sized {
     let mut send = connect(gate, 0).await;
     let (resp, mut body) = send.send_request(request(gate, mac), false).unwrap();
-    body.send_data(Bytes::from_static(EMPTY_FRAME), true).unwrap();
+    body.send_data(Bytes::from_static(EMPTY_FRAME), true)
+        .unwrap();
     let head = resp.await.unwrap();
     (send, body, head)
 }
@@ -249,7 +251,9 @@ async fn main() {
         args.credentials,
         metric(&m, "litgate_cache_entries")
     );
-    println!("stalled  rss_kib  delta_kib  per_stalled_kib  replay_bytes  overflows  hits  litd_lists");
+    println!(
+        "stalled  rss_kib  delta_kib  per_stalled_kib  replay_bytes  overflows  hits  litd_lists"
+    );
     let base = rss_kib(pid);
     let mut held = Vec::new();
     let mut done = 0;
@@ -257,7 +261,11 @@ async fn main() {
         let delta = rss as i64 - base as i64;
         println!(
             "{done:>7}  {rss:>7}  {delta:>9}  {:>15.1}  {:>12}  {:>9}  {:>4}  {:>10}",
-            if done == 0 { 0.0 } else { delta as f64 / done as f64 },
+            if done == 0 {
+                0.0
+            } else {
+                delta as f64 / done as f64
+            },
             metric(m, "litgate_cache_replay_bytes").map_or("-".into(), |v| v.to_string()),
             metric(m, "litgate_cache_replay_overflows_total").map_or("-".into(), |v| v.to_string()),
             metric(m, "litgate_cache_hits_total").unwrap_or(0.0),

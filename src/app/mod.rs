@@ -179,6 +179,7 @@ pub async fn start_with_clock(cfg: &Config, clock: SharedClock) -> Result<Runnin
     let admin = admin(
         Arc::new(registry),
         &store,
+        clock,
         parts.upstream,
         relay_addr.is_some() && parts.reconciler.is_none(),
     );
@@ -215,16 +216,17 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// The admin endpoints: metrics, readiness (the store answers, litd answers a handshake), the
+/// The admin endpoints: metrics, readiness (the store takes writes, litd answers a handshake), the
 /// ledger; and a note when the relay runs without reconciliation.
 fn admin(
     registry: Arc<Registry>,
     store: &Store,
+    clock: SharedClock,
     upstream: crate::upstream::Upstream,
     reconcile_off: bool,
 ) -> Admin {
     let checks: Vec<(&'static str, admin::Check)> = vec![
-        ("store", store_check(store.clone())),
+        ("store", Admin::store_check(store.clone(), clock)),
         ("upstream", Admin::upstream_check(upstream)),
     ];
     let mut notes = Vec::new();
@@ -237,12 +239,4 @@ fn admin(
     Admin::new(registry, checks)
         .with_notes(notes)
         .with_registrations(store.clone())
-}
-
-/// Ready while the store answers a read.
-fn store_check(store: Store) -> admin::Check {
-    Arc::new(move || {
-        let store = store.clone();
-        Box::pin(async move { store.check().map_err(|e| e.to_string()) })
-    })
 }

@@ -3,6 +3,18 @@
 
 use super::{Store, StoreError};
 
+/// A stored session-cache entry: sled's own reference-counted buffer, read without a copy.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheValue(sled::IVec);
+
+impl std::ops::Deref for CacheValue {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 const CACHE_SALT_KEY: &[u8] = b"cache_salt";
 const CACHE_GENERATION_KEY: &[u8] = b"cache_generation";
 
@@ -52,13 +64,13 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// A session-cache entry.
-    pub(crate) fn cache_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    /// A session-cache entry, as sled holds it (not copied).
+    pub(crate) fn cache_get(&self, key: &[u8]) -> Result<Option<CacheValue>, StoreError> {
         Ok(self
             .cache
             .get(key)
             .map_err(|e| self.err(e))?
-            .map(|v| v.to_vec()))
+            .map(CacheValue))
     }
 
     /// Writes a session-cache entry; returns the size (key + value) of the one it replaced.
