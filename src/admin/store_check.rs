@@ -58,3 +58,78 @@ pub(crate) fn check(store: Store, clock: SharedClock) -> Check {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::ErrorKind,
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// Log lines emitted on this thread.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn count(&self, needle: &str) -> usize {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains(needle))
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_write_is_not_ready_and_is_logged_once_per_change() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let _guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let clock = ManualClock::new();
+        let check = check(store.clone(), Arc::new(clock.clone()));
+
+        assert_eq!(check().await, Ok(()));
+        // The disk fills up: not noticed until the next probe is due, then reported.
+        store.inject_write_fault(Some(ErrorKind::StorageFull));
+        assert_eq!(check().await, Ok(()), "probes are rate-limited");
+        clock.advance(PROBE_EVERY);
+        for _ in 0..3 {
+            let err = check().await.unwrap_err();
+            assert!(err.starts_with("cannot write"), "{err}");
+            clock.advance(PROBE_EVERY);
+        }
+        store.inject_write_fault(Some(ErrorKind::ReadOnlyFilesystem));
+        assert!(check().await.is_err());
+        assert_eq!(lines.count("store: writes fail"), 1, "once per transition");
+        assert_eq!(lines.count("writes work again"), 0);
+
+        // Space again: ready, logged once.
+        store.inject_write_fault(None);
+        clock.advance(PROBE_EVERY);
+        for _ in 0..3 {
+            assert_eq!(check().await, Ok(()));
+            clock.advance(PROBE_EVERY);
+        }
+        assert_eq!(lines.count("writes work again"), 1);
+        assert_eq!(lines.count("store: writes fail"), 1);
+    }
+}
