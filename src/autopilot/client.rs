@@ -20,6 +20,7 @@
 //! `keyCertSign`) is accepted as its own end entity, which WebPKI alone would refuse.
 
 use std::{
+    future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, PoisonError,
@@ -129,9 +130,17 @@ impl Service<http::Request<Body>> for Deadline {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + shared.timeout;
             let call = channel.oneshot(req);
-            let result = match tokio::time::timeout(shared.timeout, call).await {
-                Ok(Ok(resp)) => Ok(resp),
+            let result = match tokio::time::timeout_at(deadline, call).await {
+                // The answer's body (the message and trailers) is bounded by the same deadline.
+                Ok(Ok(resp)) => Ok(resp.map(|body| {
+                    Body::new(DeadlineBody {
+                        body,
+                        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                        shared: shared.clone(),
+                    })
+                })),
                 Ok(Err(e)) => Err(tonic::Status::from_error(Box::new(e))),
                 Err(_) => {
                     shared.redial(dialled);
@@ -141,6 +150,44 @@ impl Service<http::Request<Body>> for Deadline {
             shared.observe(&result);
             result
         })
+    }
+}
+
+/// An answer's body, cut off with the timeout status when the call's deadline passes before
+/// it ends (a server that sends the head and then goes silent).
+struct DeadlineBody {
+    body: Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    shared: Arc<Shared>,
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let status = self.shared.timed_out();
+                self.shared.observe_failure(&status);
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -185,15 +232,18 @@ impl Shared {
                     tracing::info!(server = %self.addr, "Autopilot server reachable again");
                 }
             }
-            Err(status) => {
-                if self.up.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(
-                        server = %self.addr,
-                        reason = %reason(status),
-                        "Autopilot server unreachable; logged again only once it is back"
-                    );
-                }
-            }
+            Err(status) => self.observe_failure(status),
+        }
+    }
+
+    /// Notes a call that did not reach the server, logging a change.
+    fn observe_failure(&self, status: &tonic::Status) {
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                server = %self.addr,
+                reason = %reason(status),
+                "Autopilot server unreachable; logged again only once it is back"
+            );
         }
     }
 }

@@ -128,7 +128,31 @@ struct Inner {
     /// both take the last place. Removals need not hold it: they only make room.
     admission: Mutex<()>,
     replays: Arc<Replays>,
+    /// The generation last written to the store.
+    persisted: AtomicU64,
+    /// Wakes the task that writes generation bumps to the store (started by the first one).
+    persist_wanted: Arc<tokio::sync::Notify>,
+    persister_started: std::sync::atomic::AtomicBool,
     metrics: CacheMetrics,
+}
+
+/// How long the task that writes generation bumps to the store waits for more of them before
+/// it writes: one trip to the blocking pool for every write in that window, not one per write.
+/// What a crash can lose grows by this much (see [`Cache::invalidate`]).
+const PERSIST_COALESCE: Duration = Duration::from_millis(25);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone (shutdown): write a bump still waiting, and end the task.
+        // A small in-memory sled write, once.
+        let generation = self.generation.load(Ordering::SeqCst);
+        if self.persisted.load(Ordering::SeqCst) < generation {
+            if let Err(e) = self.store.raise_cache_generation(generation) {
+                tracing::warn!(error = %e, "session cache: could not persist the generation");
+            }
+        }
+        self.persist_wanted.notify_one();
+    }
 }
 
 /// What one upstream call for a key ended in, shared by every caller waiting on it.
@@ -221,6 +245,9 @@ impl Cache {
                 inflight: Mutex::new(HashMap::new()),
                 admission: Mutex::new(()),
                 replays,
+                persisted: AtomicU64::new(generation),
+                persist_wanted: Arc::new(tokio::sync::Notify::new()),
+                persister_started: std::sync::atomic::AtomicBool::new(false),
                 metrics,
             }),
         })
@@ -339,31 +366,68 @@ impl Cache {
     }
 
     /// Invalidates every entry. The generation moves on in memory first, so from the moment
-    /// this returns no entry written before it is served; persisting the bump and dropping the
-    /// old entries happen off the answer path (a crash before sled's next flush, at most
-    /// half a second later, can bring an old entry back for at most its TTL).
+    /// this returns no entry written before it is served (lookups and stores check it).
+    /// Writing the bump to the store and dropping the old entries happen off the answer path,
+    /// coalesced: a background task does both for every bump of the last [`PERSIST_COALESCE`]
+    /// in one trip to the blocking pool. A crash before that and sled's next flush (at most
+    /// about half a second later) can bring an old entry back for at most its TTL.
     pub async fn invalidate(&self) {
-        let current = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            match inner.store.bump_cache_generation() {
-                Ok(g) => {
-                    inner.generation.fetch_max(g, Ordering::SeqCst);
-                }
-                Err(ref e) => {
-                    tracing::warn!(error = %e, "session cache: could not persist the generation bump");
-                }
-            }
-            // Only entries older than this invalidation: answers stored since are current.
-            let dropped = inner.store.cache_retain(|_, v| {
-                EntryHeader::parse(v).is_some_and(|h| h.generation >= current)
-            });
-            inner.dropped(dropped, "could not drop old entries");
-        });
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        let inner = &self.inner;
+        if !inner.persister_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(persist_generations(
+                Arc::downgrade(inner),
+                inner.persist_wanted.clone(),
+            ));
+        }
+        inner.persist_wanted.notify_one();
+    }
+}
+
+/// Writes generation bumps to the store and drops the entries they invalidated, until the
+/// cache is gone.
+async fn persist_generations(inner: std::sync::Weak<Inner>, wanted: Arc<tokio::sync::Notify>) {
+    loop {
+        wanted.notified().await;
+        tokio::time::sleep(PERSIST_COALESCE).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || inner.persist_generation()).await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "session cache: the generation write did not finish");
+        }
     }
 }
 
 impl Inner {
+    /// Writes the current generation to the store, then drops every entry older than it
+    /// (blocking: on the blocking pool).
+    fn persist_generation(&self) {
+        let current = self.generation.load(Ordering::SeqCst);
+        if self.persisted.load(Ordering::SeqCst) >= current {
+            return;
+        }
+        match self.store.raise_cache_generation(current) {
+            Ok(()) => {
+                self.persisted.fetch_max(current, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache: could not persist the generation bump");
+            }
+        }
+        if self.metrics.entries.get() <= 0 {
+            // Nothing to drop (an entry being stored meanwhile under an older generation is
+            // never served: lookups check the generation).
+            return;
+        }
+        // Only entries older than this generation: answers stored since are current.
+        let dropped = self
+            .store
+            .cache_retain(|_, v| EntryHeader::parse(v).is_some_and(|h| h.generation >= current));
+        self.dropped(dropped, "could not drop old entries");
+    }
+
     fn now_ms(&self) -> u64 {
         ms(self.clock.now())
     }

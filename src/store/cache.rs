@@ -45,23 +45,19 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Moves the session cache's generation on; returns the new generation. Durable at sled's
-    /// next periodic flush (the cache keeps the authoritative generation in memory).
-    pub(crate) fn bump_cache_generation(&self) -> Result<u64, StoreError> {
+    /// Raises the session cache's generation to `generation` (never lowers it). Durable at
+    /// sled's next periodic flush (the cache keeps the authoritative generation in memory).
+    pub(crate) fn raise_cache_generation(&self, generation: u64) -> Result<(), StoreError> {
         let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
-        let next = meta
-            .update_and_fetch(CACHE_GENERATION_KEY, |old| {
-                let n = old
-                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-                Some(n.wrapping_add(1).to_be_bytes().to_vec())
-            })
-            .map_err(|e| self.err(e))?;
-        Ok(next
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        meta.fetch_and_update(CACHE_GENERATION_KEY, |old| {
+            let old = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(old.max(generation).to_be_bytes().to_vec())
+        })
+        .map(|_| ())
+        .map_err(|e| self.err(e))
     }
 
     /// A session-cache entry, as sled holds it (not copied).

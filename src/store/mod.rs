@@ -3,8 +3,8 @@
 //!
 //! Layout (schema version [`SCHEMA_VERSION`]): named trees
 //! - `meta`: `schema` → version (u32, big-endian); `cache_salt` → 32 random bytes, the HKDF
-//!   salt of the session cache; `cache_generation` → u64 BE, bumped (durably) by every session
-//!   write so that older cache entries are invalid; `ready_probe` → u64 BE, the time of the
+//!   salt of the session cache; `cache_generation` → u64 BE, raised after session writes
+//!   (shortly after, a few at a time) so that older cache entries are invalid; `ready_probe` → u64 BE, the time of the
 //!   last write `/ready` made to find out whether the disk takes writes;
 //! - `catalogue`: `features` → the Autopilot server's `ListFeaturesResponse`, `terms` → its
 //!   `TermsResponse`, each with when it was fetched (`CatalogueRecord`);
