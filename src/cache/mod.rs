@@ -584,7 +584,12 @@ impl Inner {
             // A session write completed while litd was answering: the answer may predate it.
             return;
         }
-        if !self.fits(size) && !(self.make_room(now) && self.fits(size)) {
+        // An entry this one replaces (a refresh) makes room for it.
+        let replaced = match self.store.cache_get(key) {
+            Ok(old) => old.map_or(0, |v| key.len() + v.len()),
+            Err(_) => 0,
+        };
+        if !self.fits(size, replaced) && !(self.make_room(now) && self.fits(size, replaced)) {
             tracing::debug!("session cache: full; answer served but not stored");
             return;
         }
@@ -601,24 +606,37 @@ impl Inner {
         }
     }
 
-    /// Whether one more entry of `size` bytes fits the bounds (called under `admission`; an
-    /// entry it replaces is not subtracted, which errs on the side of the bounds).
-    fn fits(&self, size: usize) -> bool {
-        let entries = self.metrics.entries.get().max(0) as usize;
-        let bytes = self.metrics.bytes.get().max(0) as usize;
-        entries < self.max_entries && bytes.saturating_add(size) <= self.max_bytes
+    /// Whether an entry of `size` bytes fits the bounds in place of one of `replaced` bytes
+    /// (0: none), called under `admission`.
+    fn fits(&self, size: usize, replaced: usize) -> bool {
+        let entries = self.metrics.entries.get().max(0) as usize + usize::from(replaced == 0);
+        let bytes = (self.metrics.bytes.get().max(0) as usize).saturating_sub(replaced);
+        entries <= self.max_entries && bytes.saturating_add(size) <= self.max_bytes
     }
 
-    /// Sweeps entries that can no longer be served; true when anything was swept.
+    /// Sweeps entries that can no longer be served, then counts what is left afresh (a scan,
+    /// only when the cache looks full: the gauges are kept by increments, and the store may
+    /// have been changed under them). True when the count could have changed.
     fn make_room(&self, now: u64) -> bool {
         let generation = self.generation.load(Ordering::SeqCst);
         let swept = self.store.cache_retain(|_, v| {
             EntryHeader::parse(v)
                 .is_some_and(|h| h.generation == generation && now < h.stale_until(self.max_stale))
         });
-        let any = matches!(swept, Ok((n, _)) if n > 0);
-        self.dropped(swept, "sweep failed");
-        any
+        if let Err(e) = swept {
+            tracing::warn!(error = %e, "session cache: sweep failed");
+        }
+        match self.store.cache_usage() {
+            Ok((n, b)) => {
+                self.metrics.entries.set(n as i64);
+                self.metrics.bytes.set(b as i64);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache: could not measure the store");
+                false
+            }
+        }
     }
 }
 

@@ -566,6 +566,15 @@ async fn a_full_cache_sweeps_then_serves_without_storing() {
         .await
         .unwrap();
     assert_eq!(h.calls(), 4);
+    // Full, with a stale entry still servable: its refresh replaces it (no room needed).
+    h.clock.advance(Duration::from_secs(6));
+    for _ in 0..2 {
+        h.list_with(Some(&other), frame::message(b""))
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.calls(), 5, "the refresh was stored and then hit");
+    assert_eq!(h.cache.metrics().entries.get(), 1);
 }
 
 #[test]
