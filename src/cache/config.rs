@@ -86,3 +86,34 @@ impl CacheConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn byte_bounds_below_one_entry_are_named() {
+        let e = Config::parse(
+            "[cache]\nmax_entry_bytes = 1000\nmax_bytes = 999\nmax_replay_bytes = 10\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["cache.max_bytes", "cache.max_replay_bytes"], "{e}");
+        assert!(
+            e.0[1].reason.contains("cache.max_entry_bytes (1000)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_defaults_are_the_documented_ones() {
+        let shipped = Config::parse(include_str!("../../config/litgate.toml"))
+            .unwrap_or_else(|e| panic!("config/litgate.toml: {e}"));
+        let defaults = Config::parse("").unwrap();
+        for c in [&shipped.cache, &defaults.cache] {
+            assert_eq!(c.max_entry_bytes, 4 << 20);
+            assert_eq!(c.max_bytes, 64 << 20);
+            assert_eq!(c.max_replay_bytes, 64 << 20);
+        }
+    }
+}
