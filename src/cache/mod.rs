@@ -589,7 +589,8 @@ impl Inner {
             Ok(old) => old.map_or(0, |v| key.len() + v.len()),
             Err(_) => 0,
         };
-        if !self.fits(size, replaced) && !(self.make_room(now) && self.fits(size, replaced)) {
+        let fits = self.fits(size, replaced) || (self.make_room(now) && self.fits(size, replaced));
+        if !fits {
             tracing::debug!("session cache: full; answer served but not stored");
             return;
         }
