@@ -26,6 +26,13 @@ async fn process_metrics_build_info_and_the_catalogue_timestamp_are_exported() {
         metric(&text, "litgate_catalogue_last_success_timestamp_seconds") > 0.0
     })
     .await;
+    // CPU time is counted in clock ticks (10 ms): spend a few so the counter cannot read 0
+    // merely because this process has been quick so far.
+    let until = std::time::Instant::now() + Duration::from_millis(50);
+    let mut spin = 0u64;
+    while std::time::Instant::now() < until {
+        spin = std::hint::black_box(spin.wrapping_add(1));
+    }
     let text = admin_get(&uri).await.1;
     assert!(fetched, "{text}");
     assert_eq!(

@@ -1,10 +1,11 @@
 //! The admin listener (`[admin]`, plaintext HTTP/1.1, loopback by default): `/live` (the
-//! process answers), `/ready` (the store is usable and litd answered a TLS handshake),
+//! process answers), `/ready` (the store takes writes and litd answered a TLS handshake),
 //! `/metrics` (Prometheus text), `/registrations` (the relay's ledger as JSON: public keys and
 //! metadata only, with what each registration let the Autopilot server see in clear and the
 //! paths, never the values, of the node identifiers in its feature configs). Never on the public face; answers carry no secrets.
 
 pub(crate) mod config;
+mod store_check;
 
 use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc};
 
@@ -59,6 +60,12 @@ impl Admin {
     pub(crate) fn with_registrations(mut self, store: Store) -> Self {
         self.store = Some(store);
         self
+    }
+
+    /// The readiness check for the store: it takes writes (a small write and flush, at most
+    /// once per few seconds, on the blocking pool; times on `clock`).
+    pub(crate) fn store_check(store: Store, clock: crate::clock::SharedClock) -> Check {
+        store_check::check(store, clock)
     }
 
     /// The readiness check for litd: a fresh TLS handshake (not a pooled connection).

@@ -243,6 +243,7 @@ pub(crate) async fn launch(
     let admin = admin(
         Arc::new(root),
         &store,
+        clock,
         parts.upstream,
         relay_addr.is_some() && parts.reconciler.is_none(),
     );
@@ -286,16 +287,17 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// The admin endpoints: metrics, readiness (the store answers, litd answers a handshake), the
+/// The admin endpoints: metrics, readiness (the store takes writes, litd answers a handshake), the
 /// ledger; and a note when the relay runs without reconciliation.
 fn admin(
     registry: Arc<Registry>,
     store: &Store,
+    clock: SharedClock,
     upstream: crate::upstream::Upstream,
     reconcile_off: bool,
 ) -> Admin {
     let checks: Vec<(&'static str, admin::Check)> = vec![
-        ("store", store_check(store.clone())),
+        ("store", Admin::store_check(store.clone(), clock)),
         ("upstream", Admin::upstream_check(upstream)),
     ];
     let mut notes = Vec::new();
@@ -308,67 +310,4 @@ fn admin(
     Admin::new(registry, checks)
         .with_notes(notes)
         .with_registrations(store.clone())
-}
-
-/// Ready while the store answers a read, made on the blocking pool: a store stuck on its disk
-/// must not stall the runtime that serves the admin face and public callers.
-fn store_check(store: Store) -> admin::Check {
-    store_check_with(store, Store::check)
-}
-
-/// [`store_check`] with the read it makes (tests put a stuck one in).
-fn store_check_with(
-    store: Store,
-    read: fn(&Store) -> Result<(), crate::store::StoreError>,
-) -> admin::Check {
-    Arc::new(move || {
-        let store = store.clone();
-        Box::pin(async move { store.off_worker(read).await.map_err(|e| e.to_string()) })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc, Mutex,
-    };
-
-    use super::*;
-
-    /// The stuck read lets go when the test says so, or after a bound; it records which.
-    static RELEASE: Mutex<Option<mpsc::Receiver<()>>> = Mutex::new(None);
-    static RELEASED_BY_TEST: AtomicBool = AtomicBool::new(false);
-
-    fn stuck_read(_: &Store) -> Result<(), crate::store::StoreError> {
-        let rx = RELEASE.lock().unwrap().take().expect("armed once");
-        let released = rx.recv_timeout(Duration::from_secs(5)).is_ok();
-        RELEASED_BY_TEST.store(released, Ordering::SeqCst);
-        Ok(())
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_stuck_store_read_does_not_stall_the_runtime() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = build::open_store(&crate::store::config::StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-        })
-        .await
-        .expect("store opens");
-        let (release, rx) = mpsc::channel();
-        *RELEASE.lock().unwrap() = Some(rx);
-        let check = store_check_with(store, stuck_read);
-        let ready = tokio::spawn(check());
-        // While the read is stuck on its disk, this runtime (the only thread) still runs other
-        // tasks: a timer and a task hop. Had the read run on it, neither could happen before
-        // the read's own bound ran out.
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        tokio::spawn(async {}).await.unwrap();
-        release.send(()).unwrap();
-        ready.await.unwrap().expect("the store answered");
-        assert!(
-            RELEASED_BY_TEST.load(Ordering::SeqCst),
-            "the stuck read held the runtime until its own bound"
-        );
-    }
 }

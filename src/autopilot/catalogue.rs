@@ -2,12 +2,18 @@
 //! TTL (`autopilot.catalogue_ttl`) and refreshed in the background. While the server is
 //! unreachable the last catalogue is used, with a warning and a counter, up to
 //! `autopilot.catalogue_max_stale`; past that, callers get UNAVAILABLE naming the server.
-//! Concurrent refreshes collapse into one call. Shared by the AddAutopilotSession policy and
-//! the relay (`Terms`/`ListFeatures` answers).
+//! Concurrent refreshes collapse into one call, and a caller's wait for the catalogue, the
+//! refresh already under way included, is bounded by `autopilot.timeout` in total: a caller
+//! that waited for a refresh that failed takes its outcome rather than trying again. Whether
+//! the server is reachable is logged by the client, once per change; here only at debug.
+//! Shared by the AddAutopilotSession policy and the relay (`Terms`/`ListFeatures` answers).
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, RwLock,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -49,6 +55,9 @@ pub struct Catalogue {
     max_stale: Duration,
     current: RwLock<Option<(SystemTime, Features)>>,
     refresh: tokio::sync::Mutex<()>,
+    /// Fetches attempted so far, and why the last one failed (if it did).
+    attempts: AtomicU64,
+    last_failure: Mutex<Option<String>>,
     metrics: CatalogueMetrics,
 }
 
@@ -108,22 +117,45 @@ impl Catalogue {
             max_stale,
             current: RwLock::new(seeded),
             refresh: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
             metrics,
         })
     }
 
     /// The catalogue to decide with: fresh if possible, stale within `max_stale` if the
-    /// server is unreachable, else UNAVAILABLE naming the server.
+    /// server is unreachable, else UNAVAILABLE naming the server; within `autopilot.timeout`
+    /// in all.
     pub async fn get(&self) -> Result<Features, Error> {
         if let Some(s) = self.fresh() {
             return Ok(s);
         }
-        let _guard = self.refresh.lock().await;
-        // Another caller may have refreshed while we waited.
-        if let Some(s) = self.fresh() {
-            return Ok(s);
-        }
-        match self.fetch().await {
+        let seen = self.attempts.load(Ordering::Acquire);
+        let fetched = tokio::time::timeout(self.client.timeout(), async {
+            let _guard = self.refresh.lock().await;
+            // Another caller may have refreshed while we waited, or failed to: its outcome is
+            // ours too (one deadline, not one per attempt).
+            if let Some(s) = self.fresh() {
+                return Ok(s);
+            }
+            if self.attempts.load(Ordering::Acquire) != seen {
+                let failure = self
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                if let Some(reason) = failure {
+                    return Err(Error::Autopilot {
+                        addr: self.client.addr().to_string(),
+                        reason,
+                    });
+                }
+            }
+            self.fetch().await
+        })
+        .await
+        .unwrap_or_else(|_| Err(self.client.timed_out("waiting for the feature catalogue")));
+        match fetched {
             Ok(s) => Ok(s),
             Err(err) => self.stale_or(err),
         }
@@ -156,7 +188,7 @@ impl Catalogue {
             Err(e) => match stored {
                 Some((at, t)) if self.age(at) <= self.max_stale => {
                     self.metrics.stale_served.inc();
-                    tracing::warn!(error = %e, "Autopilot server unreachable; answering Terms from the store");
+                    tracing::debug!(error = %e, "Autopilot server unreachable; answering Terms from the store");
                     Ok(t)
                 }
                 _ => Err(e),
@@ -164,11 +196,16 @@ impl Catalogue {
         }
     }
 
-    /// Refreshes now (background task); errors are logged, the cached catalogue stays.
+    /// Refreshes now (background task); the cached catalogue stays if it fails (the client
+    /// logs the server going down; a refusal by a reachable server is logged here).
     pub async fn refresh(&self) {
         let _guard = self.refresh.lock().await;
         if let Err(e) = self.fetch().await {
-            tracing::warn!(error = %e, "feature catalogue refresh failed");
+            if self.client.reachable() {
+                tracing::warn!(error = %e, "feature catalogue refresh failed");
+            } else {
+                tracing::debug!(error = %e, "feature catalogue refresh failed");
+            }
         }
     }
 
@@ -197,7 +234,17 @@ impl Catalogue {
     }
 
     async fn fetch(&self) -> Result<Features, Error> {
-        let resp = match self.client.list_features().await {
+        let result = self.client.list_features().await;
+        *self
+            .last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = match &result {
+            Err(Error::Autopilot { reason, .. }) => Some(reason.clone()),
+            Err(other) => Some(other.to_string()),
+            Ok(_) => None,
+        };
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        let resp = match result {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.fetch_failures.inc();
@@ -226,7 +273,7 @@ impl Catalogue {
         match cur.as_ref() {
             Some((at, features)) if self.age(*at) <= self.max_stale => {
                 self.metrics.stale_served.inc();
-                tracing::warn!(
+                tracing::debug!(
                     age_s = self.age(*at).as_secs(),
                     error = %err,
                     "Autopilot server unreachable; using the stale feature catalogue"

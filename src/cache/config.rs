@@ -25,6 +25,14 @@ pub struct CacheConfig {
     pub max_entries: usize,
     /// Largest answer stored, in bytes; larger answers are served but not stored.
     pub max_entry_bytes: usize,
+    /// Most bytes all entries may take together (keys and sealed values, as counted by
+    /// `litgate_cache_bytes`). When an answer would go beyond it, expired entries are swept;
+    /// if it still does not fit, it is served but not stored.
+    pub max_bytes: usize,
+    /// Most bytes of cached answers held in clear while they are being sent (one copy per
+    /// entry, shared by every caller it is sent to, released when the last of them has it all
+    /// or hangs up). A call that would go beyond it is passed through to litd instead.
+    pub max_replay_bytes: usize,
 }
 
 impl Default for CacheConfig {
@@ -34,7 +42,9 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(5),
             max_stale: Duration::from_secs(300),
             max_entries: 1024,
-            max_entry_bytes: 16 * 1024 * 1024,
+            max_entry_bytes: 4 * 1024 * 1024,
+            max_bytes: 64 * 1024 * 1024,
+            max_replay_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -55,6 +65,55 @@ impl CacheConfig {
         }
         if self.max_entry_bytes == 0 {
             err("cache.max_entry_bytes", "must be positive".into());
+        }
+        if self.max_bytes < self.max_entry_bytes {
+            err(
+                "cache.max_bytes",
+                format!(
+                    "must be at least cache.max_entry_bytes ({}), or no entry of that size could be stored",
+                    self.max_entry_bytes
+                ),
+            );
+        }
+        if self.max_replay_bytes < self.max_entry_bytes {
+            err(
+                "cache.max_replay_bytes",
+                format!(
+                    "must be at least cache.max_entry_bytes ({}), or a stored entry of that size could never be served",
+                    self.max_entry_bytes
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn byte_bounds_below_one_entry_are_named() {
+        let e = Config::parse(
+            "[cache]\nmax_entry_bytes = 1000\nmax_bytes = 999\nmax_replay_bytes = 10\n",
+        )
+        .unwrap_err();
+        let keys: Vec<_> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["cache.max_bytes", "cache.max_replay_bytes"], "{e}");
+        assert!(
+            e.0[1].reason.contains("cache.max_entry_bytes (1000)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_defaults_are_the_documented_ones() {
+        let shipped = Config::parse(include_str!("../../config/litgate.toml"))
+            .unwrap_or_else(|e| panic!("config/litgate.toml: {e}"));
+        let defaults = Config::parse("").unwrap();
+        for c in [&shipped.cache, &defaults.cache] {
+            assert_eq!(c.max_entry_bytes, 4 << 20);
+            assert_eq!(c.max_bytes, 64 << 20);
+            assert_eq!(c.max_replay_bytes, 64 << 20);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError};
 
 use tokio::sync::watch;
 
-use super::{crypto::CredentialKeys, Cache, Lookup, Outcome};
+use super::{crypto::CredentialKeys, Accept, Cache, Lookup, Outcome};
 use crate::{body::Request, grpc::Protocol};
 
 /// Where the callers sharing one in-flight upstream call wait for its outcome.
@@ -37,9 +37,10 @@ impl Cache {
                     let inner = self.inner.clone();
                     tokio::spawn(async move {
                         // An answer stored just before this task became the leader.
-                        let outcome = match inner.lookup(&key, &keys) {
+                        let outcome = match inner.lookup(&key, &keys, Accept::Fresh) {
                             Lookup::Fresh(c) => Outcome::Answer(Arc::new(c)),
-                            _ => {
+                            Lookup::OverBudget => Outcome::OverBudget,
+                            Lookup::Stale(_) | Lookup::Absent => {
                                 inner
                                     .fetch_and_store(&key, &keys, protocol, hard_until, req)
                                     .await

@@ -15,8 +15,12 @@ use crate::{
     methods::Route,
 };
 
-/// A list request is a few bytes; anything near this is not one worth caching or reading.
+/// A list request is a few bytes (its message has no fields); anything near this is not one
+/// worth caching or reading.
 pub(super) const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// How a refusal names [`MAX_REQUEST_BYTES`]: a fixed limit of its own, not a config key.
+pub(super) const REQUEST_LIMIT_NAME: &str =
+    "litgate's fixed limit for a session list request, whose message has no fields";
 
 pub(super) fn route_tag(route: Route) -> Option<u8> {
     match route {

@@ -25,6 +25,12 @@ pub struct CacheMetrics {
     pub entries: Gauge,
     /// Bytes of those entries (keys and sealed values).
     pub bytes: Gauge,
+    /// Bytes of answers held in clear while they are being sent (`cache.max_replay_bytes`).
+    pub replay_bytes: Gauge,
+    /// Calls passed through to litd because the replay budget could not hold their answer.
+    pub replay_overflows: Counter,
+    /// Hits that shared the plaintext of a replay of the same entry already under way.
+    pub replay_shared: Counter,
 }
 
 impl CacheMetrics {
@@ -61,6 +67,21 @@ impl CacheMetrics {
                 registry,
                 "bytes",
                 "Bytes of the session cache's entries (keys and sealed values)",
+            ),
+            replay_bytes: registered(
+                registry,
+                "replay_bytes",
+                "Bytes of session lists held in clear while being sent (bounded by cache.max_replay_bytes)",
+            ),
+            replay_overflows: registered(
+                registry,
+                "replay_overflows",
+                "Session lists passed through to litd because cache.max_replay_bytes was spent",
+            ),
+            replay_shared: registered(
+                registry,
+                "replay_shared",
+                "Cache hits that shared the clear answer of a send of the same entry under way",
             ),
         }
     }

@@ -14,10 +14,16 @@
 //!   Only answers litd gave with OK (grpc-status 0, HTTP 200) are stored, so a hit goes only to
 //!   a credential litd accepted for exactly that entry.
 //! - **Value**: the answer as bytes (status, every end-to-end header, body, trailers),
-//!   sealed with ChaCha20-Poly1305 under a key derived from the credential ([`crypto`]), with a
+//!   sealed with AES-256-GCM under a key derived from the credential ([`crypto`]), with a
 //!   random nonce and the key plus the clear header as associated data. The sled file alone gives
 //!   neither the way to find an entry nor to read it; an entry that does not open is a miss
-//!   (counted), never an error. A hit decrypts and replays bytes: no protobuf work.
+//!   (counted), never an error. A hit decrypts in place and replays bytes: no protobuf work.
+//! - **Bounds**: `max_entries`, `max_bytes` (keys and sealed values together) and
+//!   `max_entry_bytes`, checked and written under one lock so concurrent stores cannot
+//!   overshoot them; when full, entries that can no longer be served are swept first.
+//! - **Replays** ([`replay`]): an answer is in clear only while it is being sent, one copy per
+//!   entry however many callers it is sent to, and all of them together within
+//!   `max_replay_bytes`; a call that does not fit is passed through to litd.
 //! - **Freshness**: `ttl`, the earliest expiry of any created/in-use session in the answer
 //!   (decoded once, when stored), and the credential's `time-before` caveat. A session write
 //!   through litgate bumps a generation persisted (and flushed) in the store: every entry of an
@@ -38,12 +44,13 @@ mod flight;
 mod freshness;
 mod key;
 mod metrics;
+mod replay;
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, PoisonError,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -54,10 +61,14 @@ pub use self::metrics::CacheMetrics;
 use self::{
     config::CacheConfig,
     crypto::{CredentialKeys, ID_LEN},
-    entry::EntryHeader,
+    entry::{EntryHeader, Unopened},
     flight::Waiter,
     freshness::earliest_active_expiry,
-    key::{cache_key, is_empty_list_request, protocol_tag, route_tag, shape_ok, MAX_REQUEST_BYTES},
+    key::{
+        cache_key, is_empty_list_request, protocol_tag, route_tag, shape_ok, MAX_REQUEST_BYTES,
+        REQUEST_LIMIT_NAME,
+    },
+    replay::Replays,
 };
 use crate::{
     body::{self, Request, Response, ResponseFuture},
@@ -109,10 +120,39 @@ struct Inner {
     max_stale: Duration,
     max_entries: usize,
     max_entry_bytes: usize,
+    max_bytes: usize,
     salt: [u8; 32],
     generation: AtomicU64,
     inflight: Mutex<HashMap<Vec<u8>, Waiter>>,
+    /// Held to decide whether an entry fits and to write it, so that concurrent stores cannot
+    /// both take the last place. Removals need not hold it: they only make room.
+    admission: Mutex<()>,
+    replays: Arc<Replays>,
+    /// The generation last written to the store.
+    persisted: AtomicU64,
+    /// Wakes the task that writes generation bumps to the store (started by the first one).
+    persist_wanted: Arc<tokio::sync::Notify>,
+    persister_started: std::sync::atomic::AtomicBool,
     metrics: CacheMetrics,
+}
+
+/// How long the task that writes generation bumps to the store waits for more of them before
+/// it writes: one trip to the blocking pool for every write in that window, not one per write.
+/// What a crash can lose grows by this much (see [`Cache::invalidate`]).
+const PERSIST_COALESCE: Duration = Duration::from_millis(25);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone (shutdown): write a bump still waiting, and end the task.
+        // A small in-memory sled write, once.
+        let generation = self.generation.load(Ordering::SeqCst);
+        if self.persisted.load(Ordering::SeqCst) < generation {
+            if let Err(e) = self.store.raise_cache_generation(generation) {
+                tracing::warn!(error = %e, "session cache: could not persist the generation");
+            }
+        }
+        self.persist_wanted.notify_one();
+    }
 }
 
 /// What one upstream call for a key ended in, shared by every caller waiting on it.
@@ -121,12 +161,26 @@ enum Outcome {
     Answer(Arc<Answer>),
     /// litd could not be reached, or the answer broke off.
     Unreachable(String),
+    /// The replay budget could not hold the answer (stored, if it could be, but not sent):
+    /// each caller passes through to litd.
+    OverBudget,
+}
+
+/// What a lookup may serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accept {
+    /// Only a fresh entry (before asking litd).
+    Fresh,
+    /// A fresh or a stale one (litd is unreachable).
+    Stale,
 }
 
 /// What a lookup found.
 enum Lookup {
     Fresh(Answer),
     Stale(Answer),
+    /// There is a servable entry, but the replay budget cannot hold it now.
+    OverBudget,
     Absent,
 }
 
@@ -162,6 +216,12 @@ impl Cache {
         let (entries, bytes) = store.cache_usage()?;
         metrics.entries.set(entries as i64);
         metrics.bytes.set(bytes as i64);
+        let replays = Replays::new(
+            cfg.max_replay_bytes,
+            metrics.replay_bytes.clone(),
+            metrics.replay_overflows.clone(),
+            metrics.replay_shared.clone(),
+        );
         let forward: Forward = Arc::new(move |req| {
             let mut svc = upstream.clone();
             Box::pin(async move {
@@ -179,9 +239,15 @@ impl Cache {
                 max_stale: cfg.max_stale,
                 max_entries: cfg.max_entries,
                 max_entry_bytes: cfg.max_entry_bytes,
+                max_bytes: cfg.max_bytes,
                 salt,
                 generation: AtomicU64::new(generation),
                 inflight: Mutex::new(HashMap::new()),
+                admission: Mutex::new(()),
+                replays,
+                persisted: AtomicU64::new(generation),
+                persist_wanted: Arc::new(tokio::sync::Notify::new()),
+                persister_started: std::sync::atomic::AtomicBool::new(false),
                 metrics,
             }),
         })
@@ -207,7 +273,10 @@ impl Cache {
             return (inner.forward)(req).await;
         }
         let (parts, body) = req.into_parts();
-        let raw = codec::read_body(body, MAX_REQUEST_BYTES).await?;
+        let raw = codec::read_body_within(body, MAX_REQUEST_BYTES, REQUEST_LIMIT_NAME).await?;
+        // Kept to pass the call through if its answer cannot be replayed from here.
+        let again = (parts.clone(), raw.clone());
+        let again = move || Request::from_parts(again.0, body::full(again.1));
         let req = Request::from_parts(parts, body::full(raw.clone()));
         if !is_empty_list_request(protocol, &raw) {
             inner.metrics.bypasses.inc();
@@ -216,9 +285,18 @@ impl Cache {
 
         let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
         let key = cache_key(keys.id(), route_tag, protocol_tag, req.headers());
-        if let Lookup::Fresh(c) = inner.lookup(&key, &keys) {
-            inner.metrics.hits.inc();
-            return Ok(replay(c, false));
+        match inner.lookup(&key, &keys, Accept::Fresh) {
+            Lookup::Fresh(c) => {
+                inner.metrics.hits.inc();
+                return Ok(replay(c, false));
+            }
+            Lookup::OverBudget => return inner.over_budget(req).await,
+            Lookup::Stale(_) | Lookup::Absent => {}
+        }
+        if inner.replays.spent() {
+            // litd's answer could not be replayed from here: let it stream instead.
+            inner.metrics.replay_overflows.inc();
+            return inner.over_budget(req).await;
         }
         inner.metrics.misses.inc();
         let hard_until = credential.time_before().map(ms).unwrap_or(u64::MAX);
@@ -227,10 +305,11 @@ impl Cache {
             .await;
         match &*outcome {
             Outcome::Answer(c) => Ok(replay(Answer::clone(c), false)),
+            Outcome::OverBudget => inner.over_budget(again()).await,
             Outcome::Unreachable(reason) => {
                 // Looked up again: a refusal seen meanwhile has dropped the entry.
                 let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
-                match inner.lookup(&key, &keys) {
+                match inner.lookup(&key, &keys, Accept::Stale) {
                     Lookup::Fresh(c) => {
                         inner.metrics.hits.inc();
                         Ok(replay(c, false))
@@ -243,7 +322,8 @@ impl Cache {
                         );
                         Ok(replay(c, true))
                     }
-                    Lookup::Absent => Err(Error::Upstream {
+                    // Passing through is no way out while litd is unreachable.
+                    Lookup::OverBudget | Lookup::Absent => Err(Error::Upstream {
                         addr: inner.upstream_label.clone(),
                         reason: reason.clone(),
                     }),
@@ -286,60 +366,98 @@ impl Cache {
     }
 
     /// Invalidates every entry. The generation moves on in memory first, so from the moment
-    /// this returns no entry written before it is served; persisting the bump and dropping the
-    /// old entries happen off the answer path (a crash before sled's next flush, at most
-    /// half a second later, can bring an old entry back for at most its TTL).
+    /// this returns no entry written before it is served (lookups and stores check it).
+    /// Writing the bump to the store and dropping the old entries happen off the answer path,
+    /// coalesced: a background task does both for every bump of the last [`PERSIST_COALESCE`]
+    /// in one trip to the blocking pool. A crash before that and sled's next flush (at most
+    /// about half a second later) can bring an old entry back for at most its TTL.
     pub async fn invalidate(&self) {
-        let current = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            match inner.store.bump_cache_generation() {
-                Ok(g) => {
-                    inner.generation.fetch_max(g, Ordering::SeqCst);
-                }
-                Err(ref e) => {
-                    tracing::warn!(error = %e, "session cache: could not persist the generation bump");
-                }
-            }
-            // Only entries older than this invalidation: answers stored since are current.
-            let dropped = inner.store.cache_retain(|_, v| {
-                EntryHeader::parse(v).is_some_and(|h| h.generation >= current)
-            });
-            if let Err(e) = dropped {
-                tracing::warn!(error = %e, "session cache: could not drop old entries");
-            }
-            inner.refresh_gauges();
-        });
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        let inner = &self.inner;
+        if !inner.persister_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(persist_generations(
+                Arc::downgrade(inner),
+                inner.persist_wanted.clone(),
+            ));
+        }
+        inner.persist_wanted.notify_one();
+    }
+}
+
+/// Writes generation bumps to the store and drops the entries they invalidated, until the
+/// cache is gone.
+async fn persist_generations(inner: std::sync::Weak<Inner>, wanted: Arc<tokio::sync::Notify>) {
+    loop {
+        wanted.notified().await;
+        tokio::time::sleep(PERSIST_COALESCE).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let done = tokio::task::spawn_blocking(move || inner.persist_generation()).await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "session cache: the generation write did not finish");
+        }
     }
 }
 
 impl Inner {
+    /// Writes the current generation to the store, then drops every entry older than it
+    /// (blocking: on the blocking pool).
+    fn persist_generation(&self) {
+        let current = self.generation.load(Ordering::SeqCst);
+        if self.persisted.load(Ordering::SeqCst) >= current {
+            return;
+        }
+        match self.store.raise_cache_generation(current) {
+            Ok(()) => {
+                self.persisted.fetch_max(current, Ordering::SeqCst);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache: could not persist the generation bump");
+            }
+        }
+        if self.metrics.entries.get() <= 0 {
+            // Nothing to drop (an entry being stored meanwhile under an older generation is
+            // never served: lookups check the generation).
+            return;
+        }
+        // Only entries older than this generation: answers stored since are current.
+        let dropped = self
+            .store
+            .cache_retain(|_, v| EntryHeader::parse(v).is_some_and(|h| h.generation >= current));
+        self.dropped(dropped, "could not drop old entries");
+    }
+
     fn now_ms(&self) -> u64 {
         ms(self.clock.now())
     }
 
-    fn refresh_gauges(&self) {
-        match self.store.cache_usage() {
+    /// Accounts for entries removed (`removed`: how many and their size), or logs `failed`.
+    fn dropped(&self, removed: Result<(usize, usize), StoreError>, failed: &str) {
+        match removed {
             Ok((n, b)) => {
-                self.metrics.entries.set(n as i64);
-                self.metrics.bytes.set(b as i64);
+                self.metrics.entries.dec_by(n as i64);
+                self.metrics.bytes.dec_by(b as i64);
             }
-            Err(e) => tracing::warn!(error = %e, "session cache: could not measure the store"),
+            Err(e) => tracing::warn!(error = %e, "session cache: {failed}"),
         }
     }
 
     fn remove(&self, key: &[u8]) {
-        match self.store.cache_remove(key) {
-            Ok(Some(size)) => {
-                self.metrics.entries.dec();
-                self.metrics.bytes.dec_by(size as i64);
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "session cache: could not remove an entry"),
-        }
+        let removed = self
+            .store
+            .cache_remove(key)
+            .map(|size| size.map_or((0, 0), |s| (1, s)));
+        self.dropped(removed, "could not remove an entry");
     }
 
-    fn lookup(&self, key: &[u8], keys: &CredentialKeys) -> Lookup {
+    /// A call whose answer the replay budget cannot hold: passed through to litd as is.
+    async fn over_budget(&self, req: Request) -> Result<Response, Error> {
+        tracing::debug!("session cache: replay budget spent; passing the list call through");
+        (self.forward)(req).await
+    }
+
+    fn lookup(&self, key: &[u8], keys: &CredentialKeys, accept: Accept) -> Lookup {
         let value = match self.store.cache_get(key) {
             Ok(Some(v)) => v,
             Ok(None) => return Lookup::Absent,
@@ -349,7 +467,9 @@ impl Inner {
             }
         };
         let Some(h) = EntryHeader::parse(&value) else {
-            self.metrics.undecryptable.inc();
+            if !entry::is_previous_layout(&value) {
+                self.metrics.undecryptable.inc();
+            }
             self.remove(key);
             return Lookup::Absent;
         };
@@ -357,19 +477,25 @@ impl Inner {
             self.remove(key);
             return Lookup::Absent;
         }
-        let Some(captured) = entry::open(keys, key, &value) else {
-            self.metrics.undecryptable.inc();
+        // The clear header decides first; it is authenticated when the entry opens.
+        let now = self.now_ms();
+        let fresh = now < h.fresh_until;
+        if !fresh && now >= h.stale_until(self.max_stale) {
             self.remove(key);
             return Lookup::Absent;
-        };
-        let now = self.now_ms();
-        if now < h.fresh_until {
-            Lookup::Fresh(captured)
-        } else if now < h.stale_until(self.max_stale) {
-            Lookup::Stale(captured)
-        } else {
-            self.remove(key);
-            Lookup::Absent
+        }
+        if !fresh && accept == Accept::Fresh {
+            return Lookup::Absent;
+        }
+        match entry::open(keys, key, &value, &self.replays) {
+            Ok(answer) if fresh => Lookup::Fresh(answer),
+            Ok(answer) => Lookup::Stale(answer),
+            Err(Unopened::OverBudget) => Lookup::OverBudget,
+            Err(Unopened::Undecryptable) => {
+                self.metrics.undecryptable.inc();
+                self.remove(key);
+                Lookup::Absent
+            }
         }
     }
 
@@ -402,19 +528,18 @@ impl Inner {
                 // litd refused this credential (a list call has no arguments to refuse): no
                 // entry of it may be served, not even stale.
                 let dropped = self.store.cache_remove_prefix(&key[..ID_LEN]);
-                match dropped {
-                    Ok((n, b)) => {
-                        self.metrics.entries.dec_by(n as i64);
-                        self.metrics.bytes.dec_by(b as i64);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "session cache: could not drop a refused credential's entries")
-                    }
-                }
+                self.dropped(dropped, "could not drop a refused credential's entries");
             }
             Verdict::Unknown => {}
         }
-        Outcome::Answer(Arc::new(captured))
+        // Charged while any caller is still being sent it.
+        match self.replays.charged(std::mem::take(&mut captured.body)) {
+            Some(body) => {
+                captured.body = body;
+                Outcome::Answer(Arc::new(captured))
+            }
+            None => Outcome::OverBudget,
+        }
     }
 
     fn store_answer(
@@ -444,38 +569,55 @@ impl Inner {
         if fresh_until <= now {
             return;
         }
-        if self.generation.load(Ordering::SeqCst) != generation {
-            // A session write completed while litd was answering: the answer may predate it.
-            return;
-        }
-        if self.metrics.entries.get() as usize >= self.max_entries && !self.make_room(now) {
-            tracing::debug!("session cache: full; answer served but not stored");
-            return;
-        }
         let header = EntryHeader {
             generation,
             fresh_until,
             hard_until,
         };
         let value = entry::seal(keys, key, &header, now, captured);
+        let size = key.len() + value.len();
+        let _admitted = self
+            .admission
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // A session write completed while litd was answering: the answer may predate it.
+            return;
+        }
+        // An entry this one replaces (a refresh) makes room for it.
+        let replaced = match self.store.cache_get(key) {
+            Ok(old) => old.map_or(0, |v| key.len() + v.len()),
+            Err(_) => 0,
+        };
+        let fits = self.fits(size, replaced) || (self.make_room(now) && self.fits(size, replaced));
+        if !fits {
+            tracing::debug!("session cache: full; answer served but not stored");
+            return;
+        }
         match self.store.cache_put(key, &value) {
             Ok(old) => {
-                let new = (key.len() + value.len()) as i64;
-                match old {
-                    Some(old) => {
-                        self.metrics.bytes.inc_by(new - old as i64);
-                    }
-                    None => {
-                        self.metrics.entries.inc();
-                        self.metrics.bytes.inc_by(new);
-                    }
+                if let Some(old) = old {
+                    self.metrics.entries.dec();
+                    self.metrics.bytes.dec_by(old as i64);
                 }
+                self.metrics.entries.inc();
+                self.metrics.bytes.inc_by(size as i64);
             }
             Err(e) => tracing::warn!(error = %e, "session cache: could not store an answer"),
         }
     }
 
-    /// Sweeps entries that can no longer be served; true when there is room afterwards.
+    /// Whether an entry of `size` bytes fits the bounds in place of one of `replaced` bytes
+    /// (0: none), called under `admission`.
+    fn fits(&self, size: usize, replaced: usize) -> bool {
+        let entries = self.metrics.entries.get().max(0) as usize + usize::from(replaced == 0);
+        let bytes = (self.metrics.bytes.get().max(0) as usize).saturating_sub(replaced);
+        entries <= self.max_entries && bytes.saturating_add(size) <= self.max_bytes
+    }
+
+    /// Sweeps entries that can no longer be served, then counts what is left afresh (a scan,
+    /// only when the cache looks full: the gauges are kept by increments, and the store may
+    /// have been changed under them). True when the count could have changed.
     fn make_room(&self, now: u64) -> bool {
         let generation = self.generation.load(Ordering::SeqCst);
         let swept = self.store.cache_retain(|_, v| {
@@ -485,8 +627,17 @@ impl Inner {
         if let Err(e) = swept {
             tracing::warn!(error = %e, "session cache: sweep failed");
         }
-        self.refresh_gauges();
-        (self.metrics.entries.get() as usize) < self.max_entries
+        match self.store.cache_usage() {
+            Ok((n, b)) => {
+                self.metrics.entries.set(n as i64);
+                self.metrics.bytes.set(b as i64);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache: could not measure the store");
+                false
+            }
+        }
     }
 }
 

@@ -566,6 +566,15 @@ async fn a_full_cache_sweeps_then_serves_without_storing() {
         .await
         .unwrap();
     assert_eq!(h.calls(), 4);
+    // Full, with a stale entry still servable: its refresh replaces it (no room needed).
+    h.clock.advance(Duration::from_secs(6));
+    for _ in 0..2 {
+        h.list_with(Some(&other), frame::message(b""))
+            .await
+            .unwrap();
+    }
+    assert_eq!(h.calls(), 5, "the refresh was stored and then hit");
+    assert_eq!(h.cache.metrics().entries.get(), 1);
 }
 
 #[test]
@@ -595,4 +604,167 @@ fn verdicts_need_http_200_and_an_ok_status() {
     assert_eq!(cap(Protocol::Grpc, 200, Bytes::new()), Verdict::Unknown);
     assert_eq!(cap(Protocol::Rest, 200, Bytes::new()), Verdict::Ok);
     assert_eq!(cap(Protocol::Rest, 401, Bytes::new()), Verdict::NotOk);
+}
+
+fn list_request(mac: &str) -> Request {
+    http::Request::post(crate::methods::LIST_SESSIONS)
+        .header("content-type", "application/grpc")
+        .header("macaroon", mac)
+        .body(body::full(frame::message(b"")))
+        .unwrap()
+}
+
+fn other_credential(i: u64) -> String {
+    let t = crate::macaroon::format_rfc3339(UNIX_EPOCH + Duration::from_secs(32_503_680_000 + i));
+    crate::demo::attenuate(
+        &crate::macaroon::Macaroon::from_hex(MAC).unwrap(),
+        &format!("time-before {t}"),
+    )
+    .to_hex()
+}
+
+/// Sessions whose answer is `n` × ~1 KiB.
+fn bulky(n: usize) -> Vec<Session> {
+    (0..n)
+        .map(|i| session(&[i as u8; 1000], 0, far()))
+        .collect()
+}
+
+#[tokio::test]
+async fn stalled_hits_share_one_plaintext_and_the_budget_passes_the_rest_through() {
+    let sessions = bulky(20);
+    let answer = frame::message(
+        &ListSessionsResponse {
+            sessions: sessions.clone(),
+        }
+        .encode_to_vec(),
+    )
+    .len();
+    // Room for one answer in clear, not two.
+    let budget = answer * 3 / 2;
+    let h = harness(
+        CacheConfig {
+            max_replay_bytes: budget,
+            max_entry_bytes: answer * 2,
+            ..CacheConfig::default()
+        },
+        vec![Step::Ok(sessions)],
+        Duration::ZERO,
+    );
+    let m = h.cache.metrics().clone();
+    h.list().await.unwrap();
+    assert_eq!(
+        (h.calls(), m.replay_bytes.get()),
+        (1, 0),
+        "read whole: released"
+    );
+
+    // Ten callers that never read: one plaintext between them.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let resp = h
+            .cache
+            .list(Route::ListSessions, list_request(MAC))
+            .await
+            .unwrap();
+        stalled.push(resp);
+    }
+    assert_eq!(h.calls(), 1, "all ten were hits");
+    let held = m.replay_bytes.get() as usize;
+    assert!(
+        held > answer && held < answer + 200,
+        "one copy held: {held}"
+    );
+    assert_eq!(m.replay_shared.get(), 9);
+
+    // Another credential's miss: its answer would go beyond the budget, so it is stored but
+    // the caller is passed through to litd, whose answer streams.
+    let other = other_credential(1);
+    let (_, body, trailers) = h
+        .list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
+    assert_eq!(body.len(), answer);
+    assert_eq!(trailers.unwrap()["grpc-status"], "0");
+    assert_eq!(h.calls(), 3, "the miss, then the pass-through");
+    assert_eq!(m.entries.get(), 2);
+    // Its hit cannot be opened within the budget either: passed through.
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
+    assert_eq!(h.calls(), 4);
+    assert_eq!(m.replay_overflows.get(), 2);
+    assert!(m.replay_bytes.get() as usize <= budget);
+
+    // A stalled caller that reads at last gets every byte.
+    let first = stalled.pop().unwrap().into_body().collect().await.unwrap();
+    assert_eq!(first.to_bytes().len(), answer);
+    // When the last of them hangs up, the plaintext goes and the budget is free again.
+    drop(stalled);
+    assert_eq!(m.replay_bytes.get(), 0);
+    h.list_with(Some(&other), frame::message(b""))
+        .await
+        .unwrap();
+    assert_eq!(h.calls(), 4, "a hit again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_stores_never_go_beyond_max_entries_or_max_bytes() {
+    let sessions = bulky(200);
+    for (max_entries, max_bytes) in [(3, usize::MAX / 2), (usize::MAX / 2, 5 * 210_000)] {
+        let h = harness(
+            CacheConfig {
+                max_entries,
+                max_bytes,
+                ..CacheConfig::default()
+            },
+            vec![Step::Ok(sessions.clone())],
+            Duration::from_millis(50),
+        );
+        let barrier = Arc::new(tokio::sync::Barrier::new(32));
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let (cache, barrier) = (h.cache.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let resp = cache
+                    .list(Route::ListSessions, list_request(&other_credential(i)))
+                    .await
+                    .unwrap();
+                resp.into_body().collect().await.unwrap().to_bytes().len()
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap() > 200_000);
+        }
+        let (entries, bytes) = h.store.cache_usage().unwrap();
+        let m = h.cache.metrics();
+        assert!(
+            entries <= max_entries.min(5) && bytes <= max_bytes,
+            "{entries} entries, {bytes} bytes: beyond max_entries {max_entries} / max_bytes {max_bytes}"
+        );
+        assert!(entries >= 1);
+        assert_eq!(
+            (m.entries.get() as usize, m.bytes.get() as usize),
+            (entries, bytes),
+            "the gauges are exact"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_list_request_names_the_limit_that_applied() {
+    let h = harness(
+        CacheConfig::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    let big = frame::message(&vec![0u8; 70 * 1024]);
+    let e = h.list_with(Some(MAC), big).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    let msg = e.to_string();
+    assert!(msg.contains("65536-byte limit"), "{msg}");
+    assert!(msg.contains("session list request"), "{msg}");
+    assert!(!msg.contains("listen.max_message_bytes"), "{msg}");
+    assert_eq!(h.calls(), 0);
 }

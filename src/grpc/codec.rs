@@ -13,8 +13,14 @@ use super::{
 };
 use crate::{body::Body, error::Error};
 
-/// Reads a whole request body, refusing more than `limit` bytes.
+/// Reads a whole request body, refusing more than `limit` bytes (`listen.max_message_bytes`).
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
+    read_body_within(body, limit, "listen.max_message_bytes").await
+}
+
+/// Reads a whole request body, refusing more than `limit` bytes; the refusal names the limit
+/// that applied (`limit_name`: a config key, or what a fixed limit is for).
+pub async fn read_body_within(body: Body, limit: usize, limit_name: &str) -> Result<Bytes, Error> {
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
@@ -23,9 +29,7 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
         {
             Err(Error::client(
                 tonic::Code::ResourceExhausted,
-                format!(
-                    "request body is larger than the {limit}-byte limit (listen.max_message_bytes)"
-                ),
+                format!("request body is larger than the {limit}-byte limit ({limit_name})"),
             ))
         }
         Err(e) => Err(Error::invalid(format!(

@@ -3,6 +3,18 @@
 
 use super::{Store, StoreError};
 
+/// A stored session-cache entry: sled's own reference-counted buffer, read without a copy.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheValue(sled::IVec);
+
+impl std::ops::Deref for CacheValue {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 const CACHE_SALT_KEY: &[u8] = b"cache_salt";
 const CACHE_GENERATION_KEY: &[u8] = b"cache_generation";
 
@@ -33,32 +45,28 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Moves the session cache's generation on; returns the new generation. Durable at sled's
-    /// next periodic flush (the cache keeps the authoritative generation in memory).
-    pub(crate) fn bump_cache_generation(&self) -> Result<u64, StoreError> {
+    /// Raises the session cache's generation to `generation` (never lowers it). Durable at
+    /// sled's next periodic flush (the cache keeps the authoritative generation in memory).
+    pub(crate) fn raise_cache_generation(&self, generation: u64) -> Result<(), StoreError> {
         let meta = self.db.open_tree("meta").map_err(|e| self.err(e))?;
-        let next = meta
-            .update_and_fetch(CACHE_GENERATION_KEY, |old| {
-                let n = old
-                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-                Some(n.wrapping_add(1).to_be_bytes().to_vec())
-            })
-            .map_err(|e| self.err(e))?;
-        Ok(next
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        meta.fetch_and_update(CACHE_GENERATION_KEY, |old| {
+            let old = old
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(old.max(generation).to_be_bytes().to_vec())
+        })
+        .map(|_| ())
+        .map_err(|e| self.err(e))
     }
 
-    /// A session-cache entry.
-    pub(crate) fn cache_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    /// A session-cache entry, as sled holds it (not copied).
+    pub(crate) fn cache_get(&self, key: &[u8]) -> Result<Option<CacheValue>, StoreError> {
         Ok(self
             .cache
             .get(key)
             .map_err(|e| self.err(e))?
-            .map(|v| v.to_vec()))
+            .map(CacheValue))
     }
 
     /// Writes a session-cache entry; returns the size (key + value) of the one it replaced.

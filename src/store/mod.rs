@@ -3,8 +3,9 @@
 //!
 //! Layout (schema version [`SCHEMA_VERSION`]): named trees
 //! - `meta`: `schema` → version (u32, big-endian); `cache_salt` → 32 random bytes, the HKDF
-//!   salt of the session cache; `cache_generation` → u64 BE, bumped (durably) by every session
-//!   write so that older cache entries are invalid;
+//!   salt of the session cache; `cache_generation` → u64 BE, raised after session writes
+//!   (shortly after, a few at a time) so that older cache entries are invalid; `ready_probe` → u64 BE, the time of the
+//!   last write `/ready` made to find out whether the disk takes writes;
 //! - `catalogue`: `features` → the Autopilot server's `ListFeaturesResponse`, `terms` → its
 //!   `TermsResponse`, each with when it was fetched (`CatalogueRecord`);
 //! - `approvals_v2`: SHA-256 of the sorted feature names ‖ approved_at (u64 BE) ‖ id (u64 BE) →
@@ -17,7 +18,7 @@
 //!   through the relay;
 //! - `cache`: the session cache (`crate::cache`): lookup id (32 bytes, HKDF of the caller's
 //!   credential) ‖ route ‖ protocol ‖ variant digest → a sealed entry (clear header with
-//!   generation and freshness bounds, then a ChaCha20-Poly1305 ciphertext). Opaque here: the
+//!   generation and freshness bounds, then an AES-256-GCM ciphertext). Opaque here: the
 //!   store neither reads nor can read an entry.
 //!
 //! While open, litgate holds an exclusive lock on `store.data_dir/db.lock` (a second litgate
@@ -43,6 +44,9 @@ pub use self::{
     ledger::{ConfigSent, LedgerEntry, SentPath, NOT_REPLACED},
 };
 
+/// The `meta` key the readiness probe writes (the time of its last write, unix ms).
+const WRITE_PROBE_KEY: &[u8] = b"ready_probe";
+
 /// The key layout this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -60,6 +64,9 @@ pub struct Store {
     approval_count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ledger: sled::Tree,
     cache: sled::Tree,
+    /// A failure every write probe reports instead of its own result (tests: a full or
+    /// read-only disk, which cannot be made here without privileges).
+    write_fault: std::sync::Arc<std::sync::Mutex<Option<std::io::ErrorKind>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -98,13 +105,42 @@ impl Store {
         self.db.flush().map(|_| ()).map_err(|e| self.err(e))
     }
 
-    /// A cheap liveness check for `/ready`: a read of the schema key.
-    pub(crate) fn check(&self) -> Result<(), StoreError> {
-        self.db
+    /// A real write for `/ready`: a small value into `meta`, then a flush to disk, which is
+    /// where a full or read-only disk shows (sled writes to memory first). Waits on the disk:
+    /// call it off the async workers, and not often.
+    pub(crate) fn probe_write(&self) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let written = self
+            .db
             .open_tree("meta")
-            .and_then(|m| m.get(open::SCHEMA_KEY))
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+            .and_then(|m| m.insert(WRITE_PROBE_KEY, &now.to_be_bytes()))
+            .and_then(|_| self.db.flush())
+            .map(|_| ());
+        let fault = *self
+            .write_fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fault {
+            Some(kind) => Err(sled::Error::Io(std::io::Error::new(
+                kind,
+                "injected write failure",
+            ))),
+            None => written,
+        }
+        .map_err(|e| self.err(e))
+    }
+
+    /// Makes every write probe fail with `kind` (`None`: their own result again), as a full
+    /// (`StorageFull`) or read-only (`ReadOnlyFilesystem`) disk would: for tests of `/ready`.
+    #[doc(hidden)]
+    pub fn inject_write_fault(&self, kind: Option<std::io::ErrorKind>) {
+        *self
+            .write_fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = kind;
     }
 
     fn err(&self, e: sled::Error) -> StoreError {

@@ -136,6 +136,7 @@ impl Store {
             approval_count,
             ledger,
             cache,
+            write_fault: Default::default(),
         };
         // Created (and flushed) here, where opening already waits on the disk, so that later
         // reads of it never do.

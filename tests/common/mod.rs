@@ -722,3 +722,150 @@ pub fn metric_labelled(text: &str, name: &str, label: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Log lines of the tracing events emitted on this thread while the guard from
+/// [`Logs::capture`] lives. `#[tokio::test]` runs a current-thread runtime, so litgate's
+/// in-process tasks log on the test's thread.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Starts capturing events at INFO and above on this thread.
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// How many captured lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// A TCP server on 127.0.0.1 (port chosen by the OS) that accepts connections and never
+/// sends a byte (a black-holed peer), until [`BlackHole::forward_to`] makes it pass new
+/// connections through to a real server. Stopped (every connection closed) when dropped.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    forward: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> BlackHole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let forward = std::sync::Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+        let to = forward.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            let mut piping = tokio::task::JoinSet::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let target = *to.lock().unwrap();
+                match target {
+                    None => held.push(conn),
+                    Some(target) => {
+                        piping.spawn(async move {
+                            if let Ok(mut up) = tokio::net::TcpStream::connect(target).await {
+                                let _ = tokio::io::copy_bidirectional(&mut conn, &mut up).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        BlackHole {
+            addr,
+            forward,
+            task,
+        }
+    }
+
+    /// From now on, new connections are passed through to `target` (`None`: held silent).
+    pub fn forward_to(&self, target: Option<SocketAddr>) {
+        *self.forward.lock().unwrap() = target;
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP/2 call to litgate's public face over pinned TLS whose stream window is 0, so
+/// litgate can send none of the answer: what a client that never reads costs. Returns the
+/// answer's head, and what must be kept for the call to stay open.
+pub async fn stalled_call(
+    env: &Env,
+    path: &str,
+    macaroon: &str,
+    body: Bytes,
+) -> (http::response::Parts, impl Sized) {
+    let mut tls = rustls_config(&env.gate_cert);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(env.gate.public_addr)
+        .await
+        .unwrap();
+    let io = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(io)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::post(env.gate_uri(path))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("macaroon", macaroon)
+        .body(())
+        .unwrap();
+    let (resp, mut stream) = send.send_request(req, false).unwrap();
+    stream.send_data(body, true).unwrap();
+    let (head, recv) = resp.await.unwrap().into_parts();
+    (head, (send, stream, recv, AbortOnDrop(conn)))
+}
+
+/// Aborts a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,188 @@
+//! One deadline for the Autopilot server (issue 12 item 3): against a server that accepts TCP
+//! and never answers, AddAutopilotSession, every relay call and the catalogue refresh end within
+//! `[autopilot] timeout` with UNAVAILABLE naming that timeout, with plaintext and with a pinned
+//! lnd-shaped certificate; the server going down and coming back is logged once each, however
+//! many calls fail meanwhile; and once it answers again, calls succeed (the silent connection
+//! is not kept). Outcomes only: the test-level bound is far above the timeout, and no elapsed
+//! time is asserted.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use litgate::proto::{
+    autopilotserverrpc::{
+        autopilot_client::AutopilotClient as ServerClient, ActivateSessionRequest,
+        ListFeaturesRequest, RegisterSessionRequest, TermsRequest,
+    },
+    litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest, FeatureConfig},
+};
+use tonic::{metadata::MetadataValue, Code};
+
+/// litgate's `[autopilot] timeout` in these tests.
+const TIMEOUT: Duration = Duration::from_millis(300);
+/// The test's own bound on each call: far above the timeout, so only a hang trips it.
+const BOUND: Duration = Duration::from_secs(30);
+
+const GONE: &str = "Autopilot server unreachable";
+const BACK: &str = "Autopilot server reachable again";
+
+fn add_request() -> tonic::Request<AddAutopilotSessionRequest> {
+    tonic::Request::new(AddAutopilotSessionRequest {
+        label: "deadline".into(),
+        expiry_timestamp_seconds: (SystemTime::now() + Duration::from_secs(86400))
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        mailbox_server_addr: "mailbox.example:443".into(),
+        features: [(
+            "HealthCheck".to_string(),
+            FeatureConfig {
+                rules: None,
+                config: b"{}".to_vec(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    })
+}
+
+async fn relay_client(env: &Env) -> ServerClient<tonic::transport::Channel> {
+    let ch =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", env.gate.relay_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    ServerClient::new(ch)
+}
+
+/// `call`'s error, which must come well within [`BOUND`].
+async fn fails<T: std::fmt::Debug>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> tonic::Status {
+    tokio::time::timeout(BOUND, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer at all (hung)"))
+        .expect_err(what)
+}
+
+fn names_the_timeout(what: &str, s: &tonic::Status) {
+    assert_eq!(s.code(), Code::Unavailable, "{what}: {s:?}");
+    // The caller learns what failed, never where: the public face says the server is
+    // unavailable; the relay (whose caller is litd) may name the deadline that ran out, which
+    // lands in litd's log for the operator. Neither carries an address or an OS error.
+    let m = s.message();
+    assert!(
+        m == "the Autopilot server is unavailable" || m.contains("autopilot.timeout (300ms)"),
+        "{what}: {s:?}"
+    );
+    assert!(
+        !m.contains("127.0.0.1") && !m.contains("os error"),
+        "{what}: {s:?}"
+    );
+}
+
+/// Every call towards a silent server, through both faces: each fails with UNAVAILABLE naming
+/// the timeout.
+async fn every_call_ends_within_the_timeout(env: &Env) {
+    let mut public = AutopilotClient::new(env.gate_channel().await);
+    let mut req = add_request();
+    let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
+    req.metadata_mut().insert("macaroon", mac);
+    let s = fails("AddAutopilotSession", public.add_autopilot_session(req)).await;
+    names_the_timeout("AddAutopilotSession", &s);
+    assert_eq!(
+        writable_adds(&env.litd),
+        0,
+        "nothing that could write reached litd"
+    );
+
+    let mut relay = relay_client(env).await;
+    let s = fails("Terms", relay.terms(TermsRequest {})).await;
+    names_the_timeout("Terms", &s);
+    let s = fails("ListFeatures", relay.list_features(ListFeaturesRequest {})).await;
+    names_the_timeout("ListFeatures", &s);
+    let s = fails(
+        "RegisterSession",
+        relay.register_session(RegisterSessionRequest {
+            responder_pub_key: vec![2; 33],
+            ..Default::default()
+        }),
+    )
+    .await;
+    names_the_timeout("RegisterSession", &s);
+    let s = fails(
+        "ActivateSession",
+        relay.activate_session(ActivateSessionRequest {
+            responder_pub_key: vec![2; 33],
+        }),
+    )
+    .await;
+    names_the_timeout("ActivateSession", &s);
+}
+
+#[tokio::test]
+async fn a_silent_plaintext_server_is_answered_within_the_timeout_and_logged_once_each_way() {
+    let (logs, _guard) = Logs::capture();
+    let silent = BlackHole::start().await;
+    let env = Env::start_relay_with("", |c| {
+        c.autopilot.server = silent.addr.to_string();
+        c.autopilot.timeout = TIMEOUT;
+    })
+    .await;
+    every_call_ends_within_the_timeout(&env).await;
+    // Again: still bounded, and still one line for the server going away (the startup
+    // refresh, five calls above and these five all failed).
+    every_call_ends_within_the_timeout(&env).await;
+    assert_eq!(logs.count(GONE), 1, "{}", logs.text());
+    assert_eq!(logs.count(BACK), 0);
+    assert!(
+        logs.text().contains("autopilot.timeout (300ms)"),
+        "the log names the deadline: {}",
+        logs.text()
+    );
+
+    // The server answers again: the next call dials afresh instead of waiting on the silent
+    // connection, succeeds, and that is logged once.
+    silent.forward_to(Some(env.autopilot.addr()));
+    let mut relay = relay_client(&env).await;
+    let mut answered = false;
+    for _ in 0..3 {
+        let call = tokio::time::timeout(BOUND, relay.terms(TermsRequest {}))
+            .await
+            .expect("bounded");
+        if call.is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the server answers again: {}", logs.text());
+    relay.terms(TermsRequest {}).await.unwrap();
+    let mut public = AutopilotClient::new(env.gate_channel().await);
+    let mut req = add_request();
+    let mac: MetadataValue<_> = env.macaroon().parse().unwrap();
+    req.metadata_mut().insert("macaroon", mac);
+    public.add_autopilot_session(req).await.unwrap();
+    assert_eq!(logs.count(BACK), 1, "{}", logs.text());
+    assert_eq!(logs.count(GONE), 1, "{}", logs.text());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_tls_server_is_answered_within_the_timeout() {
+    let (logs, _guard) = Logs::capture();
+    let silent = BlackHole::start().await;
+    // The pinned certificate is a real lnd-shaped one (the fake Autopilot server's); the
+    // address is the silent listener, so the TLS handshake never gets an answer.
+    let env = Env::start_pinned_autopilot(|c| {
+        c.autopilot.server = silent.addr.to_string();
+        c.autopilot.timeout = TIMEOUT;
+    })
+    .await;
+    every_call_ends_within_the_timeout(&env).await;
+    assert_eq!(logs.count(GONE), 1, "{}", logs.text());
+    env.stop().await;
+}
