@@ -130,7 +130,8 @@ impl Admin {
                     StatusCode::NOT_FOUND,
                     "the relay is off: no registrations are kept\n".into(),
                 ),
-                Some(store) => match store.ledger() {
+                // A full scan of the ledger: on the blocking pool, never on a runtime thread.
+                Some(store) => match store.off_worker(|s| s.ledger()).await {
                     Ok(entries) => {
                         let json = serde_json::json!({ "registrations": entries });
                         let mut r = Response::new(body::full(json.to_string()));

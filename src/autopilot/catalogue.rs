@@ -164,7 +164,9 @@ impl Catalogue {
     /// `Terms` for the relay: the stored answer while fresh, else the server's; while the
     /// server is unreachable, the stored answer up to `max_stale`.
     pub async fn terms(&self) -> Result<TermsResponse, Error> {
-        let stored = self.store.terms().ok().flatten().and_then(|rec| {
+        // Store calls run on the blocking pool: never on a runtime thread.
+        let stored = self.store.off_worker(|s| s.terms()).await;
+        let stored = stored.ok().flatten().and_then(|rec| {
             TermsResponse::decode(rec.response.as_slice())
                 .ok()
                 .map(|t| (rec.fetched_at, t))
@@ -180,7 +182,7 @@ impl Catalogue {
                     fetched_at: self.clock.now(),
                     response: t.encode_to_vec(),
                 };
-                if let Err(e) = self.store.put_terms(&rec) {
+                if let Err(e) = self.store.off_worker(move |s| s.put_terms(&rec)).await {
                     tracing::warn!(error = %e, "could not store the Autopilot server's terms");
                 }
                 Ok(t)
@@ -257,7 +259,7 @@ impl Catalogue {
             fetched_at: now,
             response: resp.encode_to_vec(),
         };
-        if let Err(e) = self.store.put_catalogue(&rec) {
+        if let Err(e) = self.store.off_worker(move |s| s.put_catalogue(&rec)).await {
             tracing::warn!(error = %e, "could not store the feature catalogue");
         }
         let features = Arc::new(resp.features);

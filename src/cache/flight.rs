@@ -18,7 +18,7 @@ impl Cache {
     pub(super) async fn fetch_shared(
         &self,
         key: Vec<u8>,
-        keys: CredentialKeys,
+        keys: Arc<CredentialKeys>,
         protocol: Protocol,
         hard_until: u64,
         req: Request,
@@ -37,7 +37,7 @@ impl Cache {
                     let inner = self.inner.clone();
                     tokio::spawn(async move {
                         // An answer stored just before this task became the leader.
-                        let outcome = match inner.lookup(&key, &keys, Accept::Fresh) {
+                        let outcome = match inner.lookup_off(&key, &keys, Accept::Fresh).await {
                             Lookup::Fresh(c) => Outcome::Answer(Arc::new(c)),
                             Lookup::OverBudget => Outcome::OverBudget,
                             Lookup::Stale(_) | Lookup::Absent => {

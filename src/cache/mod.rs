@@ -283,9 +283,9 @@ impl Cache {
             return (inner.forward)(req).await;
         }
 
-        let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
+        let keys = Arc::new(CredentialKeys::derive(&inner.salt, &credential.raw));
         let key = cache_key(keys.id(), route_tag, protocol_tag, req.headers());
-        match inner.lookup(&key, &keys, Accept::Fresh) {
+        match inner.lookup_off(&key, &keys, Accept::Fresh).await {
             Lookup::Fresh(c) => {
                 inner.metrics.hits.inc();
                 return Ok(replay(c, false));
@@ -308,8 +308,8 @@ impl Cache {
             Outcome::OverBudget => inner.over_budget(again()).await,
             Outcome::Unreachable(reason) => {
                 // Looked up again: a refusal seen meanwhile has dropped the entry.
-                let keys = CredentialKeys::derive(&inner.salt, &credential.raw);
-                match inner.lookup(&key, &keys, Accept::Stale) {
+                let keys = Arc::new(CredentialKeys::derive(&inner.salt, &credential.raw));
+                match inner.lookup_off(&key, &keys, Accept::Stale).await {
                     Lookup::Fresh(c) => {
                         inner.metrics.hits.inc();
                         Ok(replay(c, false))
@@ -457,6 +457,25 @@ impl Inner {
         (self.forward)(req).await
     }
 
+    /// [`Inner::lookup`] on the blocking pool: the sled read, the decryption and the removal
+    /// of an entry found dead never run on a runtime thread (a runtime serves every connection
+    /// it accepted; a store waiting on its disk must not stall them).
+    async fn lookup_off(
+        self: &Arc<Self>,
+        key: &[u8],
+        keys: &Arc<CredentialKeys>,
+        accept: Accept,
+    ) -> Lookup {
+        let (inner, key, keys) = (self.clone(), key.to_vec(), keys.clone());
+        match tokio::task::spawn_blocking(move || inner.lookup(&key, &keys, accept)).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "session cache: a lookup did not finish; a miss");
+                Lookup::Absent
+            }
+        }
+    }
+
     fn lookup(&self, key: &[u8], keys: &CredentialKeys, accept: Accept) -> Lookup {
         let value = match self.store.cache_get(key) {
             Ok(Some(v)) => v,
@@ -500,9 +519,9 @@ impl Inner {
     }
 
     async fn fetch_and_store(
-        &self,
+        self: &Arc<Self>,
         key: &[u8],
-        keys: &CredentialKeys,
+        keys: &Arc<CredentialKeys>,
         protocol: Protocol,
         hard_until: u64,
         req: Request,
@@ -520,18 +539,28 @@ impl Inner {
         for h in &RECOMPUTED_HEADERS {
             captured.headers.remove(h);
         }
-        match verdict(protocol, &captured) {
-            Verdict::Ok => {
-                self.store_answer(key, keys, protocol, hard_until, generation, &captured);
+        // Sealing and writing (or dropping) run on the blocking pool, like every store call.
+        let (inner, key, keys) = (self.clone(), key.to_vec(), keys.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            match verdict(protocol, &captured) {
+                Verdict::Ok => {
+                    inner.store_answer(&key, &keys, protocol, hard_until, generation, &captured);
+                }
+                Verdict::NotOk => {
+                    // litd refused this credential (a list call has no arguments to refuse):
+                    // no entry of it may be served, not even stale.
+                    let dropped = inner.store.cache_remove_prefix(&key[..ID_LEN]);
+                    inner.dropped(dropped, "could not drop a refused credential's entries");
+                }
+                Verdict::Unknown => {}
             }
-            Verdict::NotOk => {
-                // litd refused this credential (a list call has no arguments to refuse): no
-                // entry of it may be served, not even stale.
-                let dropped = self.store.cache_remove_prefix(&key[..ID_LEN]);
-                self.dropped(dropped, "could not drop a refused credential's entries");
-            }
-            Verdict::Unknown => {}
-        }
+            captured
+        })
+        .await;
+        let mut captured = match stored {
+            Ok(captured) => captured,
+            Err(e) => return Outcome::Unreachable(format!("the cache's store task failed: {e}")),
+        };
         // Charged while any caller is still being sent it.
         match self.replays.charged(std::mem::take(&mut captured.body)) {
             Some(body) => {
