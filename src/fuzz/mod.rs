@@ -19,7 +19,7 @@ use proptest::{collection, prelude::*, test_runner::Config};
 mod macaroon;
 // mod rewrite;
 // mod websocket;
-mod wire;
+pub(crate) mod wire;
 
 /// Cases per property in an ordinary `cargo test`.
 pub(crate) const CASES: u32 = 64;

@@ -127,7 +127,7 @@ fn header_value() -> impl Strategy<Value = HeaderValue> {
         .prop_map(|v| HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("v")))
 }
 
-fn header_map() -> impl Strategy<Value = HeaderMap> {
+pub(crate) fn header_map() -> impl Strategy<Value = HeaderMap> {
     collection::vec((header_name(), header_value()), 0..6).prop_map(|pairs| {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
