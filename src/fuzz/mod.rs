@@ -17,7 +17,7 @@ use proptest::{collection, prelude::*, test_runner::Config};
 
 // mod init;
 mod macaroon;
-// mod rewrite;
+mod rewrite;
 // mod websocket;
 pub(crate) mod wire;
 
