@@ -1,6 +1,7 @@
 //! The macaroon reader (`crate::macaroon`): the V2 binary format in hex, as every caller's
 //! credential arrives, and the RFC 3339 times of `time-before` caveats, which bound how long a
-//! cached answer is served. Both read bytes any client chooses.
+//! cached answer is served; and the identity layer that reads the credential out of a request's
+//! headers (`layers::identity`). All of it reads bytes any client chooses.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -8,7 +9,10 @@ use bytes::Bytes;
 use proptest::{collection, prelude::*};
 
 use super::{bytes, config, mutation};
-use crate::macaroon::{format_rfc3339, parse_rfc3339, Caveat, Macaroon};
+use crate::{
+    layers::identity::{Caller, CredentialKind},
+    macaroon::{format_rfc3339, parse_rfc3339, Caveat, Macaroon},
+};
 
 /// The latest second a four-digit year can write (9999-12-31T23:59:59Z).
 const LAST_SECOND: u64 = 253_402_300_799;
@@ -147,6 +151,53 @@ proptest! {
         if let Some(t) = parse_rfc3339(&text) {
             prop_assert!(t <= UNIX_EPOCH + Duration::from_secs(LAST_SECOND + 2 * 86_400));
             let _: SystemTime = t;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The identity layer reads a credential from whichever header carries it, keeps the
+    /// bytes exactly as sent, parses a macaroon exactly when the reader accepts it, and never
+    /// shows the credential in its `Debug` output (what a log line would print).
+    #[test]
+    fn credentials_are_read_as_sent_and_never_shown(
+        carrier in prop_oneof![
+            Just("macaroon"),
+            Just("grpc-metadata-macaroon"),
+            Just("authorization"),
+        ],
+        value in prop_oneof![
+            macaroon().prop_map(|m| m.to_hex()),
+            (macaroon(), mutation()).prop_map(|(m, mu)| hex::encode(mu.apply(&m.encode()))),
+            "[Bb][Aa][Ss][Ii][Cc] [A-Za-z0-9+/=]{1,24}",
+            "[ -~]{0,40}",
+        ],
+    ) {
+        let Ok(header) = http::HeaderValue::from_str(&value) else { return Ok(()) };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(carrier, header);
+        let caller = Caller::from_parts(&headers, None);
+        let basic = value.len() > 6 && value[..6].eq_ignore_ascii_case("basic ");
+        match (carrier, caller.credential.as_ref()) {
+            ("authorization", None) => prop_assert!(!basic),
+            ("authorization", Some(c)) => {
+                prop_assert!(basic && c.kind == CredentialKind::Basic && c.macaroon.is_none());
+                prop_assert_eq!(&c.raw[..], value.as_bytes());
+            }
+            (_, Some(c)) => {
+                prop_assert_eq!(c.kind, CredentialKind::Macaroon);
+                prop_assert_eq!(&c.raw[..], value.as_bytes());
+                prop_assert_eq!(c.macaroon.clone(), Macaroon::from_hex(&value).ok());
+                prop_assert_eq!(c.identifier(), c.macaroon.as_ref().map(|m| &m.identifier));
+                let _ = c.time_before();
+            }
+            (_, None) => prop_assert!(false, "a macaroon header always gives a credential"),
+        }
+        let shown = format!("{caller:?}");
+        if value.len() >= 12 {
+            prop_assert!(!shown.contains(&value), "{}", shown);
         }
     }
 }

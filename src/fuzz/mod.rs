@@ -15,10 +15,10 @@
 
 use proptest::{collection, prelude::*, test_runner::Config};
 
-// mod init;
+mod init;
 mod macaroon;
 mod rewrite;
-// mod websocket;
+mod websocket;
 pub(crate) mod wire;
 
 /// Cases per property in an ordinary `cargo test`.

@@ -1,0 +1,145 @@
+//! grpc-websockets as a client sends it (`grpc::websocket::call`): the header block as the
+//! first binary message, then request bytes behind control bytes, then the finish-send marker.
+//! WebSocket framing itself is tokio-tungstenite's; what rides inside the messages is litgate's.
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::HeaderMap;
+use proptest::{collection, prelude::*};
+use tokio_tungstenite::tungstenite::{self, error::CapacityError, Message};
+
+use super::{bytes, chunks, config, cuts, wire::header_map};
+use crate::grpc::{
+    header_block,
+    websocket::call::{data_message, finish_send_message, read_call, CallError},
+};
+
+type Item = Result<Message, tungstenite::Error>;
+
+/// Reads a call from `msgs` (a stream that is always ready, so the read completes at once).
+fn read(msgs: Vec<Item>, limit: usize) -> Result<Option<(HeaderMap, Bytes)>, CallError> {
+    let mut s = futures_util::stream::iter(msgs);
+    read_call(&mut s, limit)
+        .now_or_never()
+        .expect("a ready stream never leaves the read pending")
+}
+
+/// What arrives from a client: a message, or the connection failing.
+#[derive(Debug, Clone)]
+enum Sent {
+    Msg(Message),
+    /// The connection closed without a close frame.
+    Closed,
+    /// A message longer than tungstenite's limit.
+    TooLong,
+}
+
+impl Sent {
+    fn item(&self) -> Item {
+        match self {
+            Sent::Msg(m) => Ok(m.clone()),
+            Sent::Closed => Err(tungstenite::Error::ConnectionClosed),
+            Sent::TooLong => Err(tungstenite::Error::Capacity(
+                CapacityError::MessageTooLong {
+                    size: 1 << 20,
+                    max_size: 1 << 16,
+                },
+            )),
+        }
+    }
+}
+
+/// Messages a client (or a broken connection) may send after the header block.
+fn any_message() -> impl Strategy<Value = Sent> {
+    let message = prop_oneof![
+        4 => bytes(24).prop_map(|b| data_message(&b)),
+        1 => Just(finish_send_message()),
+        1 => Just(Message::Binary(Bytes::new())),
+        1 => Just(Message::Ping(Bytes::new())),
+        1 => Just(Message::Pong(Bytes::new())),
+        2 => bytes(8).prop_map(|b| Message::Binary(Bytes::from(b))),
+        1 => "\\PC{0,4}".prop_map(Message::text),
+        1 => Just(Message::Close(None)),
+    ];
+    prop_oneof![
+        12 => message.prop_map(Sent::Msg),
+        1 => Just(Sent::Closed),
+        1 => Just(Sent::TooLong),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// A well-formed call, its request split over any number of data messages with pings and
+    /// empty messages between them, reads as its headers and its bytes; past the limit, it is
+    /// refused as too large; what follows the finish-send marker is not read.
+    #[test]
+    fn a_call_reads_back_in_any_split(
+        headers in header_map(),
+        request in bytes(96),
+        cuts in cuts(),
+        noise in collection::vec(0u8..3, 8),
+        limit in prop_oneof![Just(usize::MAX), 0usize..128],
+        after in collection::vec(any_message(), 0..3),
+    ) {
+        let mut msgs: Vec<Item> = vec![Ok(Message::Binary(header_block::encode(&headers)))];
+        for (i, piece) in chunks(&request, &cuts).into_iter().enumerate() {
+            match noise.get(i) {
+                Some(1) => msgs.push(Ok(Message::Ping(Bytes::from_static(b"p")))),
+                Some(2) => msgs.push(Ok(Message::Binary(Bytes::new()))),
+                _ => {}
+            }
+            msgs.push(Ok(data_message(piece)));
+        }
+        msgs.push(Ok(finish_send_message()));
+        msgs.extend(after.iter().map(Sent::item));
+        match read(msgs, limit) {
+            Ok(Some((h, body))) => {
+                prop_assert!(request.len() <= limit);
+                prop_assert_eq!(h, headers);
+                prop_assert_eq!(&body[..], &request[..]);
+            }
+            Err(CallError::TooLarge { limit: l }) => {
+                prop_assert!(request.len() > limit);
+                prop_assert_eq!(l, limit);
+            }
+            other => prop_assert!(false, "{:?}", other.map(|_| ())),
+        }
+    }
+
+    /// Any sequence of messages is a call, a close, or a refusal with a gRPC code, never a
+    /// panic; a call read holds exactly the data sent before the first finish-send marker and
+    /// never more than the limit.
+    #[test]
+    fn any_messages_are_a_call_or_a_refusal(
+        first in prop_oneof![
+            header_map().prop_map(|h| Sent::Msg(Message::Binary(header_block::encode(&h)))),
+            any_message(),
+        ],
+        rest in collection::vec(any_message(), 0..8),
+        limit in 0usize..64,
+    ) {
+        let mut msgs = vec![first.item()];
+        msgs.extend(rest.iter().map(Sent::item));
+        let sent: Vec<u8> = rest
+            .iter()
+            .map_while(|m| match m {
+                Sent::Msg(Message::Binary(b)) if b.len() == 1 && b[0] == 1 => None,
+                Sent::Msg(Message::Binary(b)) => Some(b.get(1..).unwrap_or_default().to_vec()),
+                _ => Some(Vec::new()),
+            })
+            .flatten()
+            .collect();
+        match read(msgs, limit) {
+            Ok(Some((_, body))) => {
+                prop_assert!(body.len() <= limit);
+                prop_assert_eq!(&body[..], &sent[..]);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                prop_assert!(matches!(e.code(), tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted));
+            }
+        }
+    }
+}
