@@ -1,6 +1,8 @@
 //! grpc-websockets as a client sends it (`grpc::websocket::call`): the header block as the
 //! first binary message, then request bytes behind control bytes, then the finish-send marker.
 //! WebSocket framing itself is tokio-tungstenite's; what rides inside the messages is litgate's.
+//! Also what the WebSocket upgrade request itself says (`grpc::websocket`): the `method` query
+//! parameters litd's REST proxy obeys, and the origin check.
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -11,8 +13,24 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError, Message};
 use super::{bytes, chunks, config, cuts, wire::header_map};
 use crate::grpc::{
     header_block,
-    websocket::call::{data_message, finish_send_message, read_call, CallError},
+    websocket::{
+        self,
+        call::{data_message, finish_send_message, read_call, CallError},
+    },
 };
+
+/// Go's `url.QueryEscape`: unreserved bytes as they are, a space as `+`, the rest escaped.
+fn query_escape(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b' ');
+    percent_encoding::utf8_percent_encode(s, SET)
+        .to_string()
+        .replace(' ', "+")
+}
 
 type Item = Result<Message, tungstenite::Error>;
 
@@ -139,6 +157,85 @@ proptest! {
             Ok(None) => {}
             Err(e) => {
                 prop_assert!(matches!(e.code(), tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted));
+            }
+        }
+    }
+
+    /// Every `method` a WebSocket upgrade's query carries, as Go reads the query (escapes,
+    /// `+`, pairs with `;` or a bad escape skipped), is among the methods the router checks,
+    /// in its case and upper case; nothing else is.
+    #[test]
+    fn upgrade_methods_are_every_method_go_reads(
+        pairs in collection::vec(
+            (
+                prop_oneof![Just("method".to_string()), "[a-z]{1,6}"],
+                prop_oneof![
+                    Just("POST".to_string()),
+                    Just("delete".to_string()),
+                    Just("GET".to_string()),
+                    "\\PC{0,8}",
+                ],
+                0u8..6,
+            ),
+            0..5,
+        ),
+        raw in "[A-Za-z0-9%+&=;._~-]{0,24}",
+    ) {
+        let mut query = Vec::new();
+        let mut read = Vec::new();
+        for (k, v, junk) in &pairs {
+            match junk {
+                0 => query.push(format!("{};x={}", query_escape(k), query_escape(v))),
+                1 => query.push(format!("{}={}%zz", query_escape(k), query_escape(v))),
+                _ => {
+                    query.push(format!("{}={}", query_escape(k), query_escape(v)));
+                    if k == "method" {
+                        read.push(v.clone());
+                    }
+                }
+            }
+        }
+        let uri: http::Uri = format!("/v1/sessions?{}", query.join("&")).parse().unwrap();
+        let mut expected = vec![http::Method::GET];
+        for v in &read {
+            for m in [v.clone(), v.to_ascii_uppercase()] {
+                if let Ok(m) = http::Method::from_bytes(m.as_bytes()) {
+                    if !expected.contains(&m) {
+                        expected.push(m);
+                    }
+                }
+            }
+        }
+        let mut got = websocket::rest_methods(&http::Method::GET, &uri);
+        got.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        prop_assert_eq!(got, expected);
+        if let Ok(uri) = format!("/v1/x?{raw}").parse::<http::Uri>() {
+            prop_assert!(websocket::rest_methods(&http::Method::GET, &uri).contains(&http::Method::GET));
+        }
+    }
+
+    /// The origin check accepts exactly an absolute `Origin` URL whose authority (without
+    /// user info) is the `Host`, and never panics on what a client sends.
+    #[test]
+    fn origin_check_never_panics(origin in "[ -~]{0,40}", host in "[ -~]{0,20}", scheme in "[a-z]{1,5}") {
+        let mut h = HeaderMap::new();
+        for (name, v) in [(http::header::ORIGIN, origin.clone()), (http::header::HOST, host.clone())] {
+            if let Ok(v) = http::HeaderValue::from_str(&v) {
+                h.insert(name, v);
+            }
+        }
+        let _ = websocket::same_origin(&h);
+        if let (Ok(o), Ok(hv)) = (
+            http::HeaderValue::from_str(&format!("{scheme}://{host}")),
+            http::HeaderValue::from_str(&host),
+        ) {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::ORIGIN, o);
+            h.insert(http::header::HOST, hv);
+            let plain_host = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if plain_host {
+                prop_assert!(websocket::same_origin(&h), "{}://{}", scheme, host);
             }
         }
     }
