@@ -10,9 +10,9 @@ use http::{HeaderMap, StatusCode};
 use proptest::{collection, prelude::*};
 use prost::Message;
 
-use super::{decode_answer, encode_answer, EntryHeader, HEADER_LEN};
+use super::{decode_answer, encode_answer, open, seal, EntryHeader, HEADER_LEN};
 use crate::{
-    cache::freshness::earliest_active_expiry,
+    cache::{crypto::CredentialKeys, freshness::earliest_active_expiry},
     fuzz::{bytes, config, mutation, wire::header_map},
     grpc::{frame, header_block, status::Answer, web_text, Protocol},
     proto::litrpc::{ListSessionsResponse, Session},
@@ -118,6 +118,32 @@ proptest! {
             prop_assert!(count * MIN_HEADER_BYTES <= input.len());
             prop_assert_eq!(decode_answer(Bytes::from(encode_answer(7, &a))), Some(a));
         }
+    }
+
+    /// A stored value opens, under the key and credential that sealed it, as the answer
+    /// sealed; any damage to it (header, nonce, ciphertext, length), another entry key or
+    /// another credential is a miss.
+    #[test]
+    fn sealed_entries_open_only_as_sealed(
+        a in answer(),
+        damage in mutation(),
+        key in bytes(16),
+        other_key in bytes(16),
+        fresh in any::<u64>(),
+    ) {
+        let keys = CredentialKeys::derive(b"salt", b"0201credential");
+        let header = EntryHeader { generation: 1, fresh_until: fresh, hard_until: u64::MAX };
+        let stored = seal(&keys, &key, &header, 5, &a);
+        prop_assert_eq!(open(&keys, &key, &stored), Some(a.clone()));
+        let damaged = damage.apply(&stored);
+        let expected = (damaged == stored).then(|| a.clone());
+        prop_assert_eq!(open(&keys, &key, &damaged), expected);
+        if other_key != key {
+            prop_assert_eq!(open(&keys, &other_key, &stored), None);
+        }
+        let other = CredentialKeys::derive(b"salt", b"0201credentiak");
+        prop_assert_eq!(open(&other, &key, &stored), None);
+        prop_assert_eq!(open(&keys, &key, &stored[..stored.len().min(HEADER_LEN + 27)]), None);
     }
 
     /// The clear header reads back as written; any value too short or of another layout
