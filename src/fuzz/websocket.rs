@@ -1,7 +1,8 @@
 //! grpc-websockets as a client sends it (`grpc::websocket::call`): the header block as the
 //! first binary message, then request bytes behind control bytes, then the finish-send marker.
 //! WebSocket framing itself is tokio-tungstenite's; what rides inside the messages is litgate's.
-//! Also what the WebSocket upgrade request itself says (`grpc::websocket`): the `method` query
+//! The other way, litd's answer re-framed for the client (`websocket::answer`): litgate reads
+//! litd's frames to do it. Also what the WebSocket upgrade request itself says (`grpc::websocket`): the `method` query
 //! parameters litd's REST proxy obeys, and the origin check.
 
 use bytes::Bytes;
@@ -10,14 +11,39 @@ use http::HeaderMap;
 use proptest::{collection, prelude::*};
 use tokio_tungstenite::tungstenite::{self, error::CapacityError, Message};
 
-use super::{bytes, chunks, config, cuts, wire::header_map};
+use super::{bytes, chunks, config, cuts, mutation, wire::header_map};
 use crate::grpc::{
-    header_block,
+    frame, header_block,
     websocket::{
         self,
         call::{data_message, finish_send_message, read_call, CallError},
     },
 };
+
+/// What `write_response` sends for an answer whose body arrives in `pieces`: the binary
+/// messages read as one byte stream, as improbable's client reads them.
+fn written(status: http::StatusCode, head: HeaderMap, pieces: Vec<Vec<u8>>) -> Vec<u8> {
+    use futures_util::SinkExt;
+    use http_body_util::StreamBody;
+    let frames = pieces
+        .into_iter()
+        .map(|p| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(p))));
+    let mut resp = http::Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = head;
+    let mut sent: Vec<Message> = Vec::new();
+    let mut sink = (&mut sent).sink_map_err(|never| match never {});
+    websocket::answer::write_response(&mut sink, resp)
+        .now_or_never()
+        .expect("a ready body and sink never leave the write pending")
+        .expect("a Vec sink never fails");
+    sent.into_iter()
+        .flat_map(|m| match m {
+            Message::Binary(b) => b.to_vec(),
+            other => panic!("only binary messages are sent, not {other:?}"),
+        })
+        .collect()
+}
 
 /// Go's `url.QueryEscape`: unreserved bytes as they are, a space as `+`, the rest escaped.
 fn query_escape(s: &str) -> String {
@@ -237,6 +263,84 @@ proptest! {
             if plain_host {
                 prop_assert!(websocket::same_origin(&h), "{}://{}", scheme, host);
             }
+        }
+    }
+
+    /// litd's grpc-web answer, its body in any chunking, reaches the grpc-websockets client as
+    /// a header frame, the same message frames byte for byte, and a trailer frame carrying
+    /// litd's status.
+    #[test]
+    fn answers_are_reframed_byte_for_byte(
+        messages in collection::vec(bytes(24), 1..4),
+        code in 0i32..17,
+        cuts in cuts(),
+    ) {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from(code));
+        let mut body: Vec<u8> = messages.iter().flat_map(|m| frame::message(m).to_vec()).collect();
+        body.extend_from_slice(&header_block::frame(&trailers));
+        let mut head = HeaderMap::new();
+        head.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc-web+proto"));
+        let pieces = chunks(&body, &cuts).into_iter().map(<[u8]>::to_vec).collect();
+        let out = written(http::StatusCode::OK, head.clone(), pieces);
+        let frames = frame::frames(&Bytes::from(out)).expect("whole frames");
+        prop_assert_eq!(frames.len(), messages.len() + 2);
+        prop_assert!(frames[0].is_trailers());
+        prop_assert_eq!(header_block::parse_strict(&frames[0].payload()).unwrap(), head);
+        for (f, m) in frames[1..].iter().zip(&messages) {
+            prop_assert_eq!(f.raw(), &frame::message(m));
+        }
+        let last = frames.last().unwrap();
+        prop_assert!(last.is_trailers());
+        prop_assert_eq!(header_block::parse_strict(&last.payload()).unwrap(), trailers);
+    }
+
+    /// Any answer body from litd (any bytes, any chunking, any HTTP status) is re-framed as
+    /// whole frames ending in a trailer frame, never a panic: litd's own trailer block as it
+    /// sent it (a malformed one replaced by INTERNAL), or a status litgate derives when litd's
+    /// body has no trailer frame.
+    #[test]
+    fn any_answer_ends_in_a_status(
+        body in prop_oneof![
+            (collection::vec(bytes(16), 0..3), bytes(24), mutation()).prop_map(|(ms, block, m)| {
+                let mut b: Vec<u8> = ms.iter().flat_map(|x| frame::message(x).to_vec()).collect();
+                b.extend_from_slice(&frame::encode(frame::TRAILERS, &block));
+                m.apply(&b)
+            }),
+            bytes(48),
+        ],
+        cuts in cuts(),
+        status in prop_oneof![Just(200u16), 100u16..600],
+    ) {
+        let pieces = chunks(&body, &cuts).into_iter().map(<[u8]>::to_vec).collect();
+        let status = http::StatusCode::from_u16(status).unwrap();
+        let out = written(status, HeaderMap::new(), pieces);
+        let frames = frame::frames(&Bytes::from(out)).expect("whole frames");
+        let last = frames.last().expect("at least the status frame");
+        prop_assert!(last.is_trailers());
+        let got = header_block::parse_strict(&last.payload()).unwrap();
+        let whole = frame::frames(&Bytes::from(body.clone())).unwrap_or_else(|| {
+            // The frames before the body broke off mid-frame.
+            let mut r = frame::FrameReader::whole();
+            r.push(Bytes::from(body.clone()));
+            std::iter::from_fn(|| match r.next_frame() {
+                frame::Next::Frame(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+        });
+        match whole.iter().find(|f| f.is_trailers()) {
+            Some(t) => match header_block::parse_strict(&t.payload()) {
+                Ok(litd) if frames.len() == 1 => {
+                    // No data: litd's status merged into the one headers frame.
+                    for k in litd.keys() {
+                        prop_assert_eq!(got.get_all(k).iter().last(), litd.get_all(k).iter().last());
+                    }
+                }
+                Ok(litd) => prop_assert_eq!(got, litd),
+                Err(_) => prop_assert_eq!(&got["grpc-status"], "13"),
+            },
+            None => prop_assert!(got.contains_key("grpc-status")),
         }
     }
 }
