@@ -170,6 +170,26 @@ fn decision() -> impl Strategy<Value = Decision> {
         })
 }
 
+/// Whether field 5 (features) appears under a wire type other than length-delimited before
+/// the bytes stop being well-formed fields. protobuf-go (litd) refuses such a message; prost
+/// decodes map fields without checking the wire type.
+fn features_under_a_wrong_wire_type(orig: &[u8]) -> bool {
+    use prost::encoding::{decode_key, skip_field, DecodeContext, WireType};
+    let mut buf = orig;
+    while !buf.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut buf) else {
+            return false;
+        };
+        if tag == 5 && wire_type != WireType::LengthDelimited {
+            return true;
+        }
+        if skip_field(wire_type, tag, &mut buf, DecodeContext::default()).is_err() {
+            return false;
+        }
+    }
+    false
+}
+
 /// Whether the decision changes anything for a caller whose request says `set`/`flags`.
 fn changes(d: &Decision, set: bool, flags: u64) -> Option<u64> {
     d.write_flags.filter(|f| !(set && flags == *f))
@@ -226,8 +246,10 @@ proptest! {
         }
     }
 
-    /// Any bytes, and any damage to a valid request: the rewrite never panics; when litd could
-    /// decode the caller's bytes, the rewrite succeeds and is what prost decodes.
+    /// Any bytes, and any damage to a valid request: the rewrite never panics; when the
+    /// caller's bytes are a valid request, the rewrite succeeds and is what prost decodes. (The
+    /// one refusal of bytes prost decodes: features under a wrong wire type, see
+    /// `regression_features_under_a_wrong_wire_type_are_refused`.)
     #[test]
     fn any_request_bytes_are_patched_or_refused(
         orig in prop_oneof![
@@ -238,13 +260,14 @@ proptest! {
     ) {
         let orig = Bytes::from(orig);
         match AddAutopilotSessionRequest::decode(orig.clone()) {
-            Ok(req) => {
-                let out = rewrite::proto(&orig, &req, &d).unwrap();
-                if let Some(out) = out {
+            Ok(req) => match rewrite::proto(&orig, &req, &d) {
+                Ok(Some(out)) => {
                     prop_assert!(out.starts_with(&orig));
                     prop_assert_eq!(AddAutopilotSessionRequest::decode(out).unwrap(), expected(&req, &d));
                 }
-            }
+                Ok(None) => {}
+                Err(e) => prop_assert!(features_under_a_wrong_wire_type(&orig), "{}", e),
+            },
             Err(_) => {
                 let _ = rewrite::proto(&orig, &AddAutopilotSessionRequest::default(), &d);
             }
@@ -327,4 +350,28 @@ proptest! {
             }
         }
     }
+}
+
+/// Found by `any_request_bytes_are_patched_or_refused` (50,000 cases): prost decodes a map field
+/// without checking its wire type, so `features` sent as a varint (key `0x28`) decodes as a map
+/// entry, while protobuf-go, litd's decoder, refuses the whole message. The rewrite reads the
+/// features strictly and refuses it as malformed (the caller gets INVALID_ARGUMENT); when
+/// nothing is to be written the bytes go to litd as they came, and litd refuses them.
+#[test]
+fn regression_features_under_a_wrong_wire_type_are_refused() {
+    let orig = Bytes::from_static(&[0x28, 0x00]);
+    let req = AddAutopilotSessionRequest::decode(orig.clone()).unwrap();
+    assert_eq!(req.features.len(), 1, "prost reads the varint as an entry");
+    assert!(features_under_a_wrong_wire_type(&orig));
+    let limits = Decision {
+        write_flags: None,
+        approved_flags: 0,
+        rate_limits: [("AutoFees".to_string(), RuleValue::default())].into(),
+        features: vec!["AutoFees".into()],
+        privacy: false,
+    };
+    assert!(matches!(
+        rewrite::proto(&orig, &req, &limits),
+        Err(rewrite::RewriteError::Malformed(_))
+    ));
 }
