@@ -4,8 +4,9 @@
 //! as values), checked against arbitrary bytes and against structured inputs (valid encodings,
 //! then mutated). Test-only: nothing here is compiled into litgate.
 //!
-//! Runs are bounded so `cargo test` stays fast: each property runs [`CASES`] cases unless
-//! `PROPTEST_CASES` asks for more (the README's "Fuzzing" section has the long run). Every
+//! Runs are bounded so `cargo test` stays fast and repeatable: each property runs [`CASES`]
+//! cases from a fixed seed unless `PROPTEST_CASES` asks for more, from a random seed (the
+//! README's "Fuzzing" section has the long run). Every
 //! failure a run finds is kept as a plain `#[test]` next to the property it broke.
 //!
 //! Decoders tested elsewhere: the feature-config inspector's properties live with it
@@ -24,11 +25,19 @@ pub(crate) mod wire;
 /// Cases per property in an ordinary `cargo test`.
 pub(crate) const CASES: u32 = 64;
 
-/// The run's configuration: [`CASES`] cases, or `PROPTEST_CASES` when set (a long run).
+/// Seed of the bounded run: `cargo test` tries the same cases every time, so a red CI run is
+/// a reproducible one. A long run (`PROPTEST_CASES`) or `PROPTEST_RNG_SEED` explores afresh.
+const SEED: u64 = 0x6c69_7467_6174_65;
+
+/// The run's configuration: [`CASES`] cases from [`SEED`], or what `PROPTEST_CASES` and
+/// `PROPTEST_RNG_SEED` ask for (a long run).
 pub(crate) fn config() -> Config {
     let mut c = Config::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
         c.cases = CASES;
+        if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+            c.rng_seed = proptest::test_runner::RngSeed::Fixed(SEED);
+        }
     }
     c
 }
