@@ -70,3 +70,7 @@ pub(crate) mod router;
 pub(crate) mod server;
 pub(crate) mod upstream;
 pub(crate) mod values;
+
+// Property-based fuzz tests of every decoder of outside bytes (test builds only).
+#[cfg(test)]
+mod fuzz;

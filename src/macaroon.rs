@@ -305,9 +305,13 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     }
     let offset_secs: i64 = match rest {
         "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
-            let oh: i64 = o[1..3].parse().ok()?;
-            let om: i64 = o[4..6].parse().ok()?;
+        // Byte checks and `get`: the offset is client text and may hold multi-byte characters.
+        o if o.len() == 6
+            && (o.starts_with('+') || o.starts_with('-'))
+            && o.as_bytes()[3] == b':' =>
+        {
+            let oh: i64 = o.get(1..3)?.parse().ok()?;
+            let om: i64 = o.get(4..6)?.parse().ok()?;
             let v = oh * 3600 + om * 60;
             if o.starts_with('-') {
                 -v

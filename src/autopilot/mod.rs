@@ -14,7 +14,7 @@ pub mod feature_config;
 pub mod policy;
 pub(crate) mod privacy;
 pub(crate) mod relay;
-mod rewrite;
+pub(crate) mod rewrite;
 pub(crate) mod rules;
 
 pub(crate) use catalogue::Catalogue;

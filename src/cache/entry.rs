@@ -165,7 +165,9 @@ fn get_headers(b: &mut Bytes) -> Option<Option<HeaderMap>> {
         return None;
     }
     let n = b.get_u16();
-    let mut h = HeaderMap::with_capacity(n as usize);
+    // The count comes from disk: reserve no more than the bytes left can hold (a header takes
+    // at least 7), and a count past what a HeaderMap can hold is a miss, not a panic.
+    let mut h = HeaderMap::try_with_capacity(usize::from(n).min(b.remaining() / 7)).ok()?;
     for _ in 0..n {
         if b.remaining() < 2 {
             return None;
@@ -234,6 +236,11 @@ fn decode_answer(mut b: Bytes) -> Option<Answer> {
         trailers,
     })
 }
+
+// Property-based fuzz tests of the entry reader (a child module: the reader is private).
+#[cfg(test)]
+#[path = "../fuzz/cache_entry.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
