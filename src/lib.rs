@@ -54,6 +54,7 @@ pub mod error;
 pub mod init;
 pub mod layers;
 pub mod macaroon;
+pub mod notify;
 pub mod proto;
 pub mod store;
 pub mod telemetry;

@@ -58,7 +58,9 @@ fn main() -> ExitCode {
                         tracing::info!(path = %p.display(), "generated a self-signed certificate for the public face; clients pin this file");
                     }
                 }
+                litgate::notify::ready();
                 wait_for_signal().await;
+                litgate::notify::stopping();
                 tracing::info!("shutting down: draining in-flight calls");
                 running.shutdown().await;
                 tracing::info!("stopped");

@@ -522,9 +522,15 @@ impl Binary {
     /// Starts `litgate run`, its stderr in `log` under the test's directory, and waits
     /// (bounded) for the line that says where it listens; panics with the log otherwise.
     pub async fn spawn(&self, log: &str) -> Spawned {
+        self.spawn_with_env(log, &[]).await
+    }
+
+    /// Same as [`Binary::spawn`], with `env` added to the child's environment.
+    pub async fn spawn_with_env(&self, log: &str, env: &[(&str, &std::ffi::OsStr)]) -> Spawned {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
             .args(["run", "--config"])
             .arg(&self.config)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(self.dir.join(log)).unwrap())
             .spawn()
