@@ -56,6 +56,7 @@ pub mod layers;
 pub mod macaroon;
 pub mod notify;
 pub mod proto;
+pub mod reload;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

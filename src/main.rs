@@ -1,6 +1,6 @@
 #![forbid(unsafe_code)]
 //! The `litgate` binary: parse the command line, load config, start telemetry, build the app,
-//! serve until SIGTERM/SIGINT, drain, exit.
+//! serve (reloading on SIGHUP) until SIGTERM/SIGINT, drain, exit.
 
 use std::process::ExitCode;
 
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
                     }
                 };
                 telemetry::init(&cfg.log);
+                let mut signals = litgate::reload::Signals::install();
                 let running = match app::start(&cfg).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
                     }
                 }
                 litgate::notify::ready();
-                wait_for_signal().await;
+                signals.serve_until_stopped(&running.reloader()).await;
                 litgate::notify::stopping();
                 tracing::info!("shutting down: draining in-flight calls");
                 running.shutdown().await;
@@ -81,26 +82,4 @@ fn main() -> ExitCode {
             },
         }
     })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

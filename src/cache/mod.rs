@@ -95,7 +95,7 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("ttl", &self.inner.ttl)
+            .field("ttl", &self.inner.ttl())
             .finish_non_exhaustive()
     }
 }
@@ -105,8 +105,9 @@ struct Inner {
     clock: SharedClock,
     forward: Forward,
     upstream_label: String,
-    ttl: Duration,
-    max_stale: Duration,
+    /// `ttl` and `max_stale` in milliseconds: a reload swaps them (`Cache::set_freshness`).
+    ttl_ms: AtomicU64,
+    max_stale_ms: AtomicU64,
     max_entries: usize,
     max_entry_bytes: usize,
     salt: [u8; 32],
@@ -139,6 +140,16 @@ enum Verdict {
 }
 
 impl Cache {
+    /// Applies a reloaded `cache.ttl` and `cache.max_stale` (validated together) to answers
+    /// stored from now on and to staleness checks; answers already stored keep the freshness
+    /// they were stored with.
+    pub(crate) fn set_freshness(&self, cfg: &CacheConfig) {
+        self.inner.ttl_ms.store(millis(cfg.ttl), Ordering::Relaxed);
+        self.inner
+            .max_stale_ms
+            .store(millis(cfg.max_stale), Ordering::Relaxed);
+    }
+
     /// Builds the cache over `store`, forwarding misses to `upstream` (litd; `label` names it
     /// in errors), counting into `metrics` (registered by the caller, or not).
     pub fn new<S>(
@@ -175,8 +186,8 @@ impl Cache {
                 clock,
                 forward,
                 upstream_label: label.into(),
-                ttl: cfg.ttl,
-                max_stale: cfg.max_stale,
+                ttl_ms: AtomicU64::new(millis(cfg.ttl)),
+                max_stale_ms: AtomicU64::new(millis(cfg.max_stale)),
                 max_entries: cfg.max_entries,
                 max_entry_bytes: cfg.max_entry_bytes,
                 salt,
@@ -314,6 +325,15 @@ impl Cache {
 }
 
 impl Inner {
+    /// How long a stored answer is served without asking litd (`cache.ttl`).
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long past its freshness an answer may be served while litd is down.
+    fn max_stale(&self) -> Duration {
+        Duration::from_millis(self.max_stale_ms.load(Ordering::Relaxed))
+    }
     fn now_ms(&self) -> u64 {
         ms(self.clock.now())
     }
@@ -365,7 +385,7 @@ impl Inner {
         let now = self.now_ms();
         if now < h.fresh_until {
             Lookup::Fresh(captured)
-        } else if now < h.stale_until(self.max_stale) {
+        } else if now < h.stale_until(self.max_stale()) {
             Lookup::Stale(captured)
         } else {
             self.remove(key);
@@ -434,7 +454,7 @@ impl Inner {
             tracing::debug!("session cache: answer not decodable for freshness; not stored");
             return;
         };
-        let fresh_until = (now.saturating_add(self.ttl.as_millis() as u64))
+        let fresh_until = (now.saturating_add(millis(self.ttl())))
             .min(
                 earliest_expiry
                     .map(|s| s.saturating_mul(1000))
@@ -479,8 +499,9 @@ impl Inner {
     fn make_room(&self, now: u64) -> bool {
         let generation = self.generation.load(Ordering::SeqCst);
         let swept = self.store.cache_retain(|_, v| {
-            EntryHeader::parse(v)
-                .is_some_and(|h| h.generation == generation && now < h.stale_until(self.max_stale))
+            EntryHeader::parse(v).is_some_and(|h| {
+                h.generation == generation && now < h.stale_until(self.max_stale())
+            })
         });
         if let Err(e) = swept {
             tracing::warn!(error = %e, "session cache: sweep failed");
@@ -521,3 +542,8 @@ fn replay(c: Answer, stale: bool) -> Response {
 
 #[cfg(test)]
 mod tests;
+
+/// A duration in whole milliseconds, saturating (config durations are far below the limit).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

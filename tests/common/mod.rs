@@ -218,6 +218,44 @@ impl Env {
         Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
     }
 
+    /// Same as [`Env::start_with`], with the config written to `litgate.toml` in the test's
+    /// directory and loaded from there as `run` loads it, so that a reload re-reads it.
+    /// `listen_keys` go into `[listen]`.
+    pub async fn start_from_file(listen_keys: &str, extra: &str) -> Env {
+        let autopilot =
+            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
+        let litd = DemoLitd::start(DemoLitdConfig {
+            tls: true,
+            autopilot: Some(autopilot.target()),
+            ..Default::default()
+        })
+        .expect("demo litd starts");
+        let dir = tempfile::tempdir().unwrap();
+        let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", extra).replacen(
+            "[listen]\n",
+            &format!("[listen]\n{listen_keys}"),
+            1,
+        );
+        let path = write(dir.path(), "litgate.toml", &toml);
+        let config =
+            Config::load(&path).unwrap_or_else(|e| panic!("test config is invalid: {e:?}\n{toml}"));
+        Self::launch_config(litd, autopilot, dir, config, ManualClock::new()).await
+    }
+
+    /// Rewrites the `litgate.toml` of [`Env::start_from_file`] with `extra` in place of the
+    /// tables it started with.
+    pub fn rewrite_config(&self, listen_keys: &str, extra: &str) {
+        let toml = config_toml_with(
+            self.dir.path(),
+            &self.litd,
+            self.autopilot.addr(),
+            "",
+            extra,
+        )
+        .replacen("[listen]\n", &format!("[listen]\n{listen_keys}"), 1);
+        write(self.dir.path(), "litgate.toml", &toml);
+    }
+
     /// A TLS fake Autopilot server (its certificate shaped as lnd makes them) pinned by
     /// litgate through `[autopilot] tls_cert`, a TLS fake litd, and litgate with its relay on
     /// (litd registering through it). `edit` adjusts the config value before start.
