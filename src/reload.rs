@@ -2,8 +2,8 @@
 //! with, and either refuses it whole (every error logged, the running config kept) or swaps in
 //! what can change while serving. It owns the decision and the outcome (log line, metrics); each
 //! swapped value belongs to its module and is read there once per call, lock-free: the policy
-//! (`[autopilot.rules]`, `[privacy]`), the relay's privacy rules, the cache's freshness, the log
-//! filter and the public face's certificate. It never touches a connection: calls in flight
+//! (`[autopilot.rules]`, `[privacy]`), the relay's privacy rules, the rate limits, the cache's
+//! freshness, the log filter and the public face's certificate. It never touches a connection: calls in flight
 //! finish under the values they started with, and existing TLS sessions keep their certificate.
 //! Keys that only apply at start are named in the log as needing a restart.
 
@@ -24,6 +24,7 @@ use crate::{
     cache::Cache,
     clock::SharedClock,
     config::{Config, ConfigErrors},
+    layers::rate_limit::Limiter,
     telemetry::metrics::registered,
     tls::{swap::SwappableCert, CertSource, TlsError},
 };
@@ -45,7 +46,9 @@ pub enum ReloadError {
 /// What a successful reload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reloaded {
-    /// The reloadable keys whose value changed, now in force.
+    /// The reloadable keys whose value changed, now in force; `listen.tls_reread` whenever
+    /// the certificate files were read again (they may hold a renewed pair under the same
+    /// names).
     pub changed: Vec<&'static str>,
     /// Keys whose value changed but that only apply at start: still the old value.
     pub needs_restart: Vec<&'static str>,
@@ -60,6 +63,8 @@ pub(crate) struct Live {
     pub(crate) relay_privacy: Option<LivePrivacy>,
     /// The session cache, when on.
     pub(crate) cache: Option<Cache>,
+    /// The public face's rate limiter.
+    pub(crate) rate_limit: Option<Arc<Limiter>>,
     /// The public face's certificate, unless plaintext.
     pub(crate) tls: Option<Arc<SwappableCert>>,
 }
@@ -182,6 +187,9 @@ impl Reloader {
         if let Some(relay) = &self.live.relay_privacy {
             relay.set(&new.privacy);
         }
+        if let Some(limiter) = &self.live.rate_limit {
+            limiter.reconfigure(&new.rate_limit);
+        }
         if let Some(cache) = &self.live.cache {
             cache.set_freshness(&new.cache);
         }
@@ -211,7 +219,11 @@ fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
 impl Diff {
     fn of(old: &Config, new: &Config) -> Diff {
         let mut r = Reloaded::default();
-        let live: [(&'static str, bool); 7] = [
+        let mut limits_old = old.rate_limit.clone();
+        (limits_old.max_identities, limits_old.sweep_every) =
+            (new.rate_limit.max_identities, new.rate_limit.sweep_every);
+        let live: [(&'static str, bool); 8] = [
+            ("rate_limit", differs(&limits_old, &new.rate_limit)),
             (
                 "autopilot.rules",
                 differs(&old.autopilot.rules, &new.autopilot.rules),
@@ -235,7 +247,7 @@ impl Diff {
         // The certificate files are re-read whether or not their names changed: that is how a
         // renewed certificate reaches new handshakes.
         if !new.listen.plaintext && !r.changed.contains(&"listen.tls_cert") {
-            r.changed.push("listen.tls (re-read)");
+            r.changed.push("listen.tls_reread");
         }
         let mut listen_old = old.listen.clone();
         let mut listen_new = new.listen.clone();
@@ -248,11 +260,18 @@ impl Diff {
         autopilot_old.rules = new.autopilot.rules.clone();
         let mut cache_old = old.cache.clone();
         (cache_old.ttl, cache_old.max_stale) = (new.cache.ttl, new.cache.max_stale);
-        let restart: [(&'static str, bool); 8] = [
+        let restart: [(&'static str, bool); 9] = [
             ("listen", differs(&listen_old, &listen_new)),
             ("upstream", differs(&old.upstream, &new.upstream)),
             ("autopilot", differs(&autopilot_old, &new.autopilot)),
-            ("rate_limit", differs(&old.rate_limit, &new.rate_limit)),
+            (
+                "rate_limit.max_identities",
+                old.rate_limit.max_identities != new.rate_limit.max_identities,
+            ),
+            (
+                "rate_limit.sweep_every",
+                old.rate_limit.sweep_every != new.rate_limit.sweep_every,
+            ),
             ("cache", differs(&cache_old, &new.cache)),
             ("store", differs(&old.store, &new.store)),
             ("admin", differs(&old.admin, &new.admin)),
@@ -271,6 +290,13 @@ impl Diff {
         let mut running = old.clone();
         running.autopilot.rules = new.autopilot.rules;
         running.privacy = new.privacy;
+        let (max_identities, sweep_every) =
+            (old.rate_limit.max_identities, old.rate_limit.sweep_every);
+        running.rate_limit = new.rate_limit;
+        (
+            running.rate_limit.max_identities,
+            running.rate_limit.sweep_every,
+        ) = (max_identities, sweep_every);
         (running.cache.ttl, running.cache.max_stale) = (new.cache.ttl, new.cache.max_stale);
         (running.log.level, running.log.access) = (new.log.level, new.log.access);
         running.listen.tls_cert = new.listen.tls_cert;

@@ -120,7 +120,7 @@ async fn sighup_reloads_refuses_a_bad_config_and_the_process_keeps_serving() {
         config_toml(
             dir.path(),
             &litd,
-            "[cache]\nttl = \"7s\"\n[rate_limit]\nenabled = false\n",
+            "[cache]\nttl = \"7s\"\n[rate_limit]\nenabled = false\n[log]\nformat = \"json\"\n",
         ),
     )
     .unwrap();
@@ -132,8 +132,16 @@ async fn sighup_reloads_refuses_a_bad_config_and_the_process_keeps_serving() {
         .lines()
         .find(|l| l.contains("config reloaded"))
         .unwrap_or_else(|| panic!("no reload line: {log}"));
-    assert!(line.contains("cache.ttl"), "{line}");
-    assert!(line.contains("rate_limit"), "{line}");
+    assert!(
+        line.contains("changed=rate_limit,cache.ttl,listen.tls_reread "),
+        "{line}"
+    );
+    assert!(line.contains("needs_restart=log.format"), "{line}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("need a restart") && l.contains("log.format")),
+        "{log}"
+    );
     let (_, text) = admin_get(&format!("http://{admin}/metrics")).await;
     assert_eq!(
         metric_labelled(&text, "litgate_config_reloads_total", "outcome=\"ok\""),

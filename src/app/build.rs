@@ -88,12 +88,14 @@ impl Components {
             registry.sub_registry_with_prefix("catalogue"),
         );
         let mut live = crate::reload::Live::default();
+        let limiter = Limiter::registered(
+            &cfg.rate_limit,
+            registry.sub_registry_with_prefix("rate_limit"),
+        );
+        live.rate_limit = Some(limiter.clone());
         let public = Public {
             metrics: RequestMetrics::register(registry),
-            rate_limit: RateLimitLayer::new(Limiter::registered(
-                &cfg.rate_limit,
-                registry.sub_registry_with_prefix("rate_limit"),
-            )),
+            rate_limit: RateLimitLayer::new(limiter),
             overload: OverloadLayer::registered(
                 cfg.listen.max_in_flight,
                 registry.sub_registry_with_prefix("overload"),
