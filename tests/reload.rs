@@ -24,7 +24,6 @@ use litgate::{
     },
     reload::ReloadError,
 };
-use prost::Message;
 
 /// An AddAutopilotSession asking for a HealthCheck read rate of `read` per hour.
 fn add_request(read: u32) -> Bytes {
@@ -61,15 +60,7 @@ fn add_request(read: u32) -> Bytes {
         .collect(),
         ..Default::default()
     };
-    grpc_frame_bytes(&req.encode_to_vec())
-}
-
-fn grpc_frame_bytes(msg: &[u8]) -> Bytes {
-    let mut b = Vec::with_capacity(msg.len() + 5);
-    b.push(0);
-    b.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    b.extend_from_slice(msg);
-    Bytes::from(b)
+    grpc_frame(&req)
 }
 
 /// Sends an AddAutopilotSession over a new connection pinning `cert`.

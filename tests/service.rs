@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::{os::unix::net::UnixDatagram, time::Duration};
+use std::{os::unix::net::UnixDatagram, sync::Arc, time::Duration};
 
 use common::*;
 use litgate::demo::{DemoLitd, DemoLitdConfig};
@@ -26,83 +26,100 @@ fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, std::path::PathBuf) {
     (sock, path)
 }
 
+/// A TLS demo litd and `litgate run` in front of it, told to notify a socket of its own.
+struct Supervised {
+    litd: DemoLitd,
+    dir: tempfile::TempDir,
+    bin: Binary,
+    spawned: Spawned,
+    sock: Arc<UnixDatagram>,
+}
+
+impl Supervised {
+    async fn start() -> Supervised {
+        let litd = DemoLitd::start(DemoLitdConfig {
+            tls: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (sock, path) = notify_socket(dir.path());
+        let bin = Binary::prepare(dir.path(), &litd, "");
+        let spawned = bin
+            .spawn_with_env("stderr.log", &[("NOTIFY_SOCKET", path.as_os_str())])
+            .await;
+        Supervised {
+            litd,
+            dir,
+            bin,
+            spawned,
+            sock: Arc::new(sock),
+        }
+    }
+
+    /// The next notification (bounded wait), off the async workers.
+    async fn next(&self) -> String {
+        let s = self.sock.clone();
+        tokio::task::spawn_blocking(move || next_message(&s))
+            .await
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap()
+    }
+
+    /// Writes the config with `extra` tables and sends SIGHUP; returns once litgate says it
+    /// is ready again.
+    async fn reload_with(&self, extra: &str) {
+        std::fs::write(
+            &self.bin.config,
+            config_toml(self.dir.path(), &self.litd, extra),
+        )
+        .unwrap();
+        sighup(&self.spawned.child);
+        let reloading = self.next().await;
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+            "{reloading}"
+        );
+        assert_eq!(self.next().await.trim(), "READY=1");
+    }
+
+    /// SIGTERM: STOPPING=1, then exit 0.
+    async fn stop(self) {
+        sigterm(&self.spawned.child);
+        assert_eq!(self.next().await.trim(), "STOPPING=1");
+        let mut child = self.spawned.child;
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+        self.litd.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn notifies_ready_once_serving_then_stopping_on_sigterm() {
-    let litd = DemoLitd::start(DemoLitdConfig {
-        tls: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (sock, path) = notify_socket(dir.path());
-    let bin = Binary::prepare(dir.path(), &litd, "");
-    let Spawned { child, public, .. } = bin
-        .spawn_with_env("stderr.log", &[("NOTIFY_SOCKET", path.as_os_str())])
-        .await;
-
-    let sock = std::sync::Arc::new(sock);
-    let s = sock.clone();
-    let first = tokio::task::spawn_blocking(move || next_message(&s))
-        .await
-        .unwrap();
-    assert_eq!(first.lines().collect::<Vec<_>>(), ["READY=1"]);
+    let s = Supervised::start().await;
+    assert_eq!(s.next().await.lines().collect::<Vec<_>>(), ["READY=1"]);
     // READY means serving: a connection is accepted right away.
-    tokio::net::TcpStream::connect(public)
+    tokio::net::TcpStream::connect(s.spawned.public)
         .await
         .expect("serving once READY=1 is sent");
-
-    sigterm(&child);
-    let s = sock.clone();
-    let next = tokio::task::spawn_blocking(move || next_message(&s))
-        .await
-        .unwrap();
-    assert_eq!(next.lines().collect::<Vec<_>>(), ["STOPPING=1"]);
-    stop_cleanly_after_signal(child).await;
-    litd.shutdown().await;
+    s.stop().await;
 }
 
 #[tokio::test]
 async fn sighup_reloads_refuses_a_bad_config_and_the_process_keeps_serving() {
-    let litd = DemoLitd::start(DemoLitdConfig {
-        tls: true,
-        ..Default::default()
-    })
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (sock, path) = notify_socket(dir.path());
-    let sock = std::sync::Arc::new(sock);
-    let next = || {
-        let s = sock.clone();
-        async move {
-            tokio::task::spawn_blocking(move || next_message(&s))
-                .await
-                .unwrap()
-        }
-    };
-    let bin = Binary::prepare(dir.path(), &litd, "");
-    let Spawned {
-        child,
-        public,
-        admin,
-    } = bin
-        .spawn_with_env("stderr.log", &[("NOTIFY_SOCKET", path.as_os_str())])
-        .await;
-    assert_eq!(next().await.trim(), "READY=1");
+    let s = Supervised::start().await;
+    assert_eq!(s.next().await.trim(), "READY=1");
+    let admin = s.spawned.admin;
 
     // A bad file: refused, logged with its key, counted; litgate keeps serving.
-    std::fs::write(
-        &bin.config,
-        config_toml(dir.path(), &litd, "[log]\nlevel = \"warning\"\n"),
-    )
-    .unwrap();
-    sighup(&child);
-    let reloading = next().await;
-    assert!(
-        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
-        "{reloading}"
-    );
-    assert_eq!(next().await.trim(), "READY=1");
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    s.reload_with("[log]\nlevel = \"warning\"\n").await;
+    let log = s.log();
     assert!(log.contains("config reload refused"), "{log}");
     assert!(log.contains("log.level"), "{log}");
     let (_, text) = admin_get(&format!("http://{admin}/metrics")).await;
@@ -110,24 +127,16 @@ async fn sighup_reloads_refuses_a_bad_config_and_the_process_keeps_serving() {
         metric_labelled(&text, "litgate_config_reloads_total", "outcome=\"failed\""),
         1.0
     );
-    tokio::net::TcpStream::connect(public)
+    tokio::net::TcpStream::connect(s.spawned.public)
         .await
         .expect("still serving after a refused reload");
 
     // A good one: reloaded, with what changed and what needs a restart named.
-    std::fs::write(
-        &bin.config,
-        config_toml(
-            dir.path(),
-            &litd,
-            "[cache]\nttl = \"7s\"\n[rate_limit]\nenabled = false\n[log]\nformat = \"json\"\n",
-        ),
+    s.reload_with(
+        "[cache]\nttl = \"7s\"\n[rate_limit]\nenabled = false\n[log]\nformat = \"json\"\n",
     )
-    .unwrap();
-    sighup(&child);
-    assert!(next().await.starts_with("RELOADING=1"));
-    assert_eq!(next().await.trim(), "READY=1");
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    .await;
+    let log = s.log();
     let line = log
         .lines()
         .find(|l| l.contains("config reloaded"))
@@ -147,11 +156,7 @@ async fn sighup_reloads_refuses_a_bad_config_and_the_process_keeps_serving() {
         metric_labelled(&text, "litgate_config_reloads_total", "outcome=\"ok\""),
         1.0
     );
-
-    sigterm(&child);
-    assert_eq!(next().await.trim(), "STOPPING=1");
-    stop_cleanly_after_signal(child).await;
-    litd.shutdown().await;
+    s.stop().await;
 }
 
 /// Sends `child` SIGHUP (reload).
@@ -161,13 +166,4 @@ fn sighup(child: &std::process::Child) {
         .status()
         .unwrap();
     assert!(sent.success());
-}
-
-/// Waits for `child`, already signalled, to exit 0.
-async fn stop_cleanly_after_signal(mut child: std::process::Child) {
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
 }

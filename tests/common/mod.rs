@@ -81,6 +81,19 @@ addr = "127.0.0.1:0"
     )
 }
 
+/// A fake Autopilot server, a TLS fake litd registering with it directly, and a directory.
+fn demo_pair() -> (DemoAutopilot, DemoLitd, TempDir) {
+    let autopilot =
+        DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
+    let litd = DemoLitd::start(DemoLitdConfig {
+        tls: true,
+        autopilot: Some(autopilot.target()),
+        ..Default::default()
+    })
+    .expect("demo litd starts");
+    (autopilot, litd, tempfile::tempdir().unwrap())
+}
+
 impl Env {
     /// Starts a TLS fake litd and litgate in front of it.
     pub async fn start() -> Env {
@@ -205,15 +218,7 @@ impl Env {
 
     /// Same, with keys for `[autopilot]` and extra TOML tables.
     pub async fn start_opts(autopilot_keys: &str, extra: &str) -> Env {
-        let autopilot =
-            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
-        let litd = DemoLitd::start(DemoLitdConfig {
-            tls: true,
-            autopilot: Some(autopilot.target()),
-            ..Default::default()
-        })
-        .expect("demo litd starts");
-        let dir = tempfile::tempdir().unwrap();
+        let (autopilot, litd, dir) = demo_pair();
         let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), autopilot_keys, extra);
         Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
     }
@@ -222,15 +227,7 @@ impl Env {
     /// directory and loaded from there as `run` loads it, so that a reload re-reads it.
     /// `listen_keys` go into `[listen]`.
     pub async fn start_from_file(listen_keys: &str, extra: &str) -> Env {
-        let autopilot =
-            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
-        let litd = DemoLitd::start(DemoLitdConfig {
-            tls: true,
-            autopilot: Some(autopilot.target()),
-            ..Default::default()
-        })
-        .expect("demo litd starts");
-        let dir = tempfile::tempdir().unwrap();
+        let (autopilot, litd, dir) = demo_pair();
         let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", extra).replacen(
             "[listen]\n",
             &format!("[listen]\n{listen_keys}"),
@@ -724,15 +721,7 @@ impl Env {
     /// Same as [`Env::start`], with `edit` adjusting the config value before start (keys of
     /// tables the base config already has, such as `[listen]`).
     pub async fn start_editing(edit: impl FnOnce(&mut Config)) -> Env {
-        let autopilot =
-            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
-        let litd = DemoLitd::start(DemoLitdConfig {
-            tls: true,
-            autopilot: Some(autopilot.target()),
-            ..Default::default()
-        })
-        .expect("demo litd starts");
-        let dir = tempfile::tempdir().unwrap();
+        let (autopilot, litd, dir) = demo_pair();
         let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", "");
         let mut config =
             Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
