@@ -178,6 +178,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_swapped_filter_applies_to_the_next_event_in_either_format() {
+        for format in [Format::Text, Format::Json] {
+            let warn = LogConfig {
+                level: "warn".into(),
+                format,
+                access: false,
+            };
+            let debug = LogConfig {
+                level: "debug".into(),
+                ..warn.clone()
+            };
+            let buf = Buf::default();
+            let (sub, set_filter) = subscriber(format, filter(&warn, None).0, false, buf.clone());
+            tracing::subscriber::with_default(sub, || {
+                tracing::info!("before the swap");
+                set_filter(filter(&debug, None).0).unwrap();
+                tracing::debug!("after the swap");
+            });
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("before the swap"), "{out}");
+            assert!(out.contains("after the swap"), "{out}");
+        }
+    }
+
+    #[test]
     fn json_lines_carry_plain_values_and_each_span_once() {
         let cfg = LogConfig {
             level: "debug".into(),

@@ -229,6 +229,36 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_swaps_the_mode_and_the_deny_list_for_the_next_registration() {
+        let leaking = configs(&[("A", "[1]".into())]);
+        let full = Privacy::Mapper { flags: 0 };
+        let c = check(&PrivacyConfig::default());
+        let live = super::super::LivePrivacy {
+            flags: Arc::new(ArcSwap::from_pointee(
+                crate::autopilot::privacy::FlagPolicy::new(&[]),
+            )),
+            configs: c.keys(),
+        };
+        assert!(c.check("s", &leaking, full).is_err());
+        // ClearPubkeys (bit 0), needed by no feature here: allowed before the reload.
+        assert!(live.flags.load().check_session(1, 1).is_ok());
+
+        live.set(&PrivacyConfig {
+            relay_config_check: RelayConfigCheck::Warn,
+            deny_clear: vec!["ClearPubkeys".into()],
+            ..Default::default()
+        });
+        assert!(
+            c.check("s", &leaking, full).is_ok(),
+            "now warned, not refused"
+        );
+        assert!(
+            live.flags.load().check_session(1, 1).is_err(),
+            "pubkeys in the clear now refused"
+        );
+    }
+
+    #[test]
     fn refuses_the_first_feature_by_name_or_warns() {
         let leaking = configs(&[("B", format!(r#"{{"peer":"{PK}"}}"#)), ("A", "[1]".into())]);
         let full = Privacy::Mapper { flags: 0 };
