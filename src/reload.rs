@@ -177,7 +177,12 @@ impl Reloader {
             None => None,
         };
 
-        let diff = Diff::of(&current, &new);
+        let mut reloaded = diff(&current, &new);
+        // The certificate files are re-read whether or not their names changed: that is how a
+        // renewed certificate reaches new handshakes.
+        if pair.is_some() && !reloaded.changed.contains(&"listen.tls_cert") {
+            reloaded.changed.push("listen.tls_reread");
+        }
         if let Some(policy) = &self.live.policy {
             policy.set(Policy::new(
                 new.autopilot.rules.clone(),
@@ -200,14 +205,9 @@ impl Reloader {
 
         // What is not swapped stays as started: keep the old values so the next reload
         // compares against what actually runs.
-        *current = diff.applied(&current, new);
-        Ok(diff.reloaded)
+        *current = applied(&current, new);
+        Ok(reloaded)
     }
-}
-
-/// The keys that differ between the running and the new config.
-struct Diff {
-    reloaded: Reloaded,
 }
 
 /// Compares one key (or group) of two configs by its `Debug` form (config types hold paths,
@@ -216,94 +216,88 @@ fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
     format!("{a:?}") != format!("{b:?}")
 }
 
-impl Diff {
-    fn of(old: &Config, new: &Config) -> Diff {
-        let mut r = Reloaded::default();
-        let mut limits_old = old.rate_limit.clone();
-        (limits_old.max_identities, limits_old.sweep_every) =
-            (new.rate_limit.max_identities, new.rate_limit.sweep_every);
-        let live: [(&'static str, bool); 8] = [
-            ("rate_limit", differs(&limits_old, &new.rate_limit)),
-            (
-                "autopilot.rules",
-                differs(&old.autopilot.rules, &new.autopilot.rules),
-            ),
-            ("privacy", differs(&old.privacy, &new.privacy)),
-            ("cache.ttl", old.cache.ttl != new.cache.ttl),
-            (
-                "cache.max_stale",
-                old.cache.max_stale != new.cache.max_stale,
-            ),
-            ("log.level", old.log.level != new.log.level),
-            ("log.access", old.log.access != new.log.access),
-            (
-                "listen.tls_cert",
-                old.listen.tls_cert != new.listen.tls_cert
-                    || old.listen.tls_key != new.listen.tls_key
-                    || old.listen.tls_extra_names != new.listen.tls_extra_names,
-            ),
-        ];
-        r.changed = live.iter().filter(|(_, d)| *d).map(|(k, _)| *k).collect();
-        // The certificate files are re-read whether or not their names changed: that is how a
-        // renewed certificate reaches new handshakes.
-        if !new.listen.plaintext && !r.changed.contains(&"listen.tls_cert") {
-            r.changed.push("listen.tls_reread");
-        }
-        let mut listen_old = old.listen.clone();
-        let mut listen_new = new.listen.clone();
-        for l in [&mut listen_old, &mut listen_new] {
-            l.tls_cert = PathBuf::new();
-            l.tls_key = PathBuf::new();
-            l.tls_extra_names.clear();
-        }
-        let mut autopilot_old = old.autopilot.clone();
-        autopilot_old.rules = new.autopilot.rules.clone();
-        let mut cache_old = old.cache.clone();
-        (cache_old.ttl, cache_old.max_stale) = (new.cache.ttl, new.cache.max_stale);
-        let restart: [(&'static str, bool); 9] = [
-            ("listen", differs(&listen_old, &listen_new)),
-            ("upstream", differs(&old.upstream, &new.upstream)),
-            ("autopilot", differs(&autopilot_old, &new.autopilot)),
-            (
-                "rate_limit.max_identities",
-                old.rate_limit.max_identities != new.rate_limit.max_identities,
-            ),
-            (
-                "rate_limit.sweep_every",
-                old.rate_limit.sweep_every != new.rate_limit.sweep_every,
-            ),
-            ("cache", differs(&cache_old, &new.cache)),
-            ("store", differs(&old.store, &new.store)),
-            ("admin", differs(&old.admin, &new.admin)),
-            ("log.format", differs(&old.log.format, &new.log.format)),
-        ];
-        r.needs_restart = restart
-            .iter()
-            .filter(|(_, d)| *d)
-            .map(|(k, _)| *k)
-            .collect();
-        Diff { reloaded: r }
-    }
-
-    /// The config now running: the new values of what was swapped, the old ones of the rest.
-    fn applied(&self, old: &Config, new: Config) -> Config {
-        let mut running = old.clone();
-        running.autopilot.rules = new.autopilot.rules;
-        running.privacy = new.privacy;
-        let (max_identities, sweep_every) =
-            (old.rate_limit.max_identities, old.rate_limit.sweep_every);
-        running.rate_limit = new.rate_limit;
+/// The keys that differ between the running and the new config: those a reload applies, and
+/// those that need a restart.
+fn diff(old: &Config, new: &Config) -> Reloaded {
+    let mut r = Reloaded::default();
+    let mut limits_old = old.rate_limit.clone();
+    (limits_old.max_identities, limits_old.sweep_every) =
+        (new.rate_limit.max_identities, new.rate_limit.sweep_every);
+    let live: [(&'static str, bool); 8] = [
+        ("rate_limit", differs(&limits_old, &new.rate_limit)),
         (
-            running.rate_limit.max_identities,
-            running.rate_limit.sweep_every,
-        ) = (max_identities, sweep_every);
-        (running.cache.ttl, running.cache.max_stale) = (new.cache.ttl, new.cache.max_stale);
-        (running.log.level, running.log.access) = (new.log.level, new.log.access);
-        running.listen.tls_cert = new.listen.tls_cert;
-        running.listen.tls_key = new.listen.tls_key;
-        running.listen.tls_extra_names = new.listen.tls_extra_names;
-        running
+            "autopilot.rules",
+            differs(&old.autopilot.rules, &new.autopilot.rules),
+        ),
+        ("privacy", differs(&old.privacy, &new.privacy)),
+        ("cache.ttl", old.cache.ttl != new.cache.ttl),
+        (
+            "cache.max_stale",
+            old.cache.max_stale != new.cache.max_stale,
+        ),
+        ("log.level", old.log.level != new.log.level),
+        ("log.access", old.log.access != new.log.access),
+        (
+            "listen.tls_cert",
+            old.listen.tls_cert != new.listen.tls_cert
+                || old.listen.tls_key != new.listen.tls_key
+                || old.listen.tls_extra_names != new.listen.tls_extra_names,
+        ),
+    ];
+    r.changed = live.iter().filter(|(_, d)| *d).map(|(k, _)| *k).collect();
+    let mut listen_old = old.listen.clone();
+    let mut listen_new = new.listen.clone();
+    for l in [&mut listen_old, &mut listen_new] {
+        l.tls_cert = PathBuf::new();
+        l.tls_key = PathBuf::new();
+        l.tls_extra_names.clear();
     }
+    let mut autopilot_old = old.autopilot.clone();
+    autopilot_old.rules = new.autopilot.rules.clone();
+    let mut cache_old = old.cache.clone();
+    (cache_old.ttl, cache_old.max_stale) = (new.cache.ttl, new.cache.max_stale);
+    let restart: [(&'static str, bool); 9] = [
+        ("listen", differs(&listen_old, &listen_new)),
+        ("upstream", differs(&old.upstream, &new.upstream)),
+        ("autopilot", differs(&autopilot_old, &new.autopilot)),
+        (
+            "rate_limit.max_identities",
+            old.rate_limit.max_identities != new.rate_limit.max_identities,
+        ),
+        (
+            "rate_limit.sweep_every",
+            old.rate_limit.sweep_every != new.rate_limit.sweep_every,
+        ),
+        ("cache", differs(&cache_old, &new.cache)),
+        ("store", differs(&old.store, &new.store)),
+        ("admin", differs(&old.admin, &new.admin)),
+        ("log.format", differs(&old.log.format, &new.log.format)),
+    ];
+    r.needs_restart = restart
+        .iter()
+        .filter(|(_, d)| *d)
+        .map(|(k, _)| *k)
+        .collect();
+    r
+}
+
+/// The config now running: the new values of what was swapped, the old ones of the rest.
+fn applied(old: &Config, new: Config) -> Config {
+    let mut running = old.clone();
+    running.autopilot.rules = new.autopilot.rules;
+    running.privacy = new.privacy;
+    let (max_identities, sweep_every) = (old.rate_limit.max_identities, old.rate_limit.sweep_every);
+    running.rate_limit = new.rate_limit;
+    (
+        running.rate_limit.max_identities,
+        running.rate_limit.sweep_every,
+    ) = (max_identities, sweep_every);
+    (running.cache.ttl, running.cache.max_stale) = (new.cache.ttl, new.cache.max_stale);
+    (running.log.level, running.log.access) = (new.log.level, new.log.access);
+    running.listen.tls_cert = new.listen.tls_cert;
+    running.listen.tls_key = new.listen.tls_key;
+    running.listen.tls_extra_names = new.listen.tls_extra_names;
+    running
 }
 
 fn list(keys: &[&'static str]) -> String {
