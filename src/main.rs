@@ -1,7 +1,8 @@
 #![forbid(unsafe_code)]
 //! The `litgate` binary: parse the command line, load config, start telemetry, build the app
-//! on its runtimes (`[runtime] threads`, `litgate::runtime`), serve until SIGTERM/SIGINT,
-//! drain, exit. Allocates with mimalloc: HTTP/2 forwarding moves many small futures and frames.
+//! on its runtimes (`[runtime] threads`, `litgate::runtime`), serve (reloading on SIGHUP)
+//! until SIGTERM/SIGINT, drain, exit. Allocates with mimalloc: HTTP/2 forwarding moves many
+//! small futures and frames.
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
                     }
                 };
                 telemetry::init(&cfg.log);
+                let mut signals = litgate::reload::Signals::install();
                 let running = match litgate::runtime::start(&cfg).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -52,7 +54,9 @@ fn main() -> ExitCode {
                         tracing::info!(path = %p.display(), "generated a self-signed certificate for the public face; clients pin this file");
                     }
                 }
-                wait_for_signal().await;
+                litgate::notify::ready();
+                signals.serve_until_stopped(&running.reloader()).await;
+                litgate::notify::stopping();
                 tracing::info!("shutting down: draining in-flight calls");
                 running.shutdown().await;
                 tracing::info!("stopped");
@@ -79,26 +83,4 @@ fn main() -> ExitCode {
         eprintln!("cannot start the async runtime: {e}");
         ExitCode::FAILURE
     })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -48,6 +48,8 @@ pub(super) struct Components {
     pub(super) relay: Option<(Relay, RequestMetrics)>,
     /// With the relay on and `[upstream] macaroon` set.
     pub(super) reconciler: Option<Reconciler>,
+    /// What a config reload swaps (the certificate is added by `listen`).
+    pub(super) live: crate::reload::Live,
 }
 
 /// Opens (or creates) the store in `store.data_dir`, off the async threads: opening may wait
@@ -88,17 +90,22 @@ impl Components {
             cfg.autopilot.catalogue_max_stale,
             registry.sub_registry_with_prefix("catalogue"),
         );
+        let mut live = crate::reload::Live::default();
+        let limiter = Limiter::registered(
+            &cfg.rate_limit,
+            registry.sub_registry_with_prefix("rate_limit"),
+        );
+        live.rate_limit = Some(limiter.clone());
         let public = Public {
             metrics: RequestMetrics::register(registry),
-            rate_limit: RateLimitLayer::new(Limiter::registered(
-                &cfg.rate_limit,
-                registry.sub_registry_with_prefix("rate_limit"),
-            )),
+            rate_limit: RateLimitLayer::new(limiter),
             overload: OverloadLayer::registered(
                 cfg.listen.max_in_flight,
                 registry.sub_registry_with_prefix("overload"),
             ),
-            router: router(cfg, store, clock, &upstream, &catalogue, registry)?,
+            router: router(
+                cfg, store, clock, &upstream, &catalogue, registry, &mut live,
+            )?,
             conns: server::Connections::new(
                 server::Limits::of(&cfg.listen),
                 server::ConnMetrics::register(registry.sub_registry_with_prefix("connections")),
@@ -114,6 +121,7 @@ impl Components {
                 &cfg.privacy,
                 registry,
             );
+            live.relay_privacy = Some(relay.live_privacy());
             (relay, RequestMetrics::register(registry))
         });
         let reconciler = match read_macaroon(&cfg.upstream.macaroon)? {
@@ -133,6 +141,7 @@ impl Components {
             public,
             relay,
             reconciler,
+            live,
         })
     }
 }
@@ -146,6 +155,7 @@ fn router(
     upstream: &Upstream,
     catalogue: &Arc<Catalogue>,
     registry: &mut Registry,
+    live: &mut crate::reload::Live,
 ) -> Result<Router, StartError> {
     let add_session = AddSessionHandler::new(
         Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
@@ -167,6 +177,8 @@ fn router(
         )?),
         false => None,
     };
+    live.policy = Some(add_session.live_policy());
+    live.cache = cache.clone();
     Ok(Router::new(upstream.clone())
         .with_max_message_bytes(cfg.listen.max_message_bytes)
         .with_add_autopilot_session(Arc::new(add_session))

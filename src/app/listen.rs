@@ -1,16 +1,12 @@
 //! The listeners and the public face's TLS: every address bound before anything is served,
 //! each failure naming its config key.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use tokio::net::TcpListener;
 
 use super::StartError;
-use crate::config::{Config, ListenConfig};
+use crate::config::Config;
 
 /// The bound listeners, each with the address it got (port 0 picks one).
 pub(super) struct Listeners {
@@ -91,6 +87,8 @@ pub(super) struct PublicTls {
     pub(super) cert_path: Option<PathBuf>,
     /// Whether this start generated it.
     pub(super) generated: bool,
+    /// The pair served, for a reload to swap.
+    pub(super) cert: Option<Arc<crate::tls::swap::SwappableCert>>,
 }
 
 /// Loads (or generates, once) the public face's certificate: file reads, key generation and
@@ -101,9 +99,10 @@ pub(super) async fn public_tls(cfg: &Config) -> Result<PublicTls, StartError> {
             config: None,
             cert_path: None,
             generated: false,
+            cert: None,
         });
     }
-    let source = cert_source(&cfg.listen, &cfg.store.data_dir);
+    let source = crate::tls::CertSource::of(&cfg.listen, &cfg.store.data_dir);
     let t = tokio::task::spawn_blocking(move || crate::tls::server_tls(&source))
         .await
         .map_err(|e| {
@@ -113,21 +112,6 @@ pub(super) async fn public_tls(cfg: &Config) -> Result<PublicTls, StartError> {
         config: Some(t.config),
         cert_path: Some(t.cert_path),
         generated: t.generated,
+        cert: Some(t.cert),
     })
-}
-
-/// Where the public face's certificate comes from: the configured files, or one generated
-/// into the data directory.
-fn cert_source(listen: &ListenConfig, data_dir: &Path) -> crate::tls::CertSource {
-    if listen.tls_cert.as_os_str().is_empty() {
-        crate::tls::CertSource::Generated {
-            dir: data_dir.to_path_buf(),
-            extra_names: listen.tls_extra_names.clone(),
-        }
-    } else {
-        crate::tls::CertSource::Files {
-            cert: listen.tls_cert.clone(),
-            key: listen.tls_key.clone(),
-        }
-    }
 }

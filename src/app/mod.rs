@@ -94,6 +94,7 @@ pub struct Running {
     /// Where the relay listens (litd's `autopilot.address`), if on.
     pub relay_addr: Option<SocketAddr>,
     reconciler: Option<Reconciler>,
+    reloader: Arc<crate::reload::Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -132,6 +133,11 @@ impl Running {
         }
     }
 
+    /// Reloads the configuration (SIGHUP; tests call it directly).
+    pub fn reloader(&self) -> Arc<crate::reload::Reloader> {
+        self.reloader.clone()
+    }
+
     /// The open store (tests inspect what was recorded).
     pub fn store(&self) -> &Store {
         &self.store
@@ -162,7 +168,7 @@ pub(crate) async fn launch(
     // The process metrics keep their conventional unprefixed names: on the root.
     let mut root = Registry::default();
     crate::telemetry::process::register(&mut root);
-    let parts = Components::build(
+    let mut parts = Components::build(
         cfg,
         &store,
         &clock,
@@ -170,6 +176,13 @@ pub(crate) async fn launch(
         runtimes,
     )?;
     let tls = listen::public_tls(cfg).await?;
+    parts.live.tls = tls.cert.clone();
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        cfg.clone(),
+        parts.live,
+        clock.clone(),
+        root.sub_registry_with_prefix("litgate_config"),
+    ));
     let listeners = Listeners::bind(cfg, parts.relay.is_some(), runtimes).await?;
     let (public_addr, admin_addr) = (listeners.public.1, listeners.admin.1);
     let relay_addr = listeners.relay.as_ref().map(|(_, a)| *a);
@@ -272,6 +285,7 @@ pub(crate) async fn launch(
         admin_addr,
         relay_addr,
         reconciler: parts.reconciler,
+        reloader,
         cert_path: tls.cert_path,
         cert_generated: tls.generated,
         shutdown: shutdown_tx,

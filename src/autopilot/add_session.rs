@@ -17,7 +17,7 @@ use prost::Message;
 use super::{
     auth::{AuthGate, Verdict},
     catalogue::Catalogue,
-    policy::{LinkedSession, Policy, Refusal, APPROVAL_BOUNDS},
+    policy::{LinkedSession, LivePolicy, Policy, Refusal, APPROVAL_BOUNDS},
     rewrite::{self, RewriteError},
 };
 use crate::{
@@ -44,7 +44,7 @@ struct OutcomeLabels {
 /// The handler. One per process, shared by every connection.
 #[derive(Debug)]
 pub struct AddSessionHandler {
-    policy: Policy,
+    policy: LivePolicy,
     catalogue: Arc<Catalogue>,
     auth: AuthGate,
     upstream: Upstream,
@@ -71,7 +71,7 @@ impl AddSessionHandler {
             "AddAutopilotSession requests approved or refused by litgate's policy, by reason",
         );
         AddSessionHandler {
-            policy,
+            policy: LivePolicy::new(policy),
             catalogue,
             auth: AuthGate::new(upstream.clone(), clock.clone(), registry),
             upstream,
@@ -80,6 +80,11 @@ impl AddSessionHandler {
             max_message_bytes,
             outcomes,
         }
+    }
+
+    /// The policy in force, for a reload to swap.
+    pub(crate) fn live_policy(&self) -> LivePolicy {
+        self.policy.clone()
     }
 
     /// Handles one AddAutopilotSession request in any protocol.
@@ -153,7 +158,9 @@ impl AddSessionHandler {
             Verdict::Authenticated => {}
             Verdict::Answered(resp) => return Ok(Decided::LitdAnswered(resp)),
         }
-        self.policy.check_request(&msg, self.clock.now())?;
+        // One policy for the whole call, even if a reload swaps it meanwhile.
+        let policy = self.policy.current();
+        policy.check_request(&msg, self.clock.now())?;
         let features = self
             .catalogue
             .get()
@@ -167,7 +174,7 @@ impl AddSessionHandler {
                     .await?,
             )
         };
-        let decision = self.policy.decide(&msg, &features, linked.as_ref())?;
+        let decision = policy.decide(&msg, &features, linked.as_ref())?;
 
         let rewritten = match unary {
             Unary::Proto(b) => rewrite::proto(&b, &msg, &decision).map(|r| r.map(Unary::Proto)),

@@ -8,8 +8,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+use arc_swap::ArcSwap;
 
 use tonic::Code;
 
@@ -83,6 +86,28 @@ pub struct Decision {
     pub features: Vec<String>,
     /// Whether the privacy mapper is on.
     pub privacy: bool,
+}
+
+/// The policy in force: read once per call, swapped whole by a config reload (a call already
+/// deciding finishes under the policy it started with).
+#[derive(Debug, Clone)]
+pub struct LivePolicy(Arc<ArcSwap<Policy>>);
+
+impl LivePolicy {
+    /// Starts with `policy`.
+    pub fn new(policy: Policy) -> Self {
+        LivePolicy(Arc::new(ArcSwap::from_pointee(policy)))
+    }
+
+    /// The policy now.
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.load_full()
+    }
+
+    /// Puts `policy` in force for the calls that start from now on.
+    pub fn set(&self, policy: Policy) {
+        self.0.store(Arc::new(policy));
+    }
 }
 
 /// The operator's policy.

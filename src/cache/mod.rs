@@ -106,7 +106,7 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("ttl", &self.inner.ttl)
+            .field("ttl", &self.inner.ttl())
             .finish_non_exhaustive()
     }
 }
@@ -116,8 +116,9 @@ struct Inner {
     clock: SharedClock,
     forward: Forward,
     upstream_label: String,
-    ttl: Duration,
-    max_stale: Duration,
+    /// `ttl` and `max_stale` in milliseconds: a reload swaps them (`Cache::set_freshness`).
+    ttl_ms: AtomicU64,
+    max_stale_ms: AtomicU64,
     max_entries: usize,
     max_entry_bytes: usize,
     max_bytes: usize,
@@ -193,6 +194,16 @@ enum Verdict {
 }
 
 impl Cache {
+    /// Applies a reloaded `cache.ttl` and `cache.max_stale` (validated together) to answers
+    /// stored from now on and to staleness checks; answers already stored keep the freshness
+    /// they were stored with.
+    pub(crate) fn set_freshness(&self, cfg: &CacheConfig) {
+        self.inner.ttl_ms.store(millis(cfg.ttl), Ordering::Relaxed);
+        self.inner
+            .max_stale_ms
+            .store(millis(cfg.max_stale), Ordering::Relaxed);
+    }
+
     /// Builds the cache over `store`, forwarding misses to `upstream` (litd; `label` names it
     /// in errors), counting into `metrics` (registered by the caller, or not).
     pub fn new<S>(
@@ -235,8 +246,8 @@ impl Cache {
                 clock,
                 forward,
                 upstream_label: label.into(),
-                ttl: cfg.ttl,
-                max_stale: cfg.max_stale,
+                ttl_ms: AtomicU64::new(millis(cfg.ttl)),
+                max_stale_ms: AtomicU64::new(millis(cfg.max_stale)),
                 max_entries: cfg.max_entries,
                 max_entry_bytes: cfg.max_entry_bytes,
                 max_bytes: cfg.max_bytes,
@@ -428,6 +439,16 @@ impl Inner {
         self.dropped(dropped, "could not drop old entries");
     }
 
+    /// How long a stored answer is served without asking litd (`cache.ttl`).
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long past its freshness an answer may be served while litd is down.
+    fn max_stale(&self) -> Duration {
+        Duration::from_millis(self.max_stale_ms.load(Ordering::Relaxed))
+    }
+
     fn now_ms(&self) -> u64 {
         ms(self.clock.now())
     }
@@ -499,7 +520,7 @@ impl Inner {
         // The clear header decides first; it is authenticated when the entry opens.
         let now = self.now_ms();
         let fresh = now < h.fresh_until;
-        if !fresh && now >= h.stale_until(self.max_stale) {
+        if !fresh && now >= h.stale_until(self.max_stale()) {
             self.remove(key);
             return Lookup::Absent;
         }
@@ -588,7 +609,7 @@ impl Inner {
             tracing::debug!("session cache: answer not decodable for freshness; not stored");
             return;
         };
-        let fresh_until = (now.saturating_add(self.ttl.as_millis() as u64))
+        let fresh_until = (now.saturating_add(millis(self.ttl())))
             .min(
                 earliest_expiry
                     .map(|s| s.saturating_mul(1000))
@@ -650,8 +671,9 @@ impl Inner {
     fn make_room(&self, now: u64) -> bool {
         let generation = self.generation.load(Ordering::SeqCst);
         let swept = self.store.cache_retain(|_, v| {
-            EntryHeader::parse(v)
-                .is_some_and(|h| h.generation == generation && now < h.stale_until(self.max_stale))
+            EntryHeader::parse(v).is_some_and(|h| {
+                h.generation == generation && now < h.stale_until(self.max_stale())
+            })
         });
         if let Err(e) = swept {
             tracing::warn!(error = %e, "session cache: sweep failed");
@@ -701,3 +723,8 @@ fn replay(c: Answer, stale: bool) -> Response {
 
 #[cfg(test)]
 mod tests;
+
+/// A duration in whole milliseconds, saturating (config durations are far below the limit).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -315,6 +315,36 @@ async fn ttl_then_stale_while_down_then_nothing_past_max_stale() {
 }
 
 #[tokio::test]
+async fn a_reloaded_ttl_applies_to_answers_stored_from_then_on() {
+    let cfg = CacheConfig {
+        ttl: Duration::from_secs(5),
+        ..CacheConfig::default()
+    };
+    let h = harness(
+        cfg.clone(),
+        vec![
+            Step::Ok(vec![session(b"s", 0, far())]),
+            Step::Ok(vec![session(b"s", 0, far())]),
+        ],
+        Duration::ZERO,
+    );
+    h.cache.set_freshness(&CacheConfig {
+        ttl: Duration::from_secs(60),
+        max_stale: Duration::from_secs(600),
+        ..cfg
+    });
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 1);
+    // Past the old 5 s, within the new 60 s: still fresh, no call.
+    h.clock.advance(Duration::from_secs(30));
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 1);
+    h.clock.advance(Duration::from_secs(31));
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 2);
+}
+
+#[tokio::test]
 async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
     let h = harness(
         CacheConfig::default(),

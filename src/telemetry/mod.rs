@@ -7,7 +7,7 @@ pub(crate) mod config;
 pub(crate) mod metrics;
 pub(crate) mod process;
 
-use std::{io::IsTerminal, net::SocketAddr, path::Path};
+use std::{io::IsTerminal, net::SocketAddr, path::Path, sync::OnceLock};
 
 use tracing_subscriber::{filter::Directive, fmt::MakeWriter, EnvFilter};
 
@@ -25,14 +25,36 @@ pub fn init(cfg: &LogConfig) {
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let env = std::env::var("RUST_LOG").ok();
     let (filter, refused) = filter(cfg, env.as_deref());
-    let _ = tracing::subscriber::set_global_default(subscriber(
-        cfg.format,
-        filter,
-        ansi,
-        std::io::stderr,
-    ));
+    let (sub, set_filter) = subscriber(cfg.format, filter, ansi, std::io::stderr);
+    if tracing::subscriber::set_global_default(sub).is_ok() {
+        let _ = SET_FILTER.set(set_filter);
+    }
     if let Some(e) = refused {
         tracing::warn!(error = %e, "RUST_LOG ignored; using [log] level");
+    }
+}
+
+/// Replaces the global subscriber's filter (installed by [`init`]).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// The filter of the subscriber [`init`] installed; unset when another one is global (tests).
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// Applies a reloaded `[log] level` and `access` to the installed subscriber, from the next
+/// event on (`RUST_LOG`, when set and valid, still wins, as at start). `format` needs a
+/// restart. Returns false when litgate's subscriber is not the global one (nothing to swap).
+pub(crate) fn reload_filter(cfg: &LogConfig) -> bool {
+    let Some(set) = SET_FILTER.get() else {
+        return false;
+    };
+    let env = std::env::var("RUST_LOG").ok();
+    let (filter, _) = filter(cfg, env.as_deref());
+    match set(filter) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot swap the log filter");
+            false
+        }
     }
 }
 
@@ -57,13 +79,13 @@ fn filter(cfg: &LogConfig, rust_log: Option<&str>) -> (EnvFilter, Option<String>
     (filter, refused)
 }
 
-/// The subscriber for `format`, writing to `writer`.
+/// The subscriber for `format`, writing to `writer`, and the handle that swaps its filter.
 fn subscriber<W>(
     format: Format,
     filter: EnvFilter,
     ansi: bool,
     writer: W,
-) -> Box<dyn tracing::Subscriber + Send + Sync>
+) -> (Box<dyn tracing::Subscriber + Send + Sync>, SetFilter)
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -72,17 +94,29 @@ where
         .with_writer(writer)
         .with_ansi(ansi);
     match format {
-        Format::Text => Box::new(builder.finish()),
+        Format::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            (
+                Box::new(builder.finish()),
+                Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+            )
+        }
         // The span list names every span the event is in, the current one included; the
         // current span again on its own would say it twice.
-        Format::Json => Box::new(
-            builder
+        Format::Json => {
+            let builder = builder
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_span_list(true)
-                .finish(),
-        ),
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            (
+                Box::new(builder.finish()),
+                Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+            )
+        }
     }
 }
 
@@ -137,10 +171,35 @@ pub(crate) mod tests {
     pub(crate) fn capture(cfg: &LogConfig, f: impl FnOnce()) -> String {
         let buf = Buf::default();
         let (filter, _) = filter(cfg, None);
-        let sub = subscriber(cfg.format, filter, false, buf.clone());
+        let (sub, _) = subscriber(cfg.format, filter, false, buf.clone());
         tracing::subscriber::with_default(sub, f);
         let out = buf.0.lock().unwrap().clone();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_swapped_filter_applies_to_the_next_event_in_either_format() {
+        for format in [Format::Text, Format::Json] {
+            let warn = LogConfig {
+                level: "warn".into(),
+                format,
+                access: false,
+            };
+            let debug = LogConfig {
+                level: "debug".into(),
+                ..warn.clone()
+            };
+            let buf = Buf::default();
+            let (sub, set_filter) = subscriber(format, filter(&warn, None).0, false, buf.clone());
+            tracing::subscriber::with_default(sub, || {
+                tracing::info!("before the swap");
+                set_filter(filter(&debug, None).0).unwrap();
+                tracing::debug!("after the swap");
+            });
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            assert!(!out.contains("before the swap"), "{out}");
+            assert!(out.contains("after the swap"), "{out}");
+        }
     }
 
     #[test]

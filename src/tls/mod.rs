@@ -4,6 +4,7 @@
 //! peer litgate pins (litd, a self-signed Autopilot server). Never logs key material.
 
 pub mod pinned;
+pub mod swap;
 
 use std::{
     fs, io,
@@ -175,10 +176,30 @@ pub enum CertSource {
     },
 }
 
+impl CertSource {
+    /// Where the public face's certificate comes from: the configured files (`[listen]
+    /// tls_cert`, `tls_key`), or a pair generated into the data directory.
+    pub fn of(listen: &crate::config::ListenConfig, data_dir: &Path) -> CertSource {
+        if listen.tls_cert.as_os_str().is_empty() {
+            CertSource::Generated {
+                dir: data_dir.to_path_buf(),
+                extra_names: listen.tls_extra_names.clone(),
+            }
+        } else {
+            CertSource::Files {
+                cert: listen.tls_cert.clone(),
+                key: listen.tls_key.clone(),
+            }
+        }
+    }
+}
+
 /// Loaded TLS material and where it came from (for the start-up message).
 pub struct ServerTls {
     /// The rustls config, ALPN `h2` then `http/1.1`.
     pub config: Arc<rustls::ServerConfig>,
+    /// What the config serves, swappable: a reload re-reads the files into it.
+    pub cert: Arc<swap::SwappableCert>,
     /// The certificate file clients should pin.
     pub cert_path: PathBuf,
     /// True if this start generated the pair.
@@ -196,7 +217,27 @@ impl std::fmt::Debug for ServerTls {
 
 /// Loads or generates the public face's TLS material and builds the server config.
 pub fn server_tls(source: &CertSource) -> Result<ServerTls, TlsError> {
-    let (cert_path, key_path, generated) = match source {
+    let (cert_path, key_path, generated) = material(source)?;
+    let current = certified_key(&cert_path, &key_path)?;
+    let cert = Arc::new(swap::SwappableCert::new(current));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(cert.clone());
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(ServerTls {
+        config: Arc::new(config),
+        cert,
+        cert_path,
+        generated,
+    })
+}
+
+/// The certificate and key files of `source`, generating the pair first when there is none
+/// (or it lacks a configured name); and whether it did.
+fn material(source: &CertSource) -> Result<(PathBuf, PathBuf, bool), TlsError> {
+    Ok(match source {
         CertSource::Files { cert, key } => (cert.clone(), key.clone(), false),
         CertSource::Generated { dir, extra_names } => {
             let cert = dir.join("tls.cert");
@@ -224,14 +265,20 @@ pub fn server_tls(source: &CertSource) -> Result<ServerTls, TlsError> {
             }
             (cert, key, generated)
         }
-    };
-    let certs = load_certs(&cert_path)?;
-    let key = load_key(&key_path)?;
-    let config = server_config(certs, key)?;
-    Ok(ServerTls {
-        config,
-        cert_path,
-        generated,
+    })
+}
+
+/// Loads a PEM certificate chain and its private key as rustls serves them, refusing a key
+/// that is not the certificate's.
+fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let certs = load_certs(cert)?;
+    let key = load_key(key)?;
+    rustls::sign::CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::Setup(format!(
+            "{}: the private key does not belong to the certificate",
+            cert.display()
+        )),
+        e => TlsError::Setup(e.to_string()),
     })
 }
 

@@ -81,6 +81,19 @@ addr = "127.0.0.1:0"
     )
 }
 
+/// A fake Autopilot server, a TLS fake litd registering with it directly, and a directory.
+fn demo_pair() -> (DemoAutopilot, DemoLitd, TempDir) {
+    let autopilot =
+        DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
+    let litd = DemoLitd::start(DemoLitdConfig {
+        tls: true,
+        autopilot: Some(autopilot.target()),
+        ..Default::default()
+    })
+    .expect("demo litd starts");
+    (autopilot, litd, tempfile::tempdir().unwrap())
+}
+
 impl Env {
     /// Starts a TLS fake litd and litgate in front of it.
     pub async fn start() -> Env {
@@ -205,17 +218,39 @@ impl Env {
 
     /// Same, with keys for `[autopilot]` and extra TOML tables.
     pub async fn start_opts(autopilot_keys: &str, extra: &str) -> Env {
-        let autopilot =
-            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
-        let litd = DemoLitd::start(DemoLitdConfig {
-            tls: true,
-            autopilot: Some(autopilot.target()),
-            ..Default::default()
-        })
-        .expect("demo litd starts");
-        let dir = tempfile::tempdir().unwrap();
+        let (autopilot, litd, dir) = demo_pair();
         let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), autopilot_keys, extra);
         Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
+    }
+
+    /// Same as [`Env::start_with`], with the config written to `litgate.toml` in the test's
+    /// directory and loaded from there as `run` loads it, so that a reload re-reads it.
+    /// `listen_keys` go into `[listen]`.
+    pub async fn start_from_file(listen_keys: &str, extra: &str) -> Env {
+        let (autopilot, litd, dir) = demo_pair();
+        let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", extra).replacen(
+            "[listen]\n",
+            &format!("[listen]\n{listen_keys}"),
+            1,
+        );
+        let path = write(dir.path(), "litgate.toml", &toml);
+        let config =
+            Config::load(&path).unwrap_or_else(|e| panic!("test config is invalid: {e:?}\n{toml}"));
+        Self::launch_config(litd, autopilot, dir, config, ManualClock::new()).await
+    }
+
+    /// Rewrites the `litgate.toml` of [`Env::start_from_file`] with `extra` in place of the
+    /// tables it started with.
+    pub fn rewrite_config(&self, listen_keys: &str, extra: &str) {
+        let toml = config_toml_with(
+            self.dir.path(),
+            &self.litd,
+            self.autopilot.addr(),
+            "",
+            extra,
+        )
+        .replacen("[listen]\n", &format!("[listen]\n{listen_keys}"), 1);
+        write(self.dir.path(), "litgate.toml", &toml);
     }
 
     /// A TLS fake Autopilot server (its certificate shaped as lnd makes them) pinned by
@@ -522,9 +557,15 @@ impl Binary {
     /// Starts `litgate run`, its stderr in `log` under the test's directory, and waits
     /// (bounded) for the line that says where it listens; panics with the log otherwise.
     pub async fn spawn(&self, log: &str) -> Spawned {
+        self.spawn_with_env(log, &[]).await
+    }
+
+    /// Same as [`Binary::spawn`], with `env` added to the child's environment.
+    pub async fn spawn_with_env(&self, log: &str, env: &[(&str, &std::ffi::OsStr)]) -> Spawned {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_litgate"))
             .args(["run", "--config"])
             .arg(&self.config)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(self.dir.join(log)).unwrap())
             .spawn()
@@ -680,15 +721,7 @@ impl Env {
     /// Same as [`Env::start`], with `edit` adjusting the config value before start (keys of
     /// tables the base config already has, such as `[listen]`).
     pub async fn start_editing(edit: impl FnOnce(&mut Config)) -> Env {
-        let autopilot =
-            DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
-        let litd = DemoLitd::start(DemoLitdConfig {
-            tls: true,
-            autopilot: Some(autopilot.target()),
-            ..Default::default()
-        })
-        .expect("demo litd starts");
-        let dir = tempfile::tempdir().unwrap();
+        let (autopilot, litd, dir) = demo_pair();
         let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", "");
         let mut config =
             Config::parse(&toml).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));

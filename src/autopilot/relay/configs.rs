@@ -6,7 +6,12 @@
 //! be refused is forwarded, logged, counted and recorded as sent. Never logs an identifier (the
 //! inspector's refusals name paths and kinds only).
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use arc_swap::ArcSwap;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -36,17 +41,32 @@ struct Labels {
 /// The check, with the operator's `[privacy]` keys and its counter.
 #[derive(Debug, Clone)]
 pub(super) struct ConfigCheck {
+    /// `skip_config_inspection` and `relay_config_check`, swapped by a reload.
+    keys: Arc<ArcSwap<CheckKeys>>,
+    outcomes: Family<Labels, Counter>,
+}
+
+/// The `[privacy]` keys the check reads.
+#[derive(Debug)]
+pub(super) struct CheckKeys {
     skip: Vec<String>,
     mode: RelayConfigCheck,
-    outcomes: Family<Labels, Counter>,
+}
+
+impl CheckKeys {
+    pub(super) fn of(privacy: &PrivacyConfig) -> Self {
+        CheckKeys {
+            skip: privacy.skip_config_inspection.clone(),
+            mode: privacy.relay_config_check,
+        }
+    }
 }
 
 impl ConfigCheck {
     /// The check of `[privacy]`, its counter registered in the relay's registry.
     pub(super) fn new(privacy: &PrivacyConfig, registry: &mut Registry) -> Self {
         ConfigCheck {
-            skip: privacy.skip_config_inspection.clone(),
-            mode: privacy.relay_config_check,
+            keys: Arc::new(ArcSwap::from_pointee(CheckKeys::of(privacy))),
             outcomes: registered(
                 registry,
                 "config_checks",
@@ -57,6 +77,11 @@ impl ConfigCheck {
         }
     }
 
+    /// The swappable keys, for a reload.
+    pub(super) fn keys(&self) -> Arc<ArcSwap<CheckKeys>> {
+        self.keys.clone()
+    }
+
     /// Checks every config, in feature-name order, as litd sends it under `privacy`; returns
     /// what each shows the server, or the first refusal.
     pub(super) fn check(
@@ -65,19 +90,20 @@ impl ConfigCheck {
         configs: &HashMap<String, Vec<u8>>,
         privacy: Privacy,
     ) -> Result<BTreeMap<String, ConfigSent>, FeatureConfigRefusal> {
+        let keys = self.keys.load();
         let mut names: Vec<&String> = configs.keys().collect();
         names.sort();
         let mut out = BTreeMap::new();
         for name in names {
             let bytes = &configs[name];
             let inspected = feature_config::inspect(bytes, privacy);
-            let trusted = self.skip.contains(name);
+            let trusted = keys.skip.contains(name);
             let verdict = match &inspected {
                 Ok(inspection) => inspection.check().map(drop),
                 Err(refusal) => Err(refusal.clone()),
             };
             if let (Err(reason), false) = (verdict, trusted) {
-                match self.mode {
+                match keys.mode {
                     RelayConfigCheck::Refuse => {
                         self.count("refused", &reason);
                         return Err(FeatureConfigRefusal {
@@ -200,6 +226,36 @@ mod tests {
             .in_clear
             .iter()
             .all(|p| p.why == "no privacy mapper"));
+    }
+
+    #[test]
+    fn a_reload_swaps_the_mode_and_the_deny_list_for_the_next_registration() {
+        let leaking = configs(&[("A", "[1]".into())]);
+        let full = Privacy::Mapper { flags: 0 };
+        let c = check(&PrivacyConfig::default());
+        let live = super::super::LivePrivacy {
+            flags: Arc::new(ArcSwap::from_pointee(
+                crate::autopilot::privacy::FlagPolicy::new(&[]),
+            )),
+            configs: c.keys(),
+        };
+        assert!(c.check("s", &leaking, full).is_err());
+        // ClearPubkeys (bit 0), needed by no feature here: allowed before the reload.
+        assert!(live.flags.load().check_session(1, 1).is_ok());
+
+        live.set(&PrivacyConfig {
+            relay_config_check: RelayConfigCheck::Warn,
+            deny_clear: vec!["ClearPubkeys".into()],
+            ..Default::default()
+        });
+        assert!(
+            c.check("s", &leaking, full).is_ok(),
+            "now warned, not refused"
+        );
+        assert!(
+            live.flags.load().check_session(1, 1).is_err(),
+            "pubkeys in the clear now refused"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod reconcile;
 
 use std::{collections::BTreeMap, convert::Infallible, sync::Arc, time::UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
@@ -61,9 +62,28 @@ pub struct Relay {
     catalogue: Arc<Catalogue>,
     store: Store,
     clock: SharedClock,
-    flags: FlagPolicy,
+    /// `[privacy] deny_clear`, swapped by a reload.
+    flags: Arc<ArcSwap<FlagPolicy>>,
     configs: ConfigCheck,
     calls: Family<CallLabels, Counter>,
+}
+
+/// The relay's `[privacy]` rules in force: a reload swaps them for registrations that start
+/// from then on.
+#[derive(Debug, Clone)]
+pub(crate) struct LivePrivacy {
+    flags: Arc<ArcSwap<FlagPolicy>>,
+    configs: Arc<ArcSwap<configs::CheckKeys>>,
+}
+
+impl LivePrivacy {
+    /// Puts `privacy` (validated) in force.
+    pub(crate) fn set(&self, privacy: &PrivacyConfig) {
+        self.flags
+            .store(Arc::new(FlagPolicy::new(&privacy.deny_clear)));
+        self.configs
+            .store(Arc::new(configs::CheckKeys::of(privacy)));
+    }
 }
 
 /// What a registration that passed the checks is recorded with.
@@ -96,9 +116,17 @@ impl Relay {
             catalogue,
             store,
             clock,
-            flags: FlagPolicy::new(&privacy.deny_clear),
+            flags: Arc::new(ArcSwap::from_pointee(FlagPolicy::new(&privacy.deny_clear))),
             configs: ConfigCheck::new(privacy, registry),
             calls,
+        }
+    }
+
+    /// Its `[privacy]` rules, for a reload to swap.
+    pub(crate) fn live_privacy(&self) -> LivePrivacy {
+        LivePrivacy {
+            flags: self.flags.clone(),
+            configs: self.configs.keys(),
         }
     }
 
@@ -175,7 +203,9 @@ impl Relay {
         let refused = |r: FlagRefusal| {
             Error::client(r.code(), format!("litgate refused the registration: {r}"))
         };
-        self.flags.check_known(r.privacy_flags).map_err(refused)?;
+        // One set of flags for the whole call, even if a reload swaps them meanwhile.
+        let flags = self.flags.load_full();
+        flags.check_known(r.privacy_flags).map_err(refused)?;
         let mut features: Vec<String> = r.feature_configs.keys().cloned().collect();
         features.sort();
         let catalogue = self.catalogue.get().await?;
@@ -186,12 +216,12 @@ impl Relay {
                     "litgate refused the registration: {f} is not a feature provided by the Autopilot server"
                 )));
             };
-            self.flags
+            flags
                 .check_feature(f, feature.privacy_flags)
                 .map_err(refused)?;
             needed |= feature.privacy_flags;
         }
-        self.flags
+        flags
             .check_session(r.privacy_flags, needed)
             .map_err(refused)?;
         // Hold the registration to what the public face approved for these features, if it

@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use governor::{
     clock::{Clock, DefaultClock, Reference},
@@ -52,9 +53,21 @@ struct Limit<C: Clock> {
     /// `read`, `write`, or the overridden method path: for messages and metric labels.
     name: String,
     rate: Rate,
-    buckets: Option<Keyed<C>>,
+    /// Shared with the next set of limits when a reload keeps this limit's rate.
+    buckets: Option<Arc<Keyed<C>>>,
     allowed: Counter,
     refused: Counter,
+}
+
+/// What `[rate_limit]` sets and a reload swaps whole: whether limiting is on, the limits with
+/// their buckets, which methods have their own, how peer addresses are grouped.
+struct Limits<C: Clock> {
+    enabled: bool,
+    /// `[0]` read, `[1]` write, then one per override.
+    limits: Vec<Limit<C>>,
+    overrides: HashMap<String, usize>,
+    prefix_v4: u8,
+    prefix_v6: u8,
 }
 
 /// Labels of one rate-limit decision.
@@ -72,13 +85,10 @@ pub(crate) struct DecisionLabels {
 /// The decision engine shared by every clone of the layer: limits, buckets, the accepted set.
 /// Generic over the clock so tests drive it with `governor`'s fake clock.
 pub struct Limiter<C: Clock = DefaultClock> {
-    enabled: bool,
-    /// `[0]` read, `[1]` write, then one per override.
-    limits: Vec<Limit<C>>,
-    overrides: HashMap<String, usize>,
+    /// Read once per call; swapped by [`Limiter::reconfigure`].
+    limits: ArcSwap<Limits<C>>,
+    decisions: Family<DecisionLabels, Counter>,
     accepted: Accepted,
-    prefix_v4: u8,
-    prefix_v6: u8,
     clock: C,
     start: C::Instant,
     sweep_every: u64,
@@ -87,9 +97,10 @@ pub struct Limiter<C: Clock = DefaultClock> {
 
 impl<C: Clock> std::fmt::Debug for Limiter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let limits = self.limits.load();
         f.debug_struct("Limiter")
-            .field("enabled", &self.enabled)
-            .field("limits", &self.limits.len())
+            .field("enabled", &limits.enabled)
+            .field("limits", &limits.limits.len())
             .finish_non_exhaustive()
     }
 }
@@ -122,48 +133,28 @@ impl<C: Clock + Clone> Limiter<C> {
         clock: C,
         decisions: Family<DecisionLabels, Counter>,
     ) -> Arc<Self> {
-        let limit = |name: String, class: Class, rate: Rate| {
-            let counter = |outcome| {
-                decisions
-                    .get_or_create(&DecisionLabels {
-                        class: class.as_str(),
-                        limit: name.clone(),
-                        outcome,
-                    })
-                    .clone()
-            };
-            Limit {
-                allowed: counter("allowed"),
-                refused: counter("refused"),
-                buckets: quota(rate).map(|q| {
-                    governor::RateLimiter::new(q, DashMapStateStore::default(), clock.clone())
-                }),
-                name,
-                rate,
-            }
-        };
-        let mut limits = vec![
-            limit("read".into(), Class::Read, cfg.read),
-            limit("write".into(), Class::Write, cfg.write),
-        ];
-        let mut overrides = HashMap::new();
-        for m in &cfg.method {
-            overrides.insert(m.path.clone(), limits.len());
-            limits.push(limit(m.path.clone(), methods::grpc_class(&m.path), m.limit));
-        }
+        let limits = Limits::of(cfg, &clock, &decisions, None);
         let start = clock.now();
         Arc::new(Limiter {
-            enabled: cfg.enabled,
-            limits,
-            overrides,
+            limits: ArcSwap::from_pointee(limits),
+            decisions,
             accepted: Accepted::new(cfg.max_identities),
-            prefix_v4: cfg.peer_prefix_v4.min(32),
-            prefix_v6: cfg.peer_prefix_v6.min(128),
             sweep_every: nanos(cfg.sweep_every).max(1),
             next_sweep: AtomicU64::new(nanos(cfg.sweep_every)),
             start,
             clock,
         })
+    }
+
+    /// Applies a reloaded `[rate_limit]` (validated) to calls from now on: `enabled`, the
+    /// class and method limits and the peer prefixes. A limit whose name and rate are
+    /// unchanged keeps its buckets (callers keep what they have used); a new or changed limit
+    /// starts with empty buckets, so every caller gets its full burst under the new rate.
+    /// `max_identities` and `sweep_every` apply at start only.
+    pub fn reconfigure(&self, cfg: &RateLimitConfig) {
+        let old = self.limits.load_full();
+        let new = Limits::of(cfg, &self.clock, &self.decisions, Some(&old));
+        self.limits.store(Arc::new(new));
     }
 
     /// Decides one request: `Ok` lets it through (counted against its limit), `Err` is the
@@ -174,19 +165,20 @@ impl<C: Clock + Clone> Limiter<C> {
         path: &str,
         caller: Option<&Caller>,
     ) -> Result<Admitted, Error> {
-        if !self.enabled {
+        let limits = self.limits.load();
+        if !limits.enabled {
             return Ok(Admitted::default());
         }
         self.maybe_sweep();
         let (grpc, class) = methods::classify(method, path);
-        let index = match grpc.and_then(|g| self.overrides.get(g)) {
+        let index = match grpc.and_then(|g| limits.overrides.get(g)) {
             Some(&i) => i,
             None => match class {
                 Class::Read => 0,
                 Class::Write => 1,
             },
         };
-        let limit = &self.limits[index];
+        let limit = &limits.limits[index];
 
         let identifier = caller
             .and_then(|c| c.credential.as_ref())
@@ -199,9 +191,9 @@ impl<C: Clock + Clone> Limiter<C> {
                 if grpc.is_some_and(methods::verifies_macaroon) {
                     observe = Some(id.clone());
                 }
-                self.peer_key(caller)
+                limits.peer_key(caller)
             }
-            None => self.peer_key(caller),
+            None => limits.peer_key(caller),
         };
         let who = match key {
             Key::Identity(_) => "credential",
@@ -252,11 +244,14 @@ impl<C: Clock + Clone> Limiter<C> {
     /// Records that litd accepted the credential with this identifier on a call counted
     /// against limit `index` (in its address bucket): the call is charged to the identity's
     /// own bucket too, as it would have been had the identity been known.
+    /// (After a reload, the limit at `index` in the new set: at worst another limit is
+    /// charged one call.)
     pub(super) fn accepted(&self, index: usize, identifier: &[u8]) {
         self.accept(identifier);
+        let limits = self.limits.load();
         let (Some(id), Some(buckets)) = (
             self.accepted.get(identifier),
-            self.limits.get(index).and_then(|l| l.buckets.as_ref()),
+            limits.limits.get(index).and_then(|l| l.buckets.as_ref()),
         ) else {
             return;
         };
@@ -266,7 +261,7 @@ impl<C: Clock + Clone> Limiter<C> {
     /// Drops every key whose bucket has refilled (indistinguishable from a new key) and
     /// releases the memory. Runs from [`check`](Self::check) every `sweep_every`.
     pub fn sweep(&self) {
-        for l in &self.limits {
+        for l in &self.limits.load().limits {
             if let Some(b) = &l.buckets {
                 b.retain_recent();
                 b.shrink_to_fit();
@@ -277,6 +272,8 @@ impl<C: Clock + Clone> Limiter<C> {
     /// Limiter keys held now, over every limit.
     pub fn keys(&self) -> usize {
         self.limits
+            .load()
+            .limits
             .iter()
             .filter_map(|l| l.buckets.as_ref())
             .map(|b| b.len())
@@ -304,6 +301,62 @@ impl<C: Clock + Clone> Limiter<C> {
                 .is_ok()
         {
             self.sweep();
+        }
+    }
+}
+
+impl<C: Clock + Clone> Limits<C> {
+    /// The limits of `cfg`; with `old`, an unchanged limit keeps its buckets.
+    fn of(
+        cfg: &RateLimitConfig,
+        clock: &C,
+        decisions: &Family<DecisionLabels, Counter>,
+        old: Option<&Limits<C>>,
+    ) -> Self {
+        let limit = |name: String, class: Class, rate: Rate| {
+            let counter = |outcome| {
+                decisions
+                    .get_or_create(&DecisionLabels {
+                        class: class.as_str(),
+                        limit: name.clone(),
+                        outcome,
+                    })
+                    .clone()
+            };
+            let kept = old
+                .and_then(|o| o.limits.iter().find(|l| l.name == name && l.rate == rate))
+                .and_then(|l| l.buckets.clone());
+            Limit {
+                allowed: counter("allowed"),
+                refused: counter("refused"),
+                buckets: kept.or_else(|| {
+                    quota(rate).map(|q| {
+                        Arc::new(governor::RateLimiter::new(
+                            q,
+                            DashMapStateStore::default(),
+                            clock.clone(),
+                        ))
+                    })
+                }),
+                name,
+                rate,
+            }
+        };
+        let mut limits = vec![
+            limit("read".into(), Class::Read, cfg.read),
+            limit("write".into(), Class::Write, cfg.write),
+        ];
+        let mut overrides = HashMap::new();
+        for m in &cfg.method {
+            overrides.insert(m.path.clone(), limits.len());
+            limits.push(limit(m.path.clone(), methods::grpc_class(&m.path), m.limit));
+        }
+        Limits {
+            enabled: cfg.enabled,
+            limits,
+            overrides,
+            prefix_v4: cfg.peer_prefix_v4.min(32),
+            prefix_v6: cfg.peer_prefix_v6.min(128),
         }
     }
 

@@ -309,3 +309,36 @@ fn disabled_admits_everything() {
     }
     assert_eq!(l.keys(), 0);
 }
+
+#[test]
+fn reconfigure_applies_new_limits_and_keeps_the_buckets_of_unchanged_ones() {
+    let (l, _clock) = limiter(&cfg((2, 1), (3, 1)));
+    let c = caller("192.0.2.1:5000", None);
+    assert_eq!(allowed_n(&l, GET_INFO, &c), 2);
+    assert_eq!(allowed_n(&l, ADD_INVOICE, &c), 3);
+
+    // Reads raised to 5/h (a changed limit: fresh buckets, the full new burst); writes as
+    // they were (the same buckets: still exhausted); GetInfo blocked by an override.
+    let mut next = cfg((5, 1), (3, 1));
+    l.reconfigure(&next);
+    assert_eq!(allowed_n(&l, "/lnrpc.Lightning/ListPeers", &c), 5);
+    assert_eq!(allowed_n(&l, ADD_INVOICE, &c), 0, "write buckets kept");
+
+    next.method = vec![MethodLimit {
+        path: GET_INFO.into(),
+        limit: Rate {
+            iterations: 0,
+            num_hours: 1,
+        },
+        unknown: false,
+    }];
+    l.reconfigure(&next);
+    let Err(Error::RateLimited { message, .. }) = grpc(&l, GET_INFO, &c) else {
+        panic!("GetInfo admitted after it was blocked");
+    };
+    assert!(message.contains("calls are blocked"), "{message}");
+
+    next.enabled = false;
+    l.reconfigure(&next);
+    assert!(grpc(&l, GET_INFO, &c).is_ok(), "limiting switched off");
+}
