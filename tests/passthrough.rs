@@ -385,6 +385,7 @@ async fn one_upstream_connection_serves_many_calls() {
 
 #[tokio::test]
 async fn litd_down_is_unavailable_promptly_and_recovery_works() {
+    let (logs, _guard) = Logs::capture();
     // The session cache would answer ListSessions from a fresh entry while litd is down
     // (tests/cache.rs covers that); this test is about the passthrough.
     let env = Env::start_with("[cache]\nenabled = false\n").await;
@@ -424,6 +425,20 @@ async fn litd_down_is_unavailable_promptly_and_recovery_works() {
     assert_eq!(rest.json()["message"], "litd is unavailable");
     assert!(!String::from_utf8_lossy(&rest.body).contains(&addr));
 
+    // The outage is logged once, however many calls meet it, and counted per attempt.
+    const GONE: &str = "litd is unreachable";
+    const BACK: &str = "litd is reachable again";
+    for _ in 0..3 {
+        assert!(call(&mut client).await.is_err());
+    }
+    assert_eq!(logs.count(GONE), 1, "{}", logs.text());
+    assert_eq!(logs.count(BACK), 0, "{}", logs.text());
+    let metrics = admin_get(&env.admin_uri("/metrics")).await.1;
+    assert!(
+        metric(&metrics, "litgate_upstream_connect_failures_total") >= 5.0,
+        "{metrics}"
+    );
+
     env.litd.resume().await.unwrap();
     let mut ok = false;
     for _ in 0..50 {
@@ -434,6 +449,8 @@ async fn litd_down_is_unavailable_promptly_and_recovery_works() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "a call after litd came back succeeds");
+    assert_eq!(logs.count(BACK), 1, "{}", logs.text());
+    assert_eq!(logs.count(GONE), 1, "{}", logs.text());
     env.stop().await;
 }
 

@@ -40,6 +40,9 @@ use crate::{
 pub struct UpstreamMetrics {
     /// New transport connections (TCP, and TLS where used) opened to litd.
     pub connections: Counter,
+    /// Connection attempts to litd that failed (TCP, TLS or the deadline), the `/ready` probe's
+    /// included; `connections` counts only the ones that were established.
+    pub connect_failures: Counter,
     /// Calls that failed to reach litd or broke in transport.
     pub errors: Counter,
     /// Calls retried because litd provably never saw the first attempt.
@@ -54,6 +57,11 @@ impl UpstreamMetrics {
                 registry,
                 "connections",
                 "Transport connections opened to litd (one serves many calls)",
+            ),
+            connect_failures: registered(
+                registry,
+                "connect_failures",
+                "Connection attempts to litd that failed (TCP connect, TLS handshake or deadline)",
             ),
             errors: registered(
                 registry,
@@ -93,6 +101,9 @@ struct Inner {
     server_name: rustls::pki_types::ServerName<'static>,
     connect_timeout: Duration,
     metrics: UpstreamMetrics,
+    /// Whether the last connection attempt failed: an outage is logged once when it begins
+    /// and once when it ends, not once per call.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -165,6 +176,7 @@ impl Upstream {
                 server_name,
                 connect_timeout: cfg.connect_timeout,
                 metrics,
+                down: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -301,9 +313,35 @@ impl Upstream {
                     .map_err(|e| fail(format!("TLS handshake failed: {e}"))),
             }
         };
-        tokio::time::timeout(self.inner.connect_timeout, attempt)
+        let result = tokio::time::timeout(self.inner.connect_timeout, attempt)
             .await
-            .map_err(|_| fail(format!("no answer within {:?}", self.inner.connect_timeout)))?
+            .map_err(|_| fail(format!("no answer within {:?}", self.inner.connect_timeout)))
+            .and_then(|r| r);
+        self.saw(&result);
+        result
+    }
+
+    /// Records what a connection attempt found: failures are counted, and a change between
+    /// reachable and unreachable is logged (warn when litd goes away, info when it is back).
+    fn saw<T>(&self, result: &Result<T, Error>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(_) => {
+                if self.inner.down.swap(false, Ordering::AcqRel) {
+                    tracing::info!(litd = %self.inner.label, "litd is reachable again");
+                }
+            }
+            Err(e) => {
+                self.inner.metrics.connect_failures.inc();
+                if !self.inner.down.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        litd = %self.inner.label,
+                        error = %e,
+                        "litd is unreachable: calls get UNAVAILABLE until it is back"
+                    );
+                }
+            }
+        }
     }
 
     fn upstream_uri(&self, uri: &Uri) -> Uri {
