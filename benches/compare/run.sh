@@ -408,10 +408,11 @@ threads = $WORKERS
 TOML
     spawn "$dir/litgate.log" "$BIN/litgate" run --config "$dir/litgate.toml"
     LITGATE_PID=$PID
-    wait_until "litgate" "$PID" log_field "$dir/litgate.log" '"public_addr":"([^"]+)"' ||
+    # The stable line litgate prints on stdout once every listener is bound.
+    wait_until "litgate" "$PID" log_field "$dir/litgate.log" '^litgate listening public=(\S+)' ||
         die "litgate did not start; see $dir/litgate.log"
-    LITGATE_ADDR=$(log_field "$dir/litgate.log" '"public_addr":"([^"]+)"')
-    admin=$(log_field "$dir/litgate.log" '"admin_addr":"([^"]+)"')
+    LITGATE_ADDR=$(log_field "$dir/litgate.log" '^litgate listening public=(\S+)')
+    admin=$(log_field "$dir/litgate.log" '^litgate listening .*admin=(\S+)')
     LITGATE_ADMIN=$admin
     wait_until "litgate /ready" "$PID" curl -fsS "http://$admin/ready" ||
         die "litgate is not ready: $(curl -sS "http://$admin/ready" || true)"
