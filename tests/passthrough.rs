@@ -383,6 +383,33 @@ async fn one_upstream_connection_serves_many_calls() {
     env.stop().await;
 }
 
+/// Clients commonly end a request body with an empty DATA frame carrying END_STREAM. Passed on
+/// as a DATA frame of its own, an HTTP/2 server counts it against its empty-frame flood guard
+/// (h2's allows 100 per connection, then GOAWAY ENHANCE_YOUR_CALM), and the call in flight
+/// fails. More calls than that, one after another, on one upstream connection, all succeed.
+#[tokio::test]
+async fn more_calls_than_an_empty_frame_guard_allows_share_one_upstream_connection() {
+    let env = Env::start().await;
+    let mut echo = EchoClient::new(env.gate_channel().await);
+    for i in 0..250 {
+        let reply = echo
+            .unary(EchoRequest {
+                message: format!("call {i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+        assert_eq!(reply.into_inner().message, format!("call {i}"));
+    }
+    let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
+    assert_eq!(
+        metric(&metrics, "litgate_upstream_connections_total"),
+        1.0,
+        "{metrics}"
+    );
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn litd_down_is_unavailable_promptly_and_recovery_works() {
     let (logs, _guard) = Logs::capture();

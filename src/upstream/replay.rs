@@ -156,7 +156,17 @@ impl http_body::Body for Replay {
             }
             return Poll::Ready(None);
         }
-        let polled = Pin::new(&mut s.rest).poll_frame(cx);
+        let polled = loop {
+            let polled = Pin::new(&mut s.rest).poll_frame(cx);
+            // An empty DATA frame carries nothing, and sent on it would reach litd as a DATA
+            // frame of its own without END_STREAM. HTTP/2 servers count those as a flood (h2
+            // answers a few hundred of them on one connection with GOAWAY ENHANCE_YOUR_CALM,
+            // failing the call in flight), and clients send one at the end of many bodies.
+            match &polled {
+                Poll::Ready(Some(Ok(f))) if f.data_ref().is_some_and(Bytes::is_empty) => continue,
+                _ => break polled,
+            }
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
@@ -235,6 +245,21 @@ mod tests {
         let (data, trailers) = read(second).await;
         assert_eq!(data, Bytes::from_static(b"abcdef"));
         assert_eq!(trailers.unwrap()["x-end"], "1");
+    }
+
+    #[tokio::test]
+    async fn empty_data_frames_are_not_forwarded() {
+        let (kept, mut first) = keep(streamed(&[b"", b"ab", b"", b"", b"cd", b""], None));
+        let mut frames = Vec::new();
+        while let Some(f) = first.frame().await {
+            frames.push(f.unwrap().into_data().unwrap());
+        }
+        assert_eq!(
+            frames,
+            [Bytes::from_static(b"ab"), Bytes::from_static(b"cd")]
+        );
+        let again = kept.again().unwrap();
+        assert_eq!(read(again).await.0, Bytes::from_static(b"abcd"));
     }
 
     #[tokio::test]
