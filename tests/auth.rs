@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -21,16 +21,7 @@ use prost::Message;
 /// A request the policy refuses for a reason that names the catalogue: a feature the
 /// Autopilot server does not offer.
 fn refused_by_policy() -> AddAutopilotSessionRequest {
-    AddAutopilotSessionRequest {
-        label: "probe-me".into(),
-        expiry_timestamp_seconds: (SystemTime::now() + Duration::from_secs(86400))
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        mailbox_server_addr: "mailbox.example:443".into(),
-        features: [("NoSuchFeature".to_string(), FeatureConfig::default())].into(),
-        ..Default::default()
-    }
+    autopilot_add("probe-me", &[("NoSuchFeature", "")])
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -8,15 +8,14 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use litgate::proto::{
     autopilotserverrpc::{
-        autopilot_client::AutopilotClient as ServerClient, ActivateSessionRequest,
-        ListFeaturesRequest, RegisterSessionRequest, TermsRequest,
+        ActivateSessionRequest, ListFeaturesRequest, RegisterSessionRequest, TermsRequest,
     },
-    litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest, FeatureConfig},
+    litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest},
 };
 use tonic::{metadata::MetadataValue, Code};
 
@@ -29,33 +28,7 @@ const GONE: &str = "Autopilot server unreachable";
 const BACK: &str = "Autopilot server reachable again";
 
 fn add_request() -> tonic::Request<AddAutopilotSessionRequest> {
-    tonic::Request::new(AddAutopilotSessionRequest {
-        label: "deadline".into(),
-        expiry_timestamp_seconds: (SystemTime::now() + Duration::from_secs(86400))
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        mailbox_server_addr: "mailbox.example:443".into(),
-        features: [(
-            "HealthCheck".to_string(),
-            FeatureConfig {
-                rules: None,
-                config: b"{}".to_vec(),
-            },
-        )]
-        .into(),
-        ..Default::default()
-    })
-}
-
-async fn relay_client(env: &Env) -> ServerClient<tonic::transport::Channel> {
-    let ch =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", env.gate.relay_addr.unwrap()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    ServerClient::new(ch)
+    tonic::Request::new(autopilot_add("deadline", &[("HealthCheck", "{}")]))
 }
 
 /// `call`'s error, which must come well within [`BOUND`].

@@ -5,23 +5,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use common::*;
 use litgate::proto::litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest};
 use tonic::metadata::MetadataValue;
 
 fn add_request() -> AddAutopilotSessionRequest {
-    AddAutopilotSessionRequest {
-        label: "pinned".into(),
-        expiry_timestamp_seconds: (SystemTime::now() + Duration::from_secs(86400))
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        mailbox_server_addr: "mailbox.example:443".into(),
-        features: [("AutoFees".to_string(), Default::default())].into(),
-        ..Default::default()
-    }
+    autopilot_add("pinned", &[("AutoFees", "")])
 }
 
 #[tokio::test]

@@ -8,15 +8,13 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use litgate::proto::{
     autopilotserverrpc::RegisterSessionRequest,
-    litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest, FeatureConfig},
+    litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest},
 };
 use prost::Message;
 use tonic::Code;
@@ -42,23 +40,7 @@ const REFUSED: &str = "features.AutoFees.config: $.targets[0].peer: a node pubke
                        real value and the operator's policy allows it";
 
 fn request(feature: &str, config: &str) -> AddAutopilotSessionRequest {
-    AddAutopilotSessionRequest {
-        label: "config-test".into(),
-        expiry_timestamp_seconds: (SystemTime::now() + Duration::from_secs(86_400))
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        mailbox_server_addr: "mailbox.example:443".into(),
-        features: [(
-            feature.to_string(),
-            FeatureConfig {
-                rules: None,
-                config: config.as_bytes().to_vec(),
-            },
-        )]
-        .into(),
-        ..Default::default()
-    }
+    autopilot_add("config-test", &[(feature, config)])
 }
 
 /// Every door to AddAutopilotSession on the public face.

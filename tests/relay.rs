@@ -4,37 +4,21 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
 use litgate::proto::{
     autopilotserverrpc::{ActivateSessionRequest, RegisterSessionRequest},
     litrpc::{
         autopilot_client::AutopilotClient, sessions_client::SessionsClient,
-        AddAutopilotSessionRequest, FeatureConfig, RevokeAutopilotSessionRequest,
-        RevokeSessionRequest, SessionType,
+        AddAutopilotSessionRequest, RevokeAutopilotSessionRequest, RevokeSessionRequest,
+        SessionType,
     },
 };
 use tonic::Code;
 
 fn add_request(feature: &str) -> AddAutopilotSessionRequest {
-    AddAutopilotSessionRequest {
-        label: "relay-test".into(),
-        expiry_timestamp_seconds: (SystemTime::now() + Duration::from_secs(86400))
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        mailbox_server_addr: "mailbox.example:443".into(),
-        features: [(
-            feature.to_string(),
-            FeatureConfig {
-                rules: None,
-                config: b"{}".to_vec(),
-            },
-        )]
-        .into(),
-        ..Default::default()
-    }
+    autopilot_add("relay-test", &[(feature, "{}")])
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use litgate::{
         litgatetest::{EchoReply, EchoRequest},
         litrpc::{
             sessions_client::SessionsClient, AddAutopilotSessionRequest,
-            AddAutopilotSessionResponse, AddSessionRequest, FeatureConfig, ListSessionsRequest,
+            AddAutopilotSessionResponse, AddSessionRequest, ListSessionsRequest,
             ListSessionsResponse, SessionType,
         },
     },
@@ -234,24 +234,8 @@ fn in_hours(h: u64) -> u64 {
 }
 
 fn autopilot_request(features: &[&str]) -> AddAutopilotSessionRequest {
-    AddAutopilotSessionRequest {
-        label: "ws".into(),
-        expiry_timestamp_seconds: in_hours(24),
-        mailbox_server_addr: "mailbox.example:443".into(),
-        features: features
-            .iter()
-            .map(|f| {
-                (
-                    f.to_string(),
-                    FeatureConfig {
-                        rules: None,
-                        config: b"{}".to_vec(),
-                    },
-                )
-            })
-            .collect(),
-        ..Default::default()
-    }
+    let with_configs: Vec<(&str, &str)> = features.iter().map(|f| (*f, "{}")).collect();
+    autopilot_add("ws", &with_configs)
 }
 
 /// The same call over grpc-web (HTTP/1.1, as the Terminal UI sends unary calls).

@@ -902,3 +902,35 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// An AddAutopilotSession request as a client writes one: `label`, expiring a day from now, a
+/// mailbox address, and each feature with its config bytes (`""`: none).
+pub fn autopilot_add(
+    label: &str,
+    features: &[(&str, &str)],
+) -> litgate::proto::litrpc::AddAutopilotSessionRequest {
+    use litgate::proto::litrpc::{AddAutopilotSessionRequest, FeatureConfig};
+    let in_a_day = std::time::SystemTime::now() + Duration::from_secs(86_400);
+    AddAutopilotSessionRequest {
+        label: label.into(),
+        expiry_timestamp_seconds: in_a_day
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        mailbox_server_addr: "mailbox.example:443".into(),
+        features: features
+            .iter()
+            .map(|(name, config)| {
+                let config = config.as_bytes().to_vec();
+                (
+                    name.to_string(),
+                    FeatureConfig {
+                        rules: None,
+                        config,
+                    },
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
