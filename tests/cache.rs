@@ -680,7 +680,7 @@ async fn sigkill_during_writes_then_restart_serves_correct_answers_or_misses() {
         (2 * durable) as f64,
         "every answer was stored (else this test proves nothing)"
     );
-    stop(first.child).await;
+    stop_cleanly(first.child).await;
 
     // Hammer: 8 lanes walking the other credentials once each, in gRPC and REST; killed
     // (SIGKILL) while they are still writing new entries.
@@ -749,16 +749,6 @@ async fn sigkill_during_writes_then_restart_serves_correct_answers_or_misses() {
     third.child.kill().unwrap();
     third.child.wait().unwrap();
     litd.shutdown().await;
-}
-
-/// SIGTERM, then the exit (bounded by the drain deadline), which must be clean.
-async fn stop(mut child: std::process::Child) {
-    sigterm(&child);
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
 }
 
 /// Headers compared between a miss, a hit and litd's own answer: all but those every server
