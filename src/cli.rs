@@ -53,22 +53,6 @@ pub enum Command {
     },
 }
 
-/// Waits for SIGTERM (how supervisors stop a process) or Ctrl-C (SIGINT).
-pub async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 /// Prints the completion script for `shell` (`litgate completions SHELL`). The script is built
 /// in memory first: clap_complete panics on a failed write, and a closed pipe (`| head`) is no
 /// reason to panic.

@@ -323,6 +323,16 @@ impl Signals {
     /// Installs the handlers (inside the runtime). A handler that cannot be installed is
     /// logged; that signal then keeps its default action.
     pub fn install() -> Signals {
+        Self::with_reload(true)
+    }
+
+    /// Only the stop signals, for a process with nothing to reload (the demo): SIGHUP keeps its
+    /// default action, so closing the terminal still ends it.
+    pub fn stop_only() -> Signals {
+        Self::with_reload(false)
+    }
+
+    fn with_reload(reload: bool) -> Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
@@ -334,14 +344,25 @@ impl Signals {
                 }
             };
             Signals {
-                hup: install(SignalKind::hangup(), "SIGHUP"),
+                hup: reload
+                    .then(|| install(SignalKind::hangup(), "SIGHUP"))
+                    .flatten(),
                 term: install(SignalKind::terminate(), "SIGTERM"),
             }
         }
         #[cfg(not(unix))]
         {
+            let _ = reload;
             Signals {}
         }
+    }
+
+    /// Returns on SIGTERM or SIGINT.
+    pub async fn stopped(&mut self) {
+        #[cfg(unix)]
+        stop(&mut self.term).await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 
     /// Reloads with `reloader` on each SIGHUP (telling the service manager `RELOADING=1`, then
@@ -351,27 +372,14 @@ impl Signals {
         loop {
             #[cfg(unix)]
             {
-                let hup = async {
-                    match &mut self.hup {
-                        Some(s) => s.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                let term = async {
-                    match &mut self.term {
-                        Some(s) => s.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
-                    _ = hup => {}
-                    _ = term => return,
-                    _ = tokio::signal::ctrl_c() => return,
+                    _ = next(&mut self.hup) => {}
+                    _ = stop(&mut self.term) => return,
                 }
             }
             #[cfg(not(unix))]
             {
-                let _ = tokio::signal::ctrl_c().await;
+                self.stopped().await;
                 return;
             }
             #[cfg(unix)]
@@ -382,5 +390,25 @@ impl Signals {
                 crate::notify::ready();
             }
         }
+    }
+}
+
+/// SIGTERM (through `term`, when its handler is installed) or SIGINT.
+#[cfg(unix)]
+async fn stop(term: &mut Option<tokio::signal::unix::Signal>) {
+    tokio::select! {
+        _ = next(term) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The next delivery of `signal`; never, when its handler could not be installed.
+#[cfg(unix)]
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -189,7 +189,7 @@ Ctrl-C (or SIGTERM) stops the demo and removes {dir}.
             .unwrap_or(0),
     );
 
-    crate::cli::stop_signal().await;
+    crate::reload::Signals::stop_only().stopped().await;
     println!("stopping the demo");
     gate.shutdown().await;
     litd.shutdown().await;
