@@ -19,67 +19,16 @@ impl Store {
     /// file with this schema version; otherwise it is refused unchanged.
     pub(crate) fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join("db");
-        let marker = path.join(MARKER_FILE);
-        match std::fs::metadata(&path) {
-            Ok(m) if !m.is_dir() => {
-                return Err(StoreError::Foreign {
-                    path,
-                    detail: "a file where the db directory should be".into(),
-                })
-            }
-            Ok(_) => {
-                let empty = std::fs::read_dir(&path)
-                    .map_err(|e| StoreError::Io {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    })?
-                    .next()
-                    .is_none();
-                if empty {
-                    write_marker(&path, &marker)?;
-                } else {
-                    match std::fs::read_to_string(&marker) {
-                        Ok(text) => {
-                            let found = text
-                                .trim()
-                                .strip_prefix(MARKER_PREFIX)
-                                .map(str::trim)
-                                .unwrap_or("(unreadable)");
-                            if found != SCHEMA_VERSION.to_string() {
-                                return Err(StoreError::UnknownSchema {
-                                    path,
-                                    found: found.to_string(),
-                                });
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            return Err(StoreError::Foreign {
-                                path,
-                                detail: format!("it has files but no {MARKER_FILE} marker"),
-                            })
-                        }
-                        Err(e) => {
-                            return Err(StoreError::Io {
-                                path,
-                                detail: e.to_string(),
-                            })
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        match dir_state(&path)? {
+            DirState::Missing => {
                 std::fs::create_dir_all(&path).map_err(|e| StoreError::Io {
                     path: path.clone(),
                     detail: e.to_string(),
                 })?;
-                write_marker(&path, &marker)?;
+                write_marker(&path, &path.join(MARKER_FILE))?;
             }
-            Err(e) => {
-                return Err(StoreError::Io {
-                    path,
-                    detail: e.to_string(),
-                })
-            }
+            DirState::Empty => write_marker(&path, &path.join(MARKER_FILE))?,
+            DirState::Ours => {}
         }
         let lock = lock(data_dir, &path)?;
         let db = open_sled(&path)?;
@@ -168,36 +117,8 @@ impl Store {
             path: path.clone(),
             detail: e.to_string(),
         };
-        match std::fs::metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Inspected::New),
-            Err(e) => return Err(io(e)),
-            Ok(m) if !m.is_dir() => {
-                return Err(StoreError::Foreign {
-                    path,
-                    detail: "a file where the db directory should be".into(),
-                })
-            }
-            Ok(_) => {}
-        }
-        if std::fs::read_dir(&path).map_err(io)?.next().is_none() {
+        if !matches!(dir_state(&path)?, DirState::Ours) {
             return Ok(Inspected::New);
-        }
-        let found = match std::fs::read_to_string(path.join(MARKER_FILE)) {
-            Ok(text) => text
-                .trim()
-                .strip_prefix(MARKER_PREFIX)
-                .map(|v| v.trim().to_string())
-                .unwrap_or_else(|| "(unreadable)".into()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::Foreign {
-                    path,
-                    detail: format!("it has files but no {MARKER_FILE} marker"),
-                })
-            }
-            Err(e) => return Err(io(e)),
-        };
-        if found != SCHEMA_VERSION.to_string() {
-            return Err(StoreError::UnknownSchema { path, found });
         }
         let lock = match File::open(data_dir.join(LOCK_FILE)) {
             Ok(f) => f,
@@ -210,6 +131,60 @@ impl Store {
             Err(TryLockError::Error(e)) => Err(io(e)),
         }
     }
+}
+
+/// What `data_dir/db` holds, as far as opening it is concerned.
+enum DirState {
+    /// Nothing there yet.
+    Missing,
+    /// An empty directory.
+    Empty,
+    /// litgate's marker with this schema version.
+    Ours,
+}
+
+/// Looks at the database directory `path` without changing it: a file where the directory
+/// should be, files without litgate's marker, or a marker of another schema are refused.
+fn dir_state(path: &Path) -> Result<DirState, StoreError> {
+    let io = |e: io::Error| StoreError::Io {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DirState::Missing),
+        Err(e) => return Err(io(e)),
+        Ok(m) if !m.is_dir() => {
+            return Err(StoreError::Foreign {
+                path: path.to_path_buf(),
+                detail: "a file where the db directory should be".into(),
+            })
+        }
+        Ok(_) => {}
+    }
+    if std::fs::read_dir(path).map_err(io)?.next().is_none() {
+        return Ok(DirState::Empty);
+    }
+    let found = match std::fs::read_to_string(path.join(MARKER_FILE)) {
+        Ok(text) => text
+            .trim()
+            .strip_prefix(MARKER_PREFIX)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| "(unreadable)".into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StoreError::Foreign {
+                path: path.to_path_buf(),
+                detail: format!("it has files but no {MARKER_FILE} marker"),
+            })
+        }
+        Err(e) => return Err(io(e)),
+    };
+    if found != SCHEMA_VERSION.to_string() {
+        return Err(StoreError::UnknownSchema {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(DirState::Ours)
 }
 
 /// How long opening waits for a lock a previous instance in this process is releasing (a
