@@ -25,7 +25,7 @@ pub(super) const BROKEN: &str = "the connection to litd was lost";
 
 /// litd's answer body on its way to the caller.
 pub(super) struct Answer {
-    inner: hyper::body::Incoming,
+    inner: super::stream::RecvBody,
     _slot: Slot,
     ending: Option<Ending>,
     /// Set once litgate has written its own last frame.
@@ -35,7 +35,7 @@ pub(super) struct Answer {
 
 impl Answer {
     pub(super) fn new(
-        inner: hyper::body::Incoming,
+        inner: super::stream::RecvBody,
         slot: Slot,
         protocol: Protocol,
         errors: Counter,

@@ -2,7 +2,8 @@
 //! public stack: every request the router does not intercept comes here and is forwarded as
 //! bytes. Bodies and trailers stream both ways; nothing is decoded or buffered beyond what a
 //! retry needs ([`replay`]). Calls go out on HTTP/2 connections held directly, one set per
-//! runtime ([`pool`]), TLS with litd's `tls.cert` pinned. A call litd provably never saw is
+//! runtime ([`pool`]), TLS with litd's `tls.cert` pinned, each call sent and read from the
+//! caller's own task ([`stream`]). A call litd provably never saw is
 //! retried once on another connection; any other failure to reach litd is `UNAVAILABLE`, also
 //! when it breaks an answer mid-way ([`answer`]). This module must never log request or
 //! response headers (they carry macaroons). WebSocket upgrades are carried on a connection of
@@ -13,6 +14,7 @@ pub(crate) mod config;
 pub(crate) mod litd;
 pub(crate) mod pool;
 mod replay;
+mod stream;
 mod websocket;
 
 use std::{
@@ -28,7 +30,7 @@ use prometheus_client::{metrics::counter::Counter, registry::Registry};
 
 use self::{answer::Answer, config::UpstreamConfig, pool::Lanes, replay::never_reached};
 use crate::{
-    body::{boxed, Body, Request, Response, ResponseFuture},
+    body::{boxed, Request, Response, ResponseFuture},
     error::Error,
     grpc::Protocol,
     headers::strip_hop_by_hop,
@@ -223,8 +225,8 @@ impl Upstream {
                     .inspect_err(|_| {
                         inner.metrics.errors.inc();
                     })?;
-                let (mut send, slot) = conn.take();
-                let failed = match send.try_send_request(req).await {
+                let (send, slot) = conn.take();
+                let failed = match stream::call(send, req).await {
                     Ok(resp) => {
                         if let Some(kept) = &kept {
                             kept.seal();
@@ -235,7 +237,7 @@ impl Upstream {
                         let body = Answer::new(body, slot, protocol, errors);
                         return Ok(Response::from_parts(parts, boxed(body)));
                     }
-                    Err(e) => e.into_error(),
+                    Err(e) => e,
                 };
                 drop(slot);
                 let again = match &kept {
@@ -245,10 +247,10 @@ impl Upstream {
                 };
                 let Some(body) = again else {
                     inner.metrics.errors.inc();
-                    return Err(up.unavailable(describe(&failed)));
+                    return Err(up.unavailable(describe(failed.error())));
                 };
                 inner.metrics.retries.inc();
-                let reason = describe(&failed);
+                let reason = describe(failed.error());
                 tracing::debug!(error = %reason, "litd never saw the call; sending it again");
                 let mut r = Request::new(body);
                 *r.method_mut() = head.0.clone();
@@ -262,7 +264,7 @@ impl Upstream {
     }
 
     /// A new HTTP/2 connection to litd, its task on this runtime.
-    async fn connect(&self) -> Result<hyper::client::conn::http2::SendRequest<Body>, Error> {
+    async fn connect(&self) -> Result<pool::Sender, Error> {
         let io = self.dial(self.inner.tls.as_ref()).await?;
         self.inner.metrics.connections.inc();
         pool::handshake(io)

@@ -12,21 +12,24 @@
 //! of one connection can never hold more than its window, however many stop reading; a call
 //! beyond that goes to another connection of the lane, up to [`CONNECTIONS_PER_LANE`].
 //!
+//! Connections speak HTTP/2 on the `h2` crate directly (see [`super::stream`]); each
+//! connection's task also pings litd every [`KEEPALIVE_INTERVAL`] and closes the connection
+//! when no answer comes within [`KEEPALIVE_TIMEOUT`], so a connection litd's host lost is
+//! noticed without a call having to fail on it.
+//!
 //! This module never sees a header value.
 
 use std::{
     cell::Cell,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::Duration,
 };
 
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-
-use crate::body::Body;
+use bytes::Bytes;
+use h2::client::SendRequest;
 
 /// Each stream's receive window: what one call that stops reading can hold of a connection.
 /// 128 KiB moves about a gigabyte a second per stream at a loopback round trip of ~100 µs,
@@ -40,6 +43,14 @@ pub(crate) const STREAMS_PER_CONNECTION: usize = 64;
 pub(crate) const CONNECTIONS_PER_LANE: usize = 8;
 /// The connection window.
 const CONNECTION_WINDOW: u32 = STREAM_WINDOW * STREAMS_PER_CONNECTION as u32;
+/// How often an open connection pings litd, idle or not.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The largest header block litgate accepts from litd (hyper's default for its clients).
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// What one stream may have buffered for sending (hyper's default for its clients).
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
 
 thread_local! {
     /// The lane of the runtime on this thread; 0 on threads litgate did not start (tests,
@@ -69,8 +80,21 @@ struct Lane {
 #[derive(Clone)]
 pub(super) struct Conn {
     pub(super) id: u64,
-    send: http2::SendRequest<Body>,
+    send: Sender,
     in_flight: Arc<AtomicUsize>,
+}
+
+/// The sending half of a connection, and whether its task has ended.
+#[derive(Clone)]
+pub(super) struct Sender {
+    pub(super) send: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Sender {
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 /// A call's place on a connection: released when dropped (the answer's body ended or was
@@ -96,9 +120,9 @@ impl Conn {
     }
 
     /// Takes a place for one call and the handle to send it on.
-    pub(super) fn take(&self) -> (http2::SendRequest<Body>, Slot) {
+    pub(super) fn take(&self) -> (SendRequest<Bytes>, Slot) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        (self.send.clone(), Slot(self.in_flight.clone()))
+        (self.send.send.clone(), Slot(self.in_flight.clone()))
     }
 }
 
@@ -122,9 +146,7 @@ impl Lanes {
         let lane = self.current();
         let mut conns = lane.conns.lock().unwrap_or_else(PoisonError::into_inner);
         conns.retain(|c| !c.send.is_closed());
-        let usable = conns
-            .iter()
-            .filter(|c| Some(c.id) != avoid && c.send.is_ready());
+        let usable = conns.iter().filter(|c| Some(c.id) != avoid);
         if let Some(c) = usable.clone().find(|c| c.load() < c.capacity()) {
             return Some(c.clone());
         }
@@ -140,7 +162,7 @@ impl Lanes {
     pub(super) async fn get<F, Fut, E>(&self, avoid: Option<u64>, dial: F) -> Result<Conn, E>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<http2::SendRequest<Body>, E>>,
+        Fut: std::future::Future<Output = Result<Sender, E>>,
     {
         if let Some(c) = self.pick(avoid) {
             return Ok(c);
@@ -177,30 +199,51 @@ impl Lanes {
 }
 
 /// The HTTP/2 settings of every connection to litd.
-pub(super) fn builder() -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
-    b.timer(TokioTimer::new())
-        .adaptive_window(false)
-        .initial_stream_window_size(STREAM_WINDOW)
+fn builder() -> h2::client::Builder {
+    let mut b = h2::client::Builder::new();
+    b.initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .enable_push(false);
     b
 }
 
 /// Runs the HTTP/2 handshake on `io` and spawns the connection's task on this runtime.
-pub(super) async fn handshake<T>(io: T) -> Result<http2::SendRequest<Body>, hyper::Error>
+pub(super) async fn handshake<T>(io: T) -> Result<Sender, h2::Error>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = builder().handshake(TokioIo::new(io)).await?;
+    let (send, mut conn) = builder().handshake::<_, Bytes>(io).await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let pings = conn.ping_pong();
+    let ended = closed.clone();
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let outcome = tokio::select! {
+            r = &mut conn => r.map_err(|e| e.to_string()),
+            lost = keepalive(pings) => Err(lost),
+        };
+        ended.store(true, Ordering::Release);
+        if let Err(e) = outcome {
             tracing::debug!(error = %e, "connection to litd ended");
         }
     });
-    Ok(send)
+    Ok(Sender { send, closed })
+}
+
+/// Pings litd every [`KEEPALIVE_INTERVAL`]; returns why the connection should close.
+async fn keepalive(pings: Option<h2::PingPong>) -> String {
+    let Some(mut pings) = pings else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keepalive ping failed: {e}"),
+            Err(_) => return format!("no answer to a keepalive ping within {KEEPALIVE_TIMEOUT:?}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -208,15 +251,17 @@ mod tests {
     use super::*;
 
     /// A connection to an in-memory HTTP/2 server that answers nothing (calls stay open).
-    async fn dial(count: &AtomicUsize) -> Result<http2::SendRequest<Body>, hyper::Error> {
+    async fn dial(count: &AtomicUsize) -> Result<Sender, h2::Error> {
         count.fetch_add(1, Ordering::SeqCst);
         let (client, server) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(|_req| {
-                std::future::pending::<Result<http::Response<Body>, std::convert::Infallible>>()
+                std::future::pending::<
+                    Result<http::Response<crate::body::Body>, std::convert::Infallible>,
+                >()
             });
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(server), svc)
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(server), svc)
                 .await;
         });
         handshake(client).await

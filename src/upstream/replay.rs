@@ -23,20 +23,16 @@ pub(super) const MAX_REPLAY: usize = 64 * 1024;
 
 /// Whether `e` says litd never processed the call: its stream was refused, it was above the
 /// last stream litd's GOAWAY said it would process, or it was never sent.
-pub(super) fn never_reached(e: &hyper::Error) -> bool {
-    if e.is_canceled() {
-        // The connection closed before the call left (hyper's dispatch gave it back).
-        return true;
-    }
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        if let Some(h2) = c.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+pub(super) fn never_reached(failure: &super::stream::Failure) -> bool {
+    use super::stream::Failure;
+    match failure {
+        // Nothing of the call was queued: the connection was closed or closing.
+        Failure::NotSent(e) => e.is_io() || e.is_go_away() || e.is_remote(),
+        // litd said it did not and will not process the stream.
+        Failure::Sent(e) => {
+            e.is_remote() && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
         }
-        cause = c.source();
     }
-    false
 }
 
 struct Shared {
@@ -195,7 +191,7 @@ impl http_body::Body for Replay {
         s.current == self.attempt
             && self.pos >= s.kept.len()
             && ((s.ended && (self.trailers_sent || s.trailers.is_none()))
-                || (!s.ended && s.kept.is_empty() && s.rest.is_end_stream()))
+                || (!s.ended && s.rest.is_end_stream()))
     }
 
     fn size_hint(&self) -> SizeHint {
