@@ -42,6 +42,7 @@ pub mod crypto;
 mod entry;
 mod flight;
 mod freshness;
+mod hot;
 mod key;
 mod metrics;
 mod replay;
@@ -134,6 +135,8 @@ struct Inner {
     /// Wakes the task that writes generation bumps to the store (started by the first one).
     persist_wanted: Arc<tokio::sync::Notify>,
     persister_started: std::sync::atomic::AtomicBool,
+    /// The newest sealed entries, also in memory ([`hot`]).
+    hot: hot::Hot,
     metrics: CacheMetrics,
 }
 
@@ -259,6 +262,7 @@ impl Cache {
                 persisted: AtomicU64::new(generation),
                 persist_wanted: Arc::new(tokio::sync::Notify::new()),
                 persister_started: std::sync::atomic::AtomicBool::new(false),
+                hot: hot::Hot::new(hot::HOT_BYTES.min(cfg.max_bytes)),
                 metrics,
             }),
         })
@@ -385,6 +389,7 @@ impl Cache {
     pub async fn invalidate(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let inner = &self.inner;
+        inner.hot.clear();
         if !inner.persister_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(persist_generations(
                 Arc::downgrade(inner),
@@ -465,6 +470,7 @@ impl Inner {
     }
 
     fn remove(&self, key: &[u8]) {
+        self.hot.remove(key);
         let removed = self
             .store
             .cache_remove(key)
@@ -478,21 +484,46 @@ impl Inner {
         (self.forward)(req).await
     }
 
-    /// [`Inner::lookup`] on the blocking pool: the sled read, the decryption and the removal
-    /// of an entry found dead never run on a runtime thread (a runtime serves every connection
-    /// it accepted; a store waiting on its disk must not stall them).
+    /// A fresh entry kept in memory ([`Inner::lookup_hot`]), else [`Inner::lookup`] on the
+    /// blocking pool: the sled read and the removal of an entry found dead never run on a
+    /// runtime thread (a runtime serves every connection it accepted; a store waiting on its
+    /// disk must not stall them).
     async fn lookup_off(
         self: &Arc<Self>,
         key: &[u8],
         keys: &Arc<CredentialKeys>,
         accept: Accept,
     ) -> Lookup {
+        if let Some(found) = self.lookup_hot(key, keys) {
+            return found;
+        }
         let (inner, key, keys) = (self.clone(), key.to_vec(), keys.clone());
         match tokio::task::spawn_blocking(move || inner.lookup(&key, &keys, accept)).await {
             Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, "session cache: a lookup did not finish; a miss");
                 Lookup::Absent
+            }
+        }
+    }
+
+    /// A fresh entry kept in memory, checked and opened as [`Inner::lookup`] does with one
+    /// from the store, on this thread: no store call, only the decryption (about as much CPU
+    /// as sending the answer costs). Anything else (not kept, no longer fresh, from an older
+    /// generation, not opening) is the store's to decide: `None`.
+    fn lookup_hot(&self, key: &[u8], keys: &CredentialKeys) -> Option<Lookup> {
+        let value = self.hot.get(key)?;
+        let h = EntryHeader::parse(&value)?;
+        if h.generation != self.generation.load(Ordering::SeqCst) || self.now_ms() >= h.fresh_until
+        {
+            return None;
+        }
+        match entry::open(keys, key, &value, &self.replays) {
+            Ok(answer) => Some(Lookup::Fresh(answer)),
+            Err(Unopened::OverBudget) => Some(Lookup::OverBudget),
+            Err(Unopened::Undecryptable) => {
+                self.hot.remove(key);
+                None
             }
         }
     }
@@ -528,7 +559,10 @@ impl Inner {
             return Lookup::Absent;
         }
         match entry::open(keys, key, &value, &self.replays) {
-            Ok(answer) if fresh => Lookup::Fresh(answer),
+            Ok(answer) if fresh => {
+                self.hot.put(key, Arc::from(&*value));
+                Lookup::Fresh(answer)
+            }
             Ok(answer) => Lookup::Stale(answer),
             Err(Unopened::OverBudget) => Lookup::OverBudget,
             Err(Unopened::Undecryptable) => {
@@ -570,6 +604,7 @@ impl Inner {
                 Verdict::NotOk => {
                     // litd refused this credential (a list call has no arguments to refuse):
                     // no entry of it may be served, not even stale.
+                    inner.hot.remove_prefix(&key[..ID_LEN]);
                     let dropped = inner.store.cache_remove_prefix(&key[..ID_LEN]);
                     inner.dropped(dropped, "could not drop a refused credential's entries");
                 }
@@ -646,6 +681,8 @@ impl Inner {
         }
         match self.store.cache_put(key, &value) {
             Ok(old) => {
+                // The copy in memory is taken again from the store on the next hit.
+                self.hot.remove(key);
                 if let Some(old) = old {
                     self.metrics.entries.dec();
                     self.metrics.bytes.dec_by(old as i64);
@@ -670,6 +707,7 @@ impl Inner {
     /// have been changed under them). True when the count could have changed.
     fn make_room(&self, now: u64) -> bool {
         let generation = self.generation.load(Ordering::SeqCst);
+        self.hot.clear();
         let swept = self.store.cache_retain(|_, v| {
             EntryHeader::parse(v).is_some_and(|h| {
                 h.generation == generation && now < h.stale_until(self.max_stale())

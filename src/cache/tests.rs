@@ -480,6 +480,56 @@ async fn a_tampered_entry_is_a_counted_miss() {
 }
 
 #[tokio::test]
+async fn a_hit_comes_from_memory_and_memory_follows_every_removal() {
+    let h = harness(
+        CacheConfig::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    );
+    let (_, first, _) = h.list().await.unwrap();
+    // The first hit reads the store and keeps what it opened in memory.
+    h.list().await.unwrap();
+    // The store's copy removed behind the cache's back: the copy in memory answers.
+    let mut keys = Vec::new();
+    h.store
+        .cache_retain(|k, _| {
+            keys.push(k.to_vec());
+            true
+        })
+        .unwrap();
+    for k in &keys {
+        h.store.cache_remove(k).unwrap();
+    }
+    let (_, hit, _) = h.list().await.unwrap();
+    assert_eq!((hit, h.calls()), (first, 1), "a hit without the store");
+    // litd refusing the same credential on the other list drops the copy in memory too.
+    h.set(vec![Step::Refuse]);
+    let autopilot = http::Request::post(crate::methods::LIST_AUTOPILOT_SESSIONS)
+        .header("content-type", "application/grpc")
+        .header("macaroon", MAC)
+        .body(body::full(frame::message(b"")))
+        .unwrap();
+    h.cache
+        .list(Route::ListAutopilotSessions, autopilot)
+        .await
+        .unwrap();
+    h.set(vec![Step::Ok(vec![session(b"s", 0, far())])]);
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 3, "after the refusal, a miss");
+    h.list().await.unwrap();
+    // So does a session write.
+    h.cache.invalidate().await;
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 4, "after the write, a miss");
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 4, "then hits");
+    // And an entry past its freshness is the store's to judge, not served from memory.
+    h.clock.advance(Duration::from_secs(3600));
+    h.list().await.unwrap();
+    assert_eq!(h.calls(), 5, "past freshness, a miss");
+}
+
+#[tokio::test]
 async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
     let h = harness(
         CacheConfig::default(),
