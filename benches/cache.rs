@@ -316,7 +316,8 @@ fn bench(c: &mut Criterion) {
         let disk_after = dir_size(store.path());
         println!(
             "  per entry: {} bytes counted (key + sealed value; answer {body_len} bytes), {} bytes of sled files on disk \
-             (over {count} entries); litgate keeps no entry in its own memory (sled's page cache holds at most the sealed value)",
+             (over {count} entries); in memory litgate keeps only sealed values of entries that were hit (at most 8 MiB) \
+             and clear ones only while they are being sent",
             bytes / count.max(1),
             disk_after.saturating_sub(disk_before) / count.max(1) as u64,
         );
