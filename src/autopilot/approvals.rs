@@ -13,7 +13,7 @@
 //! stay in memory for this process.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, Mutex, PoisonError, Weak},
     time::Duration,
 };
@@ -56,16 +56,18 @@ struct Inner {
 
 #[derive(Default)]
 struct Index {
-    by_id: BTreeMap<ApprovalId, Approval>,
+    by_id: BTreeMap<ApprovalId, Arc<Approval>>,
     /// (approved_at, sequence) → id: oldest first, for the bounds.
     by_time: BTreeMap<(u64, u64), ApprovalId>,
     next_seq: u64,
-    /// What the store has not seen yet: the latest state of each changed id (`None`: removed).
-    unwritten: HashMap<ApprovalId, Option<Approval>>,
+    /// What the store has not seen yet: the latest state of each changed id (`None`: removed),
+    /// in key order (sled writes neighbouring keys into the same pages).
+    unwritten: BTreeMap<ApprovalId, Option<Arc<Approval>>>,
 }
 
 impl Index {
     fn insert(&mut self, id: ApprovalId, a: Approval) {
+        let a = Arc::new(a);
         self.by_time.insert((id.at(), id.seq()), id);
         self.unwritten.insert(id, Some(a.clone()));
         self.by_id.insert(id, a);
@@ -109,7 +111,7 @@ impl Approvals {
         for (id, a) in stored {
             index.next_seq = index.next_seq.max(id.seq().saturating_add(1));
             index.by_time.insert((id.at(), id.seq()), id);
-            index.by_id.insert(id, a);
+            index.by_id.insert(id, Arc::new(a));
         }
         index.enforce(
             now_secs.saturating_sub(bounds.max_age.as_secs()),
@@ -168,7 +170,7 @@ impl Approvals {
             .by_id
             .range(first..=last)
             .filter(|(_, a)| a.features == features)
-            .map(|(id, a)| (*id, a.clone()))
+            .map(|(id, a)| (*id, Approval::clone(a)))
             .collect()
     }
 
@@ -241,7 +243,10 @@ impl Inner {
         if changes.is_empty() {
             return;
         }
-        if let Err(e) = self.store.write_approvals(&changes) {
+        let written = self
+            .store
+            .write_approvals(changes.iter().map(|(id, a)| (id, a.as_deref())));
+        if let Err(e) = written {
             // Not retried: the approvals are minutes-lived and still held in memory; only a
             // restart before they are used would miss them.
             self.write_failures.inc();

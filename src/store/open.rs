@@ -274,7 +274,7 @@ mod tests {
                 approved_at: 1,
             };
             let id = ApprovalId::new(&a.features, 1, 1);
-            s.write_approvals([(&id, &Some(a))]).unwrap();
+            s.write_approvals([(&id, Some(&a))]).unwrap();
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
