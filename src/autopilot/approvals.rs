@@ -23,10 +23,12 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use crate::store::{Approval, ApprovalBounds, ApprovalId, Store, StoreError};
 
-/// How long the writer waits for more changes before it writes them (one blocking-pool trip
-/// for every change of that time). A crash loses at most the changes of this time (and of
-/// sled's own flush interval); the approvals only matter for the seconds until litd registers.
-pub(crate) const WRITE_COALESCE: Duration = Duration::from_millis(25);
+/// How long the writer waits for more changes before it writes them: one blocking-pool trip
+/// for every change of that time, and an approval the relay consumes within it never reaches
+/// the disk at all. A crash loses at most the changes of this time plus sled's own flush
+/// interval (half a second), which bounds what any write survives anyway; the approvals only
+/// matter for the seconds until litd registers.
+pub(crate) const WRITE_COALESCE: Duration = Duration::from_millis(100);
 
 /// The approvals index. Cheap to clone; every clone is the same index.
 #[derive(Clone)]
@@ -313,6 +315,21 @@ mod tests {
         let stored = store.load_approvals().unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].1.features, ["AutoFees", "HealthCheck"]);
+    }
+
+    #[tokio::test]
+    async fn an_approval_consumed_before_the_write_never_reaches_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, approvals) = open(dir.path(), 100).await;
+        let id = approvals.record(approval(&["AutoFees"], 4, 100));
+        assert!(approvals.remove(&id));
+        assert!(approvals.inner.lock_index().unwritten.is_empty());
+        // Even a failing store is not asked to write anything.
+        store.inject_write_fault(Some(std::io::ErrorKind::StorageFull));
+        approvals.write_now().await;
+        assert_eq!(approvals.inner.write_failures.get(), 0);
+        store.inject_write_fault(None);
+        assert!(store.load_approvals().unwrap().is_empty());
     }
 
     #[tokio::test]
