@@ -270,16 +270,6 @@ mod tests {
         max_count: 1000,
     };
 
-    fn approval(features: &[&str], flags: u64, at: u64) -> Approval {
-        Approval {
-            features: features.iter().map(|f| f.to_string()).collect(),
-            privacy_flags: flags,
-            privacy: true,
-            linked_group_id: String::new(),
-            approved_at: at,
-        }
-    }
-
     fn names(features: &[&str]) -> Vec<String> {
         features.iter().map(|f| f.to_string()).collect()
     }
@@ -294,8 +284,8 @@ mod tests {
     async fn a_recorded_approval_is_found_at_once_and_reaches_the_store_later() {
         let dir = tempfile::tempdir().unwrap();
         let (store, approvals) = open(dir.path(), 100).await;
-        let id = approvals.record(approval(&["AutoFees"], 4, 100));
-        approvals.record(approval(&["AutoFees", "HealthCheck"], 5, 100));
+        let id = approvals.record(Approval::sample(&["AutoFees"], 4, 100));
+        approvals.record(Approval::sample(&["AutoFees", "HealthCheck"], 5, 100));
         // No writer runs: the store has nothing, the index has both.
         assert!(store.load_approvals().unwrap().is_empty());
         let fees = names(&["AutoFees"]);
@@ -321,7 +311,7 @@ mod tests {
     async fn an_approval_consumed_before_the_write_never_reaches_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let (store, approvals) = open(dir.path(), 100).await;
-        let id = approvals.record(approval(&["AutoFees"], 4, 100));
+        let id = approvals.record(Approval::sample(&["AutoFees"], 4, 100));
         assert!(approvals.remove(&id));
         assert!(approvals.inner.lock_index().unwritten.is_empty());
         // Even a failing store is not asked to write anything.
@@ -339,7 +329,7 @@ mod tests {
         let writer = approvals.spawn_writer();
         let mut ids = Vec::new();
         for i in 0..50 {
-            ids.push(approvals.record(approval(&["AutoFees"], i, 100)));
+            ids.push(approvals.record(Approval::sample(&["AutoFees"], i, 100)));
         }
         for id in &ids[..20] {
             approvals.remove(id);
@@ -361,8 +351,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kept = {
             let (store, approvals) = open(dir.path(), 100).await;
-            approvals.record(approval(&["AutoFees"], 4, 100));
-            let kept = approvals.record(approval(&["HealthCheck"], 0, 700));
+            approvals.record(Approval::sample(&["AutoFees"], 4, 100));
+            let kept = approvals.record(Approval::sample(&["HealthCheck"], 0, 700));
             approvals.write_now().await;
             store.flush().unwrap();
             kept
@@ -374,7 +364,7 @@ mod tests {
         let found = approvals.approvals_for(&names(&["HealthCheck"]), 0);
         assert_eq!(found[0].0, kept);
         // New ids never collide with loaded ones.
-        let next = approvals.record(approval(&["HealthCheck"], 0, 700));
+        let next = approvals.record(Approval::sample(&["HealthCheck"], 0, 700));
         assert!(next.seq() > kept.seq());
         // The removal made at load reaches the store too.
         approvals.write_now().await;
@@ -388,7 +378,7 @@ mod tests {
         for i in 0..20_000u64 {
             // All within the age bound: only the count bound holds them in.
             let name = format!("F{}", i % 7);
-            approvals.record(approval(&[name.as_str()], i, 1_000 + i / 1000));
+            approvals.record(Approval::sample(&[name.as_str()], i, 1_000 + i / 1000));
         }
         assert_eq!(approvals.len(), BOUNDS.max_count);
         let kept = approvals.approvals_for(&names(&["F0"]), 0);
@@ -405,7 +395,7 @@ mod tests {
         approvals.write_now().await;
         assert_eq!(store.load_approvals().unwrap().len(), BOUNDS.max_count);
         // A later approval past the age bound drops every earlier one, in the store as well.
-        approvals.record(approval(&["F1"], 1, 1_020 + 601));
+        approvals.record(Approval::sample(&["F1"], 1, 1_020 + 601));
         assert_eq!(approvals.len(), 1);
         approvals.write_now().await;
         assert_eq!(store.load_approvals().unwrap().len(), 1);
@@ -418,7 +408,7 @@ mod tests {
         let mut registry = Registry::default();
         approvals.register(&mut registry);
         store.inject_write_fault(Some(std::io::ErrorKind::StorageFull));
-        approvals.record(approval(&["AutoFees"], 4, 100));
+        approvals.record(Approval::sample(&["AutoFees"], 4, 100));
         approvals.write_now().await;
         assert_eq!(approvals.inner.write_failures.get(), 1);
         let mut text = String::new();
@@ -428,7 +418,7 @@ mod tests {
         assert!(store.load_approvals().unwrap().is_empty());
         // The disk back: later changes are written again.
         store.inject_write_fault(None);
-        approvals.record(approval(&["HealthCheck"], 0, 100));
+        approvals.record(Approval::sample(&["HealthCheck"], 0, 100));
         approvals.write_now().await;
         assert_eq!(store.load_approvals().unwrap().len(), 1);
         assert_eq!(approvals.inner.write_failures.get(), 1);

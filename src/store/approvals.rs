@@ -22,6 +22,20 @@ pub struct Approval {
     pub approved_at: u64,
 }
 
+#[cfg(test)]
+impl Approval {
+    /// An approval of `features` with the privacy mapper on and `flags`, at unix second `at`.
+    pub(crate) fn sample(features: &[&str], flags: u64, at: u64) -> Approval {
+        Approval {
+            features: features.iter().map(|f| f.to_string()).collect(),
+            privacy_flags: flags,
+            privacy: true,
+            linked_group_id: String::new(),
+            approved_at: at,
+        }
+    }
+}
+
 /// How long and how many approvals are kept. An approval is only useful for the seconds
 /// between the public face's decision and litd's `RegisterSession`; these bounds keep a flood
 /// of approved adds from growing memory or the store.
@@ -193,22 +207,12 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn approval(features: &[&str], flags: u64, at: u64) -> Approval {
-        Approval {
-            features: features.iter().map(|f| f.to_string()).collect(),
-            privacy_flags: flags,
-            privacy: true,
-            linked_group_id: String::new(),
-            approved_at: at,
-        }
-    }
-
     #[test]
     fn written_approvals_load_back_and_removals_stick() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let a = approval(&["AutoFees"], 4, 100);
-        let b = approval(&["AutoFees", "HealthCheck"], 5, 100);
+        let a = Approval::sample(&["AutoFees"], 4, 100);
+        let b = Approval::sample(&["AutoFees", "HealthCheck"], 5, 100);
         let ia = ApprovalId::new(&a.features, 100, 1);
         let ib = ApprovalId::new(&b.features, 100, 2);
         s.write_approvals([(&ia, Some(&a)), (&ib, Some(&b))])
@@ -229,7 +233,7 @@ mod tests {
     fn unreadable_records_are_dropped_at_load() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let a = approval(&["AutoFees"], 4, 100);
+        let a = Approval::sample(&["AutoFees"], 4, 100);
         let id = ApprovalId::new(&a.features, 100, 1);
         s.write_approvals([(&id, Some(&a))]).unwrap();
         s.approvals.insert(b"short key", b"{}".to_vec()).unwrap();
