@@ -106,7 +106,13 @@ impl Components {
                 registry.sub_registry_with_prefix("overload"),
             ),
             router: router(
-                cfg, store, approvals, clock, &upstream, &catalogue, registry, &mut live,
+                cfg,
+                store,
+                clock,
+                &upstream,
+                add_session(cfg, approvals, clock, &upstream, &catalogue, registry),
+                registry,
+                &mut live,
             )?,
             conns: server::Connections::new(
                 server::Limits::of(&cfg.listen),
@@ -149,30 +155,40 @@ impl Components {
     }
 }
 
-/// The public face's router: AddAutopilotSession's policy, and the session cache unless it is
-/// off (then the router passes lists and writes through untouched).
-#[allow(clippy::too_many_arguments)]
-fn router(
+/// The AddAutopilotSession policy handler, recording into `approvals`; registers the
+/// `litgate_autopilot_*` metrics.
+fn add_session(
     cfg: &Config,
-    store: &Store,
     approvals: &Approvals,
     clock: &SharedClock,
     upstream: &Upstream,
     catalogue: &Arc<Catalogue>,
     registry: &mut Registry,
-    live: &mut crate::reload::Live,
-) -> Result<Router, StartError> {
-    let autopilot_metrics = registry.sub_registry_with_prefix("autopilot");
-    approvals.register(autopilot_metrics);
-    let add_session = AddSessionHandler::new(
+) -> AddSessionHandler {
+    let metrics = registry.sub_registry_with_prefix("autopilot");
+    approvals.register(metrics);
+    AddSessionHandler::new(
         Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
         catalogue.clone(),
         upstream.clone(),
         approvals.clone(),
         clock.clone(),
         cfg.listen.max_message_bytes,
-        autopilot_metrics,
-    );
+        metrics,
+    )
+}
+
+/// The public face's router: AddAutopilotSession's policy, and the session cache unless it is
+/// off (then the router passes lists and writes through untouched).
+fn router(
+    cfg: &Config,
+    store: &Store,
+    clock: &SharedClock,
+    upstream: &Upstream,
+    add_session: AddSessionHandler,
+    registry: &mut Registry,
+    live: &mut crate::reload::Live,
+) -> Result<Router, StartError> {
     let cache = match cfg.cache.enabled {
         true => Some(Cache::new(
             &cfg.cache,
