@@ -12,13 +12,15 @@
 # rotating the order every round, and prints a summary with ratios. See benches/README.md.
 #
 # Knobs (environment): ROUNDS (6), SERIAL_CALLS (3000), ADD_CALLS (1000), LIMITER (off | high: [rate_limit] on with limits it never reaches),
-# SKIP_BUILD (1: reuse the release binaries), KEEP (1: keep the work directory).
+# ECHO_PAYLOAD (64: the comparable call's message size; 540 gives it an answer the size of
+# AddAutopilotSession's), SKIP_BUILD (1: reuse the release binaries), KEEP (1: keep the work directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-6}
 SERIAL_CALLS=${SERIAL_CALLS:-3000}
 ADD_CALLS=${ADD_CALLS:-1000}
+ECHO_PAYLOAD=${ECHO_PAYLOAD:-64}
 LIMITER=${LIMITER:-off}
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
@@ -196,7 +198,7 @@ for r in $(seq 0 $((ROUNDS - 1))); do
     run_set "add-serial" "$r" "direct via nocache" --mode add --concurrency 1 \
         --calls "$ADD_CALLS" --warmup 50 --macaroon-file "$MAC"
     run_set "echo-mac-serial" "$r" "direct via nocache" --mode echo --concurrency 1 \
-        --calls "$SERIAL_CALLS" --macaroon-file "$MAC" --payload 64
+        --calls "$SERIAL_CALLS" --macaroon-file "$MAC" --payload "$ECHO_PAYLOAD"
 done
 RSS_END=$(rss_kb)
 HWM_END=$(hwm_kb)
@@ -206,7 +208,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 FETCHES=$(metric litgate_catalogue_fetches_total)
 
 # --- summary
-export RESULTS ROUNDS LIMITER RSS_IDLE RSS_END HWM_END \
+export RESULTS ROUNDS LIMITER ECHO_PAYLOAD RSS_IDLE RSS_END HWM_END \
     CONN_BEFORE CONN_END REQ_BEFORE REQ_END LOAD_BEFORE LOAD_AFTER FETCHES
 export MACHINE="$(nproc) cores, $(uname -srm)" CLK_TCK="$(getconf CLK_TCK)"
 python3 - <<'PY'
@@ -252,7 +254,7 @@ add_via = [v - d for d, v in a]; pt = [v - d for d, v in e]
 pol = [x - y for x, y in zip(add_via, pt)]
 print(f"  AddAutopilotSession median: direct {med([d for d, _ in a]):.0f} us, via {med([v for _, v in a]):.0f} us; "
       f"via - direct {med(add_via):.0f} us {rng(add_via, '.0f')}")
-print(f"  comparable passthrough (Echo.Unary + macaroon, 64 B) via - direct {med(pt):.0f} us {rng(pt, '.0f')}")
+print(f"  comparable passthrough (Echo.Unary + macaroon, {E['ECHO_PAYLOAD']} B) via - direct {med(pt):.0f} us {rng(pt, '.0f')}")
 print(f"  => litgate's AddAutopilotSession handling beyond passthrough (policy + approval record + "
       f"cache invalidation): {med(pol):.0f} us {rng(pol, '.0f')}")
 a2 = pair("add-serial", "median_us", b="nocache"); e2 = pair("echo-mac-serial", "median_us", b="nocache")

@@ -215,7 +215,7 @@ async fn a_leaking_config_is_refused_in_every_protocol_and_reaches_nothing() {
     // litd saw at most litgate's authentication probe; nothing was registered or approved.
     assert_eq!(writable_adds(&env.litd), 0, "a writable add reached litd");
     assert!(env.autopilot.registrations().is_empty());
-    assert_eq!(env.gate.store().approval_count(), 0);
+    assert_eq!(env.gate.approvals().len(), 0);
     let (_, metrics) = admin_get(&env.admin_uri("/metrics")).await;
     for (reason, n) in [
         ("config_reveals_identifier", 5),

@@ -328,7 +328,7 @@ async fn every_refusal_in_grpc_and_rest_reaches_nothing() {
         assert_eq!(json["details"], serde_json::json!([]));
         nothing_reached_litd(&env);
     }
-    assert!(env.gate.store().approval_count() == 0, "nothing stored");
+    assert!(env.gate.approvals().is_empty(), "nothing stored");
     env.stop().await;
 }
 
@@ -452,12 +452,11 @@ async fn approved_grpc_request_is_completed_and_keeps_unknown_fields() {
     let regs = env.autopilot.registrations();
     assert_eq!(regs.len(), 1);
     assert_eq!(regs[0].request.privacy_flags, 0x04 | 0x08);
-    assert_eq!(env.gate.store().approval_count(), 1);
+    assert_eq!(env.gate.approvals().len(), 1);
     let approvals = env
         .gate
-        .store()
-        .approvals_for(&["AutoFees".into(), "HealthCheck".into()], 0)
-        .unwrap();
+        .approvals()
+        .approvals_for(&["AutoFees".into(), "HealthCheck".into()], 0);
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].1.features, ["AutoFees", "HealthCheck"]);
     assert_eq!(approvals[0].1.privacy_flags, 0x0c);

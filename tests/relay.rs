@@ -377,3 +377,80 @@ async fn the_relay_holds_flags_to_the_public_faces_rules_in_its_words() {
     }
     env.stop().await;
 }
+
+#[tokio::test]
+async fn the_relay_holds_litd_to_an_approval_the_store_has_not_seen() {
+    let env = Env::start_relay("").await;
+    // Nothing reaches the store: the relay can only have found the approval in memory.
+    env.gate
+        .store()
+        .inject_write_fault(Some(std::io::ErrorKind::StorageFull));
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    client
+        .add_autopilot_session(with_macaroon(&env, add_request("AutoFees")))
+        .await
+        .unwrap();
+    assert_eq!(env.autopilot.registrations().len(), 1);
+    let ledger = env.gate.store().ledger().unwrap();
+    assert_eq!(
+        ledger[0].privacy_mapper,
+        Some(true),
+        "recorded from the public face's approval"
+    );
+    assert!(
+        env.gate.approvals().is_empty(),
+        "consumed by the registration"
+    );
+    env.gate.store().inject_write_fault(None);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn approvals_survive_a_clean_restart() {
+    // Without the relay, litd registers with the server directly: the approval stays.
+    let env = Env::start().await;
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    client
+        .add_autopilot_session(with_macaroon(&env, add_request("HealthCheck")))
+        .await
+        .unwrap();
+    let before = env
+        .gate
+        .approvals()
+        .approvals_for(&["HealthCheck".into()], 0);
+    assert_eq!(before.len(), 1);
+    let env = env.restart_gate().await;
+    assert_eq!(
+        env.gate
+            .approvals()
+            .approvals_for(&["HealthCheck".into()], 0),
+        before
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_approval_write_is_counted_and_the_call_still_succeeds() {
+    let env = Env::start().await;
+    env.gate
+        .store()
+        .inject_write_fault(Some(std::io::ErrorKind::StorageFull));
+    let mut client = AutopilotClient::new(env.gate_channel().await);
+    client
+        .add_autopilot_session(with_macaroon(&env, add_request("HealthCheck")))
+        .await
+        .unwrap();
+    assert_eq!(env.gate.approvals().len(), 1, "held in memory");
+    let uri = env.admin_uri("/metrics");
+    let counted = eventually(200, Duration::from_millis(10), || {
+        let uri = uri.clone();
+        async move {
+            let (_, text) = admin_get(&uri).await;
+            metric(&text, "litgate_autopilot_approval_write_failures_total") == 1.0
+        }
+    })
+    .await;
+    assert!(counted, "the failed background write is counted");
+    env.gate.store().inject_write_fault(None);
+    env.stop().await;
+}

@@ -331,7 +331,7 @@ async fn refused_add_autopilot_session_over_websocket_is_refused_as_over_grpc_we
         "no upgrade reached litd"
     );
     assert!(env.autopilot.registrations().is_empty());
-    assert_eq!(env.gate.store().approval_count(), 0);
+    assert_eq!(env.gate.approvals().len(), 0);
     env.stop().await;
 }
 
@@ -443,7 +443,7 @@ async fn approved_add_autopilot_session_over_websocket_carries_explicit_flags() 
     assert!(sent.privacy_flags_set, "flags written explicitly");
     assert_eq!(sent.privacy_flags, 0x04 | 0x08, "the features' union");
     assert_eq!(env.autopilot.registrations().len(), 1);
-    assert_eq!(env.gate.store().approval_count(), 1);
+    assert_eq!(env.gate.approvals().len(), 1);
     env.stop().await;
 }
 

@@ -12,7 +12,7 @@ use crate::{
         add_session::AddSessionHandler,
         policy::Policy,
         relay::{Reconciler, Relay},
-        Autopilot, Catalogue,
+        Approvals, Autopilot, Catalogue,
     },
     cache::{Cache, CacheMetrics},
     clock::SharedClock,
@@ -68,10 +68,12 @@ pub(super) async fn open_store(cfg: &StoreConfig) -> Result<Store, StartError> {
 
 impl Components {
     /// Builds every component from `cfg`, for `runtimes` runtimes (the upstream client keeps
-    /// connections per runtime; everything else is shared).
+    /// connections per runtime; everything else is shared, `approvals` between the public
+    /// face's policy and the relay).
     pub(super) fn build(
         cfg: &Config,
         store: &Store,
+        approvals: &Approvals,
         clock: &SharedClock,
         registry: &mut Registry,
         runtimes: usize,
@@ -104,7 +106,13 @@ impl Components {
                 registry.sub_registry_with_prefix("overload"),
             ),
             router: router(
-                cfg, store, clock, &upstream, &catalogue, registry, &mut live,
+                cfg,
+                store,
+                clock,
+                &upstream,
+                add_session(cfg, approvals, clock, &upstream, &catalogue, registry),
+                registry,
+                &mut live,
             )?,
             conns: server::Connections::new(
                 server::Limits::of(&cfg.listen),
@@ -117,6 +125,7 @@ impl Components {
                 autopilot.clone(),
                 catalogue.clone(),
                 store.clone(),
+                approvals.clone(),
                 clock.clone(),
                 &cfg.privacy,
                 registry,
@@ -146,6 +155,29 @@ impl Components {
     }
 }
 
+/// The AddAutopilotSession policy handler, recording into `approvals`; registers the
+/// `litgate_autopilot_*` metrics.
+fn add_session(
+    cfg: &Config,
+    approvals: &Approvals,
+    clock: &SharedClock,
+    upstream: &Upstream,
+    catalogue: &Arc<Catalogue>,
+    registry: &mut Registry,
+) -> AddSessionHandler {
+    let metrics = registry.sub_registry_with_prefix("autopilot");
+    approvals.register(metrics);
+    AddSessionHandler::new(
+        Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
+        catalogue.clone(),
+        upstream.clone(),
+        approvals.clone(),
+        clock.clone(),
+        cfg.listen.max_message_bytes,
+        metrics,
+    )
+}
+
 /// The public face's router: AddAutopilotSession's policy, and the session cache unless it is
 /// off (then the router passes lists and writes through untouched).
 fn router(
@@ -153,19 +185,10 @@ fn router(
     store: &Store,
     clock: &SharedClock,
     upstream: &Upstream,
-    catalogue: &Arc<Catalogue>,
+    add_session: AddSessionHandler,
     registry: &mut Registry,
     live: &mut crate::reload::Live,
 ) -> Result<Router, StartError> {
-    let add_session = AddSessionHandler::new(
-        Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
-        catalogue.clone(),
-        upstream.clone(),
-        store.clone(),
-        clock.clone(),
-        cfg.listen.max_message_bytes,
-        registry.sub_registry_with_prefix("autopilot"),
-    );
     let cache = match cfg.cache.enabled {
         true => Some(Cache::new(
             &cfg.cache,

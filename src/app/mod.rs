@@ -24,7 +24,7 @@ use self::{build::Components, listen::Listeners};
 pub use crate::autopilot::relay::ReconcileReport;
 use crate::{
     admin::{self, Admin},
-    autopilot::relay::Reconciler,
+    autopilot::{policy::APPROVAL_BOUNDS, relay::Reconciler, Approvals},
     body::Request,
     clock::{SharedClock, SystemClock},
     config::Config,
@@ -101,6 +101,7 @@ pub struct Running {
     /// One per runtime on a thread of its own: fires when its listener has drained.
     workers: Vec<tokio::sync::oneshot::Receiver<()>>,
     store: Store,
+    approvals: Approvals,
 }
 
 impl Running {
@@ -118,6 +119,8 @@ impl Running {
         for t in self.background {
             t.abort();
         }
+        // The approvals the background writer has not written yet (it is stopped above).
+        self.approvals.write_now().await;
         // fsync: on the blocking pool, not on an async worker.
         if let Err(e) = self.store.off_worker(Store::flush).await {
             tracing::warn!(error = %e, "flushing the store at shutdown failed");
@@ -142,6 +145,11 @@ impl Running {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// The approvals index the policy records into and the relay reads (tests inspect it).
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
 }
 
 /// Builds everything from `cfg` and starts the listeners, on the system clock.
@@ -163,6 +171,7 @@ pub(crate) async fn launch(
 ) -> Result<Running, StartError> {
     let runtimes = 1 + others.len();
     let store = build::open_store(&cfg.store).await?;
+    let approvals = Approvals::load(store.clone(), APPROVAL_BOUNDS, unix_secs(&clock)).await?;
     // Every metric is `litgate_<component>_<name>`: each component registers its own in the
     // sub-registry it is handed.
     // The process metrics keep their conventional unprefixed names: on the root.
@@ -171,6 +180,7 @@ pub(crate) async fn launch(
     let mut parts = Components::build(
         cfg,
         &store,
+        &approvals,
         &clock,
         root.sub_registry_with_prefix("litgate"),
         runtimes,
@@ -195,7 +205,7 @@ pub(crate) async fn launch(
     let internal_conns =
         server::Connections::new(server::Limits::of(listen), server::ConnMetrics::default());
     let mut tasks = Vec::new();
-    let mut background = vec![parts.catalogue.spawn_refresher()];
+    let mut background = vec![parts.catalogue.spawn_refresher(), approvals.spawn_writer()];
     if let Some(r) = &parts.reconciler {
         background.push(r.clone().spawn(cfg.autopilot.relay.reconcile_every));
     }
@@ -293,7 +303,17 @@ pub(crate) async fn launch(
         background,
         workers,
         store,
+        approvals,
     })
+}
+
+/// The clock's time in unix seconds (0 before 1970).
+fn unix_secs(clock: &SharedClock) -> u64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

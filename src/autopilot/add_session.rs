@@ -1,7 +1,8 @@
 //! The AddAutopilotSession handler on the public face: decode the request in whatever
 //! protocol it came (gRPC, grpc-web, grpc-web-text, REST), run the policy, write its decision
-//! into the request without losing what litgate does not understand, record the approval, and
-//! forward to litd with the caller's own metadata (litd still authenticates the caller).
+//! into the request without losing what litgate does not understand, record the approval (in
+//! memory: the relay reads it from there, the store gets it in the background), and forward
+//! to litd with the caller's own metadata (litd still authenticates the caller).
 //! A refused request is answered here: litd is never contacted and nothing is stored.
 
 use std::{sync::Arc, time::UNIX_EPOCH};
@@ -15,9 +16,10 @@ use prometheus_client::{
 use prost::Message;
 
 use super::{
+    approvals::Approvals,
     auth::{AuthGate, Verdict},
     catalogue::Catalogue,
-    policy::{LinkedSession, LivePolicy, Policy, Refusal, APPROVAL_BOUNDS},
+    policy::{LinkedSession, LivePolicy, Policy, Refusal},
     rewrite::{self, RewriteError},
 };
 use crate::{
@@ -29,7 +31,7 @@ use crate::{
         Protocol,
     },
     proto::litrpc::AddAutopilotSessionRequest,
-    store::{Approval, Store},
+    store::Approval,
     telemetry::metrics::registered,
     upstream::{litd::CallError, Upstream},
 };
@@ -48,7 +50,7 @@ pub struct AddSessionHandler {
     catalogue: Arc<Catalogue>,
     auth: AuthGate,
     upstream: Upstream,
-    store: Store,
+    approvals: Approvals,
     clock: SharedClock,
     max_message_bytes: usize,
     outcomes: Family<OutcomeLabels, Counter>,
@@ -60,7 +62,7 @@ impl AddSessionHandler {
         policy: Policy,
         catalogue: Arc<Catalogue>,
         upstream: Upstream,
-        store: Store,
+        approvals: Approvals,
         clock: SharedClock,
         max_message_bytes: usize,
         registry: &mut Registry,
@@ -75,7 +77,7 @@ impl AddSessionHandler {
             catalogue,
             auth: AuthGate::new(upstream.clone(), clock.clone(), registry),
             upstream,
-            store,
+            approvals,
             clock,
             max_message_bytes,
             outcomes,
@@ -202,15 +204,7 @@ impl AddSessionHandler {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
         };
-        self.store
-            .off_worker(move |s| s.record_approval(&approval, APPROVAL_BOUNDS))
-            .await
-            .map_err(|e| {
-                as_refusal(
-                    "store",
-                    Error::internal_from("could not record the approval", e),
-                )
-            })?;
+        self.approvals.record(approval);
 
         let body = match rewritten {
             // Nothing to change: forward the caller's bytes as they came.

@@ -4,6 +4,7 @@
 //! (`autopilotserverrpc.Autopilot` for litd) builds on the same client and catalogue.
 
 pub(crate) mod add_session;
+pub mod approvals;
 pub mod auth;
 pub(crate) mod catalogue;
 pub(crate) mod client;
@@ -17,5 +18,6 @@ pub(crate) mod relay;
 pub(crate) mod rewrite;
 pub(crate) mod rules;
 
+pub use approvals::Approvals;
 pub(crate) use catalogue::Catalogue;
 pub(crate) use client::Autopilot;

@@ -77,7 +77,7 @@ use crate::{
     error::Error,
     grpc::{
         codec,
-        status::{status_of, Answer},
+        status::{self, status_of, Answer},
         Protocol,
     },
     layers::identity::Caller,
@@ -348,36 +348,27 @@ impl Cache {
     }
 
     /// Completes a session write (`result` is litd's answer to AddSession, RevokeSession,
-    /// AddAutopilotSession or RevokeAutopilotSession, or the policy's refusal) and invalidates
-    /// every entry before the caller sees the answer, unless litd clearly refused the write.
-    /// The answer is read to the end for that (write answers are small) and replayed unchanged.
+    /// AddAutopilotSession or RevokeAutopilotSession, or the policy's refusal): the answer
+    /// streams through unchanged, and every entry is invalidated as the status goes past, before
+    /// the caller gets it (at once when the head carries it: REST, trailers-only gRPC), unless
+    /// litd clearly refused the write. An answer that breaks off, ends without a status or is
+    /// dropped before its end invalidates too: the write may have happened.
     pub async fn after_write(
         &self,
         protocol: Protocol,
         result: Result<Response, Error>,
     ) -> Result<Response, Error> {
         let resp = result?;
-        let version = resp.version();
-        let (parts, body) = resp.into_parts();
-        let extensions = parts.extensions.clone();
-        let captured = match Answer::read(Response::from_parts(parts, body)).await {
-            Ok(a) => a,
-            Err(e) => {
-                // The write may have happened: invalidate, as for a success.
-                self.invalidate().await;
-                return Err(Error::Upstream {
-                    addr: self.inner.upstream_label.clone(),
-                    reason: e.to_string(),
-                });
-            }
-        };
-        if verdict(protocol, &captured) != Verdict::NotOk {
-            self.invalidate().await;
+        if resp.status() != StatusCode::OK {
+            // Any HTTP error: litd did not take the write.
+            return Ok(resp);
         }
-        let mut resp = replay(captured, false);
-        *resp.version_mut() = version;
-        resp.extensions_mut().extend(extensions);
-        Ok(resp)
+        let cache = self.clone();
+        Ok(status::watch(protocol, resp, move |outcome| {
+            if write_may_have_happened(outcome) {
+                cache.invalidate();
+            }
+        }))
     }
 
     /// Invalidates every entry. The generation moves on in memory first, so from the moment
@@ -385,18 +376,36 @@ impl Cache {
     /// Writing the bump to the store and dropping the old entries happen off the answer path,
     /// coalesced: a background task does both for every bump of the last [`PERSIST_COALESCE`]
     /// in one trip to the blocking pool. A crash before that and sled's next flush (at most
-    /// about half a second later) can bring an old entry back for at most its TTL.
-    pub async fn invalidate(&self) {
+    /// about half a second later) can bring an old entry back for at most its TTL. Never
+    /// waits: callable where nothing can be awaited (a body's poll).
+    pub fn invalidate(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         let inner = &self.inner;
         inner.hot.clear();
-        if !inner.persister_started.swap(true, Ordering::AcqRel) {
-            tokio::spawn(persist_generations(
-                Arc::downgrade(inner),
-                inner.persist_wanted.clone(),
-            ));
+        if !inner.persister_started.load(Ordering::Acquire) {
+            // Outside a runtime (a body dropped elsewhere) the next bump starts the writer.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                if !inner.persister_started.swap(true, Ordering::AcqRel) {
+                    rt.spawn(persist_generations(
+                        Arc::downgrade(inner),
+                        inner.persist_wanted.clone(),
+                    ));
+                }
+            }
         }
         inner.persist_wanted.notify_one();
+    }
+}
+
+/// Whether a session write litd answered with `outcome` (HTTP 200) may have happened: all but
+/// a gRPC status other than OK. UNAVAILABLE counts as "may have": litgate itself ends an answer
+/// that broke off mid-way with it.
+fn write_may_have_happened(outcome: status::Outcome) -> bool {
+    use status::Outcome as O;
+    match outcome {
+        O::Grpc(code) => matches!(code, tonic::Code::Ok | tonic::Code::Unavailable),
+        O::Http(s) => s.is_success(),
+        O::NoStatus | O::Broken | O::Cancelled => true,
     }
 }
 

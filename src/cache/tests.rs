@@ -518,7 +518,7 @@ async fn a_hit_comes_from_memory_and_memory_follows_every_removal() {
     assert_eq!(h.calls(), 3, "after the refusal, a miss");
     h.list().await.unwrap();
     // So does a session write.
-    h.cache.invalidate().await;
+    h.cache.invalidate();
     h.list().await.unwrap();
     assert_eq!(h.calls(), 4, "after the write, a miss");
     h.list().await.unwrap();
@@ -548,7 +548,7 @@ async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
     while h.calls() == 0 {
         tokio::task::yield_now().await;
     }
-    h.cache.invalidate().await;
+    h.cache.invalidate();
     miss.await.unwrap().unwrap();
     assert_eq!(
         h.store.cache_usage().unwrap().0,
@@ -847,4 +847,168 @@ async fn an_oversized_list_request_names_the_limit_that_applied() {
     assert!(msg.contains("session list request"), "{msg}");
     assert!(!msg.contains("listen.max_message_bytes"), "{msg}");
     assert_eq!(h.calls(), 0);
+}
+
+/// A write's answer as litd streams it: head, one message, then `end`.
+fn streamed_answer(
+    content_type: &'static str,
+    body: Vec<Bytes>,
+    end: Option<Result<HeaderMap, ()>>,
+) -> Response {
+    let mut frames: Vec<Result<http_body::Frame<Bytes>, crate::body::BoxError>> = body
+        .into_iter()
+        .map(|b| Ok(http_body::Frame::data(b)))
+        .collect();
+    match end {
+        Some(Ok(t)) => frames.push(Ok(http_body::Frame::trailers(t))),
+        Some(Err(())) => frames.push(Err("litd went away".into())),
+        None => {}
+    }
+    let mut resp = Response::new(body::boxed(http_body_util::StreamBody::new(
+        futures_util::stream::iter(frames),
+    )));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn grpc_status(code: &'static str) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", HeaderValue::from_static(code));
+    t
+}
+
+#[tokio::test]
+async fn a_write_invalidates_before_its_status_is_handed_on() {
+    let h = harness(CacheConfig::default(), vec![], Duration::ZERO);
+    let generation = || h.cache.inner.generation.load(Ordering::SeqCst);
+    let start = generation();
+    let resp = h
+        .cache
+        .after_write(
+            Protocol::Grpc,
+            Ok(streamed_answer(
+                "application/grpc",
+                vec![frame::message(b"session")],
+                Some(Ok(grpc_status("0"))),
+            )),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let data = body.frame().await.unwrap().unwrap();
+    assert!(data.is_data());
+    assert_eq!(generation(), start, "no status yet");
+    let trailers = body.frame().await.unwrap().unwrap();
+    assert_eq!(trailers.trailers_ref().unwrap()["grpc-status"], "0");
+    assert_eq!(
+        generation(),
+        start + 1,
+        "invalidated before the caller got the OK"
+    );
+
+    // grpc-web: the status is the trailer frame at the end of the body.
+    let web = |status: &str| {
+        let block = format!("grpc-status:{status}\r\n");
+        vec![
+            frame::message(b"session"),
+            frame::encode(frame::TRAILERS, block.as_bytes()),
+        ]
+    };
+    let resp = h
+        .cache
+        .after_write(
+            Protocol::GrpcWeb,
+            Ok(streamed_answer(
+                "application/grpc-web+proto",
+                web("0"),
+                None,
+            )),
+        )
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let _ = body.frame().await.unwrap().unwrap();
+    assert_eq!(generation(), start + 1);
+    let _ = body.frame().await.unwrap().unwrap();
+    assert_eq!(
+        generation(),
+        start + 2,
+        "invalidated with the trailer frame"
+    );
+    let refused = h
+        .cache
+        .after_write(
+            Protocol::GrpcWeb,
+            Ok(streamed_answer(
+                "application/grpc-web+proto",
+                web("7"),
+                None,
+            )),
+        )
+        .await
+        .unwrap();
+    refused.into_body().collect().await.unwrap();
+    assert_eq!(
+        generation(),
+        start + 2,
+        "litd refused it: nothing invalidated"
+    );
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_breaks_or_is_dropped_invalidates() {
+    let h = harness(CacheConfig::default(), vec![], Duration::ZERO);
+    let generation = || h.cache.inner.generation.load(Ordering::SeqCst);
+    let start = generation();
+    let write = |end| {
+        h.cache.after_write(
+            Protocol::Grpc,
+            Ok(streamed_answer(
+                "application/grpc",
+                vec![frame::message(b"session")],
+                end,
+            )),
+        )
+    };
+    // Broken mid-answer.
+    let resp = write(Some(Err(()))).await.unwrap();
+    assert!(resp.into_body().collect().await.is_err());
+    assert_eq!(generation(), start + 1);
+    // litgate's own UNAVAILABLE for an answer broken off (`upstream::answer`).
+    write(Some(Ok(grpc_status("14"))))
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(generation(), start + 2);
+    // Ended without any status.
+    write(None)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(generation(), start + 3);
+    // The caller went away before the status.
+    drop(write(Some(Ok(grpc_status("0")))).await.unwrap());
+    assert_eq!(generation(), start + 4);
+    // An HTTP error: litd did not take it.
+    let resp = h
+        .cache
+        .after_write(
+            Protocol::Rest,
+            Ok({
+                let mut r = Response::new(body::full("{}"));
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                r
+            }),
+        )
+        .await
+        .unwrap();
+    drop(resp);
+    assert_eq!(generation(), start + 4, "the 404 invalidated nothing");
 }

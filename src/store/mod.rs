@@ -10,10 +10,13 @@
 //!   `TermsResponse`, each with when it was fetched (`CatalogueRecord`);
 //! - `approvals_v2`: SHA-256 of the sorted feature names ‖ approved_at (u64 BE) ‖ id (u64 BE) →
 //!   [`Approval`], the features and privacy flags that the AddAutopilotSession policy approved,
-//!   for the relay to hold `RegisterSession` to (looked up by the features' prefix, never
-//!   scanned whole); `approvals_by_time`: approved_at ‖ id → the primary key, so approvals past
-//!   their age or over the count bound (`ApprovalBounds`) are dropped oldest first. (Schema 1
-//!   stores may still hold the unbounded `approvals` tree of earlier builds: it is dropped.)
+//!   for the relay to hold `RegisterSession` to; `approvals_by_time`: approved_at ‖ id → the
+//!   primary key. The durable copy of the in-memory approvals index
+//!   (`crate::autopilot::approvals`): that index enforces the bounds (`ApprovalBounds`) and is
+//!   what the relay reads; it writes its changes here in the background and reads the trees
+//!   whole only at start-up.
+//!   (Schema 1 stores may still hold the unbounded `approvals` tree of earlier builds: it is
+//!   dropped.)
 //! - `ledger`: responder public key (33 bytes) → [`LedgerEntry`], every registration that went
 //!   through the relay;
 //! - `cache`: the session cache (`crate::cache`): lookup id (32 bytes, HKDF of the caller's
@@ -60,12 +63,10 @@ pub struct Store {
     catalogue: sled::Tree,
     approvals: sled::Tree,
     approvals_by_time: sled::Tree,
-    /// Entries in `approvals_by_time` (sled's `len` walks the tree).
-    approval_count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ledger: sled::Tree,
     cache: sled::Tree,
-    /// A failure every write probe reports instead of its own result (tests: a full or
-    /// read-only disk, which cannot be made here without privileges).
+    /// A failure every write probe and approvals write reports instead of its own result
+    /// (tests: a full or read-only disk, which cannot be made here without privileges).
     write_fault: std::sync::Arc<std::sync::Mutex<Option<std::io::ErrorKind>>>,
 }
 
@@ -84,7 +85,7 @@ impl Store {
     }
 
     /// Runs `work` on the blocking pool, for calls that wait on the disk (ledger writes, which
-    /// flush; approvals, which write and scan a tree; the flush at shutdown): never on an async
+    /// flush; the approvals' load at start-up; the flush at shutdown): never on an async
     /// worker.
     pub(crate) async fn off_worker<T, F>(&self, work: F) -> Result<T, StoreError>
     where
@@ -119,11 +120,7 @@ impl Store {
             .and_then(|m| m.insert(WRITE_PROBE_KEY, &now.to_be_bytes()))
             .and_then(|_| self.db.flush())
             .map(|_| ());
-        let fault = *self
-            .write_fault
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match fault {
+        match self.injected_write_fault() {
             Some(kind) => Err(sled::Error::Io(std::io::Error::new(
                 kind,
                 "injected write failure",
@@ -133,14 +130,23 @@ impl Store {
         .map_err(|e| self.err(e))
     }
 
-    /// Makes every write probe fail with `kind` (`None`: their own result again), as a full
-    /// (`StorageFull`) or read-only (`ReadOnlyFilesystem`) disk would: for tests of `/ready`.
+    /// Makes every write probe and approvals write fail with `kind` (`None`: their own result
+    /// again), as a full (`StorageFull`) or read-only (`ReadOnlyFilesystem`) disk would: for
+    /// tests of `/ready` and of the approvals' background writes.
     #[doc(hidden)]
     pub fn inject_write_fault(&self, kind: Option<std::io::ErrorKind>) {
         *self
             .write_fault
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = kind;
+    }
+
+    /// The failure injected by [`Store::inject_write_fault`], if any.
+    fn injected_write_fault(&self) -> Option<std::io::ErrorKind> {
+        *self
+            .write_fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn err(&self, e: sled::Error) -> StoreError {

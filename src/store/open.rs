@@ -71,8 +71,6 @@ impl Store {
         let approvals_by_time = db
             .open_tree("approvals_by_time")
             .map_err(|e| classify(&path, e))?;
-        let approval_count =
-            std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(approvals_by_time.len()));
         let ledger = db.open_tree("ledger").map_err(|e| classify(&path, e))?;
         let cache = db.open_tree("cache").map_err(|e| classify(&path, e))?;
         let store = Store {
@@ -82,7 +80,6 @@ impl Store {
             catalogue,
             approvals,
             approvals_by_time,
-            approval_count,
             ledger,
             cache,
             write_fault: Default::default(),
@@ -257,7 +254,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::store::{Approval, ApprovalBounds, CatalogueRecord};
+    use crate::store::{Approval, ApprovalId, CatalogueRecord};
 
     #[test]
     fn catalogue_and_approvals_survive_reopen() {
@@ -276,21 +273,15 @@ mod tests {
                 linked_group_id: String::new(),
                 approved_at: 1,
             };
-            s.record_approval(
-                &a,
-                ApprovalBounds {
-                    max_age: Duration::from_secs(600),
-                    max_count: 1000,
-                },
-            )
-            .unwrap();
+            let id = ApprovalId::new(&a.features, 1, 1);
+            s.write_approvals([(&id, Some(&a))]).unwrap();
             s.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.catalogue().unwrap().unwrap().response, vec![1, 2, 3]);
-        let found = s.approvals_for(&["AutoFees".into()], 0).unwrap();
+        let found = s.load_approvals().unwrap();
+        assert_eq!(found.len(), 1);
         assert_eq!(found[0].1.privacy_flags, 4);
-        assert_eq!(s.approval_count(), 1);
     }
 
     #[test]

@@ -191,6 +191,8 @@ impl http_body::Body for Replay {
         s.current == self.attempt
             && self.pos >= s.kept.len()
             && ((s.ended && (self.trailers_sent || s.trailers.is_none()))
+                // Everything kept is played and the rest says it is over: so the last DATA
+                // frame carries END_STREAM instead of an empty frame of its own following it.
                 || (!s.ended && s.rest.is_end_stream()))
     }
 
@@ -206,8 +208,10 @@ impl http_body::Body for Replay {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use http_body::Body as _;
     use http_body_util::BodyExt;
+
+    use super::*;
 
     async fn read(body: Replay) -> (Bytes, Option<HeaderMap>) {
         let c = body.collect().await.expect("body reads");
@@ -256,6 +260,27 @@ mod tests {
         );
         let again = kept.again().unwrap();
         assert_eq!(read(again).await.0, Bytes::from_static(b"abcd"));
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_ends_with_its_last_chunk() {
+        // A body known whole (the policy's rewritten request): its end shows as soon as its
+        // data is read, so the last DATA frame can carry END_STREAM.
+        let (kept, mut first) = keep(crate::body::full(Bytes::from_static(b"whole")));
+        assert!(!first.is_end_stream());
+        let f = first.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), Bytes::from_static(b"whole"));
+        assert!(first.is_end_stream());
+        // A retry still gets every byte, and ends only after them.
+        let mut again = kept.again().unwrap();
+        assert!(!again.is_end_stream());
+        let f = again.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), Bytes::from_static(b"whole"));
+        assert!(again.is_end_stream());
+        // A streamed body ends only once it says so.
+        let (_, mut streamed) = keep(streamed(&[b"ab", b"cd"], None));
+        let _ = streamed.frame().await.unwrap().unwrap();
+        assert!(!streamed.is_end_stream());
     }
 
     #[tokio::test]

@@ -10,8 +10,9 @@
 //! - reconciliation of the ledger with litd's `ListAutopilotSessions` ([`reconcile`]).
 //!
 //! The server's own errors go back to litd unchanged; litgate's own refusals and failures
-//! become statuses in one place ([`Relay::finish`]). Ledger and approval writes wait on the
-//! disk, so they run off the async workers. Never logs keys in full.
+//! become statuses in one place ([`Relay::finish`]). Ledger writes wait on the disk, so they
+//! run off the async workers; the public face's approvals are read and consumed in memory
+//! ([`Approvals`]). Never logs keys in full.
 
 mod configs;
 mod reconcile;
@@ -30,6 +31,7 @@ use tower::ServiceExt;
 use self::configs::ConfigCheck;
 pub use self::reconcile::{ReconcileReport, Reconciler};
 use super::{
+    approvals::Approvals,
     catalogue::Catalogue,
     client::Autopilot,
     feature_config::Privacy,
@@ -61,6 +63,7 @@ pub struct Relay {
     autopilot: Autopilot,
     catalogue: Arc<Catalogue>,
     store: Store,
+    approvals: Approvals,
     clock: SharedClock,
     /// `[privacy] deny_clear`, swapped by a reload.
     flags: Arc<ArcSwap<FlagPolicy>>,
@@ -102,6 +105,7 @@ impl Relay {
         autopilot: Autopilot,
         catalogue: Arc<Catalogue>,
         store: Store,
+        approvals: Approvals,
         clock: SharedClock,
         privacy: &PrivacyConfig,
         registry: &mut Registry,
@@ -115,6 +119,7 @@ impl Relay {
             autopilot,
             catalogue,
             store,
+            approvals,
             clock,
             flags: Arc::new(ArcSwap::from_pointee(FlagPolicy::new(&privacy.deny_clear))),
             configs: ConfigCheck::new(privacy, registry),
@@ -229,11 +234,7 @@ impl Relay {
         // and are held to [privacy] only.
         let now = self.now_secs();
         let since = now.saturating_sub(APPROVAL_BOUNDS.max_age.as_secs());
-        let wanted = features.clone();
-        let approvals = self
-            .store
-            .off_worker(move |s| s.approvals_for(&wanted, since))
-            .await?;
+        let approvals = self.approvals.approvals_for(&features, since);
         let approved = !approvals.is_empty();
         let (approval, privacy_mapper) = match approvals
             .into_iter()
@@ -368,9 +369,7 @@ impl Relay {
             tracing::error!(error = %e, %session, "could not record a registration in the ledger");
         }
         if let Some(id) = checked.approval {
-            if let Err(e) = self.store.off_worker(move |s| s.remove_approval(&id)).await {
-                tracing::warn!(error = %e, "could not drop a consumed approval");
-            }
+            self.approvals.remove(&id);
         }
         Ok((resp, "forwarded"))
     }
