@@ -1,14 +1,15 @@
 #![forbid(unsafe_code)]
 //! The `litgate` binary: parse the command line, load config, start telemetry, build the app
 //! on its runtimes (`[runtime] threads`, `litgate::runtime`), serve (reloading on SIGHUP)
-//! until SIGTERM/SIGINT, drain, exit. Allocates with mimalloc: HTTP/2 forwarding moves many
-//! small futures and frames.
+//! until SIGTERM/SIGINT, drain, exit. Allocates with mimalloc (the default feature `mimalloc`):
+//! HTTP/2 forwarding moves many small futures and frames.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use litgate::{cli, config::Config, telemetry};
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

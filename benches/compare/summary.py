@@ -54,8 +54,10 @@ def cpu_per_call(phase, shape, target):
 
 phases = uniq(r["phase"] for r in runs)
 shapes = uniq(r["shape"] for r in runs)
-targets = [t for t in ORDER if any(r["target"] == t for r in runs)]
-proxies = [t for t in PROXIES if t in targets]
+# Other litgate builds (run.sh VARIANTS) follow litgate, in the order they ran.
+VARIANTS = uniq(r["target"] for r in runs if r["target"].startswith("litgate-"))
+targets = [t for t in ORDER + VARIANTS if any(r["target"] == t for r in runs)]
+proxies = [t for t in PROXIES + VARIANTS if t in targets]
 rounds = len(uniq(r["round"] for r in runs))
 
 print(f"- machine: {E['MACHINE']}; load average (1/5/15 min) before {E['LOAD_BEFORE']}, "
@@ -108,8 +110,8 @@ for phase in phases:
             cpu = f"{cpu_per_call(phase, shape, t):.1f}" if t != "direct" else ""
             print(f"| {shape} | {t} | {span(rps, ',.0f')} | {vs} | {added} | {p50:.0f} | {p99:.0f} | {cpu} |")
 
-if "litgate" in targets and len(proxies) > 1:
-    others = [p for p in proxies if p != "litgate"]
+if "litgate" in targets and len([p for p in proxies if p not in VARIANTS]) > 1:
+    others = [p for p in proxies if p != "litgate" and p not in VARIANTS]
     print()
     print("### litgate against the others, paired per round (req/s ratio, median [min..max])")
     print()
@@ -119,6 +121,22 @@ if "litgate" in targets and len(proxies) > 1:
         for shape in shapes:
             cells = [span(paired(phase, shape, "litgate", o, lambda a, b: a / b), ".2f")
                      if paired(phase, shape, "litgate", o, lambda a, b: a / b) else "" for o in others]
+            print(f"| {phase} | {shape} | " + " | ".join(cells) + " |")
+
+if "litgate" in targets and VARIANTS:
+    print()
+    print("### Other litgate builds against litgate, paired per round (req/s ratio, median "
+          "[min..max]; CPU µs per call)")
+    print()
+    print("| upstream, transport | shape | litgate CPU | " + " | ".join(
+        f"{v} / litgate | {v} CPU" for v in VARIANTS) + " |")
+    print("|---|---|---:|" + "---:|---:|" * len(VARIANTS))
+    for phase in phases:
+        for shape in shapes:
+            cells = [f"{cpu_per_call(phase, shape, 'litgate'):.1f}"]
+            for v in VARIANTS:
+                ratio = paired(phase, shape, v, "litgate", lambda a, b: a / b)
+                cells += [span(ratio, ".2f") if ratio else "", f"{cpu_per_call(phase, shape, v):.1f}"]
             print(f"| {phase} | {shape} | " + " | ".join(cells) + " |")
 
 rss = [r for r in rows if r["kind"] == "rss"]
