@@ -155,6 +155,18 @@ fn harness(cfg: CacheConfig, steps: Vec<Step>, delay: Duration) -> Harness {
 }
 
 impl Harness {
+    /// Every entry in the store, as (key, sealed value).
+    fn stored(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut entries = Vec::new();
+        self.store
+            .cache_retain(|k, v| {
+                entries.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .unwrap();
+        entries
+    }
+
     fn calls(&self) -> usize {
         self.script.calls.load(Ordering::SeqCst)
     }
@@ -449,14 +461,7 @@ async fn a_tampered_entry_is_a_counted_miss() {
         Duration::ZERO,
     );
     let (_, good, _) = h.list().await.unwrap();
-    let mut entries = Vec::new();
-    h.store
-        .cache_retain(|k, v| {
-            entries.push((k.to_vec(), v.to_vec()));
-            true
-        })
-        .unwrap();
-    let (k, mut v) = entries.pop().unwrap();
+    let (k, mut v) = h.stored().pop().unwrap();
     let last = v.len() - 1;
     v[last] ^= 0x40;
     h.store.cache_put(&k, &v).unwrap();
@@ -465,14 +470,7 @@ async fn a_tampered_entry_is_a_counted_miss() {
     assert_eq!(h.calls(), 2);
     assert_eq!(h.cache.metrics().undecryptable.get(), 1);
     // The header is authenticated too: extending freshness is detected.
-    let mut entries = Vec::new();
-    h.store
-        .cache_retain(|k, v| {
-            entries.push((k.to_vec(), v.to_vec()));
-            true
-        })
-        .unwrap();
-    let (k, mut v) = entries.pop().unwrap();
+    let (k, mut v) = h.stored().pop().unwrap();
     v[9..17].copy_from_slice(&u64::MAX.to_be_bytes());
     h.store.cache_put(&k, &v).unwrap();
     h.list().await.unwrap();
@@ -490,15 +488,8 @@ async fn a_hit_comes_from_memory_and_memory_follows_every_removal() {
     // The first hit reads the store and keeps what it opened in memory.
     h.list().await.unwrap();
     // The store's copy removed behind the cache's back: the copy in memory answers.
-    let mut keys = Vec::new();
-    h.store
-        .cache_retain(|k, _| {
-            keys.push(k.to_vec());
-            true
-        })
-        .unwrap();
-    for k in &keys {
-        h.store.cache_remove(k).unwrap();
+    for (k, _) in h.stored() {
+        h.store.cache_remove(&k).unwrap();
     }
     let (_, hit, _) = h.list().await.unwrap();
     assert_eq!((hit, h.calls()), (first, 1), "a hit without the store");
