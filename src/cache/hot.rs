@@ -59,13 +59,16 @@ impl Hot {
 
     /// Keeps `value` for `key` (replacing what was kept), dropping the oldest entries to stay
     /// within the budget; a value larger than the whole budget is not kept.
-    pub(super) fn put(&self, key: &[u8], value: Arc<[u8]>) {
+    pub(super) fn put(&self, key: &[u8], value: &[u8]) {
         let size = key.len() + value.len();
-        let mut k = self.lock();
-        k.take(key);
         if size > self.budget {
+            self.lock().take(key);
             return;
         }
+        // Copied before the lock: lookups on the runtimes never wait for the copy.
+        let value: Arc<[u8]> = Arc::from(value);
+        let mut k = self.lock();
+        k.take(key);
         while k.bytes + size > self.budget {
             let Some((old, stamp)) = k.order.pop_front() else {
                 break;
@@ -124,23 +127,23 @@ impl Hot {
 mod tests {
     use super::*;
 
-    fn value(n: usize) -> Arc<[u8]> {
-        vec![7u8; n].into()
+    fn value(n: usize) -> Vec<u8> {
+        vec![7u8; n]
     }
 
     #[test]
     fn the_oldest_go_first_and_the_budget_holds() {
         let hot = Hot::new(100);
-        hot.put(b"a", value(39));
-        hot.put(b"b", value(39));
+        hot.put(b"a", &value(39));
+        hot.put(b"b", &value(39));
         assert_eq!(hot.bytes(), 80);
-        hot.put(b"c", value(39));
+        hot.put(b"c", &value(39));
         assert!(hot.get(b"a").is_none(), "the oldest went");
         assert!(hot.get(b"b").is_some() && hot.get(b"c").is_some());
         assert_eq!(hot.bytes(), 80);
         // Kept again: now the newest, so `c` goes before it.
-        hot.put(b"b", value(39));
-        hot.put(b"d", value(39));
+        hot.put(b"b", &value(39));
+        hot.put(b"d", &value(39));
         assert!(hot.get(b"c").is_none());
         assert!(hot.get(b"b").is_some() && hot.get(b"d").is_some());
         assert!(hot.bytes() <= 100);
@@ -149,8 +152,8 @@ mod tests {
     #[test]
     fn a_value_over_the_budget_is_not_kept_and_replaces_nothing_stale() {
         let hot = Hot::new(100);
-        hot.put(b"a", value(10));
-        hot.put(b"a", value(200));
+        hot.put(b"a", &value(10));
+        hot.put(b"a", &value(200));
         assert!(
             hot.get(b"a").is_none(),
             "the old value is not served for the new one"
@@ -161,15 +164,15 @@ mod tests {
     #[test]
     fn removals_by_key_prefix_and_all() {
         let hot = Hot::new(1000);
-        hot.put(b"c1/list", value(10));
-        hot.put(b"c1/auto", value(10));
-        hot.put(b"c2/list", value(10));
+        hot.put(b"c1/list", &value(10));
+        hot.put(b"c1/auto", &value(10));
+        hot.put(b"c2/list", &value(10));
         hot.remove_prefix(b"c1/");
         assert!(hot.get(b"c1/list").is_none() && hot.get(b"c1/auto").is_none());
         assert!(hot.get(b"c2/list").is_some());
         hot.remove(b"c2/list");
         assert_eq!(hot.bytes(), 0);
-        hot.put(b"c3", value(10));
+        hot.put(b"c3", &value(10));
         hot.clear();
         assert!(hot.get(b"c3").is_none());
         assert_eq!(hot.bytes(), 0);
@@ -179,7 +182,7 @@ mod tests {
     fn churn_on_one_key_keeps_the_order_queue_bounded() {
         let hot = Hot::new(1000);
         for _ in 0..10_000 {
-            hot.put(b"k", value(10));
+            hot.put(b"k", &value(10));
         }
         let kept = hot.lock();
         assert!(kept.order.len() <= 2 * kept.values.len() + 17);

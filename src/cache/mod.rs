@@ -569,7 +569,7 @@ impl Inner {
         }
         match entry::open(keys, key, &value, &self.replays) {
             Ok(answer) if fresh => {
-                self.hot.put(key, Arc::from(&*value));
+                self.hot.put(key, &value);
                 Lookup::Fresh(answer)
             }
             Ok(answer) => Lookup::Stale(answer),

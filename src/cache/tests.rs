@@ -245,11 +245,7 @@ async fn single_flight_fifty_concurrent_misses_make_one_call() {
         let (cache, barrier) = (h.cache.clone(), barrier.clone());
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let req = http::Request::post(crate::methods::LIST_SESSIONS)
-                .header("content-type", "application/grpc")
-                .header("macaroon", MAC)
-                .body(body::full(frame::message(b"")))
-                .unwrap();
+            let req = list_request(MAC);
             let resp = cache.list(Route::ListSessions, req).await.unwrap();
             resp.into_body().collect().await.unwrap().to_bytes()
         }));
@@ -276,11 +272,7 @@ async fn a_leader_whose_caller_hangs_up_still_serves_the_followers() {
     let first = tokio::spawn({
         let cache = h.cache.clone();
         async move {
-            let req = http::Request::post(crate::methods::LIST_SESSIONS)
-                .header("content-type", "application/grpc")
-                .header("macaroon", MAC)
-                .body(body::full(frame::message(b"")))
-                .unwrap();
+            let req = list_request(MAC);
             cache.list(Route::ListSessions, req).await.map(|_| ())
         }
     });
@@ -365,11 +357,11 @@ async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
     );
     h.list().await.unwrap();
     // Another protocol's entry for the same credential goes too.
-    let web = http::Request::post(crate::methods::LIST_SESSIONS)
-        .header("content-type", "application/grpc-web+proto")
-        .header("macaroon", MAC)
-        .body(body::full(frame::message(b"")))
-        .unwrap();
+    let web = request(
+        crate::methods::LIST_SESSIONS,
+        "application/grpc-web+proto",
+        MAC,
+    );
     h.cache.list(Route::ListSessions, web).await.unwrap();
     assert_eq!(h.cache.metrics().entries.get(), 2);
     h.clock.advance(Duration::from_secs(6));
@@ -495,11 +487,11 @@ async fn a_hit_comes_from_memory_and_memory_follows_every_removal() {
     assert_eq!((hit, h.calls()), (first, 1), "a hit without the store");
     // litd refusing the same credential on the other list drops the copy in memory too.
     h.set(vec![Step::Refuse]);
-    let autopilot = http::Request::post(crate::methods::LIST_AUTOPILOT_SESSIONS)
-        .header("content-type", "application/grpc")
-        .header("macaroon", MAC)
-        .body(body::full(frame::message(b"")))
-        .unwrap();
+    let autopilot = request(
+        crate::methods::LIST_AUTOPILOT_SESSIONS,
+        "application/grpc",
+        MAC,
+    );
     h.cache
         .list(Route::ListAutopilotSessions, autopilot)
         .await
@@ -529,11 +521,7 @@ async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
     );
     let cache = h.cache.clone();
     let miss = tokio::spawn(async move {
-        let req = http::Request::post(crate::methods::LIST_SESSIONS)
-            .header("content-type", "application/grpc")
-            .header("macaroon", MAC)
-            .body(body::full(frame::message(b"")))
-            .unwrap();
+        let req = list_request(MAC);
         cache.list(Route::ListSessions, req).await.map(|_| ())
     });
     while h.calls() == 0 {
@@ -678,8 +666,13 @@ fn verdicts_need_http_200_and_an_ok_status() {
 }
 
 fn list_request(mac: &str) -> Request {
-    http::Request::post(crate::methods::LIST_SESSIONS)
-        .header("content-type", "application/grpc")
+    request(crate::methods::LIST_SESSIONS, "application/grpc", mac)
+}
+
+/// An empty list request to `path` in `content_type`, with `mac`.
+fn request(path: &str, content_type: &str, mac: &str) -> Request {
+    http::Request::post(path)
+        .header("content-type", content_type)
         .header("macaroon", mac)
         .body(body::full(frame::message(b"")))
         .unwrap()
