@@ -12,6 +12,7 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
@@ -30,7 +31,6 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
-    sync::Notify,
     time::Instant,
 };
 use tokio_util::sync::CancellationToken;
@@ -143,8 +143,7 @@ async fn supervise<C>(
     drain: &CancellationToken,
     report: impl Fn(&'static str),
 ) where
-    C: GracefulConnection,
-    C::Error: std::fmt::Display,
+    C: Closable,
 {
     tokio::pin!(conn);
     let greeting_deadline = Instant::now() + limits.header_read_timeout;
@@ -153,21 +152,27 @@ async fn supervise<C>(
     let mut idle_closed = false;
     let mut draining = false;
     loop {
-        // Registered before the state is read, so no change is missed.
-        let changed = state.changed.notified();
+        // Requests coming and going do not wake this task (that would cost every call two more
+        // polls of the connection): the state is read when the deadline in force comes, and a
+        // busy connection is looked at again one idle_timeout later. So a deadline is never
+        // early, and an idle one is met exactly, since the last request's end is recorded.
+        let now = Instant::now();
         let due = if !state.greeted() {
-            Some(greeting_deadline)
-        } else if state.idle() && !draining {
+            greeting_deadline
+        } else if draining {
+            // hyper ends the connection once its streams are done; nothing to time here.
+            now + limits.idle_timeout
+        } else if state.idle() {
             let grace = if idle_closed {
                 limits.header_read_timeout
             } else {
                 Duration::ZERO
             };
-            Some(state.idle_since() + limits.idle_timeout + grace)
+            state.idle_since() + limits.idle_timeout + grace
         } else {
-            None
+            now + limits.idle_timeout
         };
-        if due.is_some_and(|at| at <= Instant::now()) {
+        if due <= now {
             if !state.greeted() {
                 return report("header_timeout");
             }
@@ -177,7 +182,7 @@ async fn supervise<C>(
             idle_closed = true;
             // HTTP/2: GOAWAY, then hyper closes once the client has seen it. An idle HTTP/1.1
             // connection rarely gets here: hyper's header_read_timeout ends it first.
-            conn.as_mut().graceful_shutdown();
+            conn.as_mut().close_gracefully();
             report("idle_timeout");
             continue;
         }
@@ -190,16 +195,35 @@ async fn supervise<C>(
             }
             _ = drain.cancelled(), if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().close_gracefully();
             }
-            _ = changed => {}
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+            _ = tokio::time::sleep_until(due) => {}
         }
     }
 }
 
-/// What the supervisor of a connection watches: whether the client has greeted, and the
-/// requests in flight (an HTTP/2 connection with none is idle).
+/// A connection [`supervise`] can close gracefully: hyper's, or a stand-in in tests.
+trait Closable: Future<Output = Result<(), Self::Failure>> {
+    type Failure: std::fmt::Display;
+    /// HTTP/2: GOAWAY, then close once the streams are done; HTTP/1.1: close after the answer.
+    fn close_gracefully(self: Pin<&mut Self>);
+}
+
+impl<C> Closable for C
+where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    type Failure = C::Error;
+
+    fn close_gracefully(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// What the supervisor of a connection reads when its deadline comes: whether the client has
+/// greeted, and the requests in flight (an HTTP/2 connection with none is idle). Nothing here
+/// wakes the supervisor.
 #[derive(Debug)]
 struct ConnState {
     base: Instant,
@@ -207,7 +231,6 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// Nanoseconds from `base` when the last request ended.
     idle_since: AtomicU64,
-    changed: Notify,
 }
 
 impl ConnState {
@@ -217,7 +240,6 @@ impl ConnState {
             greeted: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -226,9 +248,7 @@ impl ConnState {
     }
 
     fn greet(&self) {
-        if !self.greeted.swap(true, Ordering::AcqRel) {
-            self.changed.notify_one();
-        }
+        self.greeted.store(true, Ordering::Release);
     }
 
     fn idle(&self) -> bool {
@@ -242,10 +262,10 @@ impl ConnState {
     /// A request arrived: the client has greeted, and the connection is busy until the
     /// returned guard (held by the response body) is dropped.
     fn request(self: &Arc<Self>) -> Busy {
-        self.greet();
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.changed.notify_one();
+        if !self.greeted() {
+            self.greet();
         }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         Busy(self.clone())
     }
 }
@@ -256,11 +276,11 @@ struct Busy(Arc<ConnState>);
 impl Drop for Busy {
     fn drop(&mut self) {
         let state = &self.0;
-        if state.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let now = u64::try_from(state.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            state.idle_since.store(now, Ordering::Release);
-            state.changed.notify_one();
-        }
+        // Recorded before the count goes down, so that whoever sees no request in flight also
+        // sees when the last one ended (never an older time, which would close it early).
+        let now = u64::try_from(state.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        state.idle_since.fetch_max(now, Ordering::AcqRel);
+        state.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -425,6 +445,85 @@ mod tests {
         let mut empty_settings = conn_io();
         empty_settings.saw(&preface(&[]));
         assert!(empty_settings.state.greeted(), "an empty SETTINGS frame");
+    }
+
+    /// A connection that never ends by itself and counts the GOAWAYs it is asked to send.
+    struct Held(Arc<AtomicUsize>);
+
+    impl Future for Held {
+        type Output = Result<(), String>;
+
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Pending
+        }
+    }
+
+    impl Closable for Held {
+        type Failure = String;
+
+        fn close_gracefully(self: Pin<&mut Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_never_idle_and_an_idle_one_gets_its_whole_timeout() {
+        let limits = Limits::of(&crate::config::ListenConfig {
+            idle_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(2),
+            ..Default::default()
+        });
+        let state = Arc::new(ConnState::new());
+        let goaways = Arc::new(AtomicUsize::new(0));
+        let drain = CancellationToken::new();
+        let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = {
+            let (state, goaways, closed) = (state.clone(), goaways.clone(), closed.clone());
+            tokio::spawn(async move {
+                supervise(Held(goaways), &state, &limits, &drain, |reason| {
+                    closed.lock().unwrap().push(reason)
+                })
+                .await
+            })
+        };
+        // Greeted at once; a call that lasts 35 s, four idle timeouts: no GOAWAY meanwhile.
+        state.greet();
+        let call = state.request();
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        assert_eq!(goaways.load(Ordering::SeqCst), 0, "busy for 35 s");
+        drop(call);
+        // Idle from now: not one moment early, though the supervisor last looked at 30 s.
+        tokio::time::sleep(Duration::from_millis(9_900)).await;
+        assert_eq!(goaways.load(Ordering::SeqCst), 0, "idle for 9.9 s of 10");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(goaways.load(Ordering::SeqCst), 1, "idle for 10.1 s");
+        assert_eq!(*closed.lock().unwrap(), ["idle_timeout"]);
+        // The client neither closes nor opens a stream: dropped one header_read_timeout later.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert!(task.is_finished(), "dropped after the grace");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_greets_is_closed_at_the_greeting_deadline() {
+        let limits = Limits::of(&crate::config::ListenConfig {
+            header_read_timeout: Duration::from_secs(2),
+            ..Default::default()
+        });
+        let state = Arc::new(ConnState::new());
+        let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let drain = CancellationToken::new();
+        let seen = closed.clone();
+        let supervised = supervise(
+            Held(Arc::new(AtomicUsize::new(0))),
+            &state,
+            &limits,
+            &drain,
+            move |reason| seen.lock().unwrap().push(reason),
+        );
+        let start = Instant::now();
+        supervised.await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(*closed.lock().unwrap(), ["header_timeout"]);
     }
 
     #[test]
