@@ -21,7 +21,10 @@ use super::{
     frame::{FrameReader, Next},
     header_block, web_text, Protocol,
 };
-use crate::body::{self, BoxError, Event, Response};
+use crate::{
+    body::{self, BoxError, Event, Response},
+    headers::{GRPC_MESSAGE, GRPC_STATUS},
+};
 
 /// The longest grpc-web trailer frame read; litd's are a few dozen bytes.
 const MAX_TRAILER_FRAME: usize = 8 * 1024;
@@ -257,7 +260,7 @@ pub fn status_in(h: &HeaderMap) -> Option<tonic::Status> {
 
 /// `grpc-status` in a header map, if present.
 pub(crate) fn head_code(h: &HeaderMap) -> Option<Code> {
-    let v = h.get("grpc-status")?;
+    let v = h.get(GRPC_STATUS)?;
     Some(
         std::str::from_utf8(v.as_bytes())
             .ok()
@@ -274,7 +277,7 @@ fn header_code(h: &HeaderMap) -> Code {
 
 /// `grpc-message`, percent-decoded.
 fn header_message(h: &HeaderMap) -> String {
-    h.get("grpc-message")
+    h.get(GRPC_MESSAGE)
         .map(|v| {
             percent_encoding::percent_decode(v.as_bytes())
                 .decode_utf8_lossy()

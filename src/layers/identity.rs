@@ -14,7 +14,12 @@ use bytes::Bytes;
 use http::{header, HeaderMap};
 use tower::{Layer, Service};
 
-use crate::{body::Request, macaroon::Macaroon, server::ConnectInfo};
+use crate::{
+    body::Request,
+    headers::{GRPC_METADATA_MACAROON, MACAROON},
+    macaroon::Macaroon,
+    server::ConnectInfo,
+};
 
 /// How a credential was carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +84,8 @@ impl Caller {
 fn credential(headers: &HeaderMap) -> Option<Credential> {
     // gRPC metadata `macaroon`, grpc-web header `macaroon`, REST `Grpc-Metadata-Macaroon`.
     let mac = headers
-        .get("macaroon")
-        .or_else(|| headers.get("grpc-metadata-macaroon"));
+        .get(MACAROON)
+        .or_else(|| headers.get(GRPC_METADATA_MACAROON));
     if let Some(v) = mac {
         let raw = Bytes::copy_from_slice(v.as_bytes());
         let macaroon = v.to_str().ok().and_then(|t| Macaroon::from_hex(t).ok());

@@ -24,7 +24,7 @@ use crate::{
         reply::status_headers,
         status::code_from_http,
     },
-    headers::strip_hop_by_hop,
+    headers::{strip_hop_by_hop, GRPC_STATUS},
 };
 
 /// How long a finished call waits for the client's close frame before dropping the connection.
@@ -41,7 +41,7 @@ fn call_headers(mut headers: HeaderMap) -> HeaderMap {
 /// The status of an answer that ended without trailers: its own (a trailers-only answer), or
 /// one derived from its HTTP status as gRPC clients derive it.
 fn status_of_head(status: StatusCode, head: &HeaderMap) -> HeaderMap {
-    if head.contains_key("grpc-status") {
+    if head.contains_key(GRPC_STATUS) {
         return HeaderMap::new();
     }
     if status == StatusCode::OK {
