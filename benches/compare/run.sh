@@ -10,7 +10,8 @@
 #   ROUNDS [5]            rounds; the order of the targets rotates every round
 #   DURATION [5s]         measured time of one run (one target, one shape, one round)
 #   WARMUP [1s]           checked but unmeasured calls before each run
-#   TARGETS ["direct nginx envoy litgate"]
+#   TARGETS ["direct nginx envoy litgate"]; also "floor": examples/h2_floor, the leanest proxy
+#                         on litgate's HTTP/2 crates (no features; h2c phases only)
 #   SHAPES ["c1m1 c4m10 c40m1"]   cNmM: N connections, M calls in flight on each
 #   UPSTREAMS ["minimal litd"]    minimal: examples/grpc_upstream; litd: examples/fake_litd
 #   TRANSPORTS ["h2c tls"]        h2c: plaintext both hops; tls: TLS on both hops
@@ -93,7 +94,7 @@ fi
 # --- build
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     cargo build --release --locked --bin litgate --example grpc_upstream --example grpc_load \
-        --example fake_litd >&2
+        --example fake_litd --example h2_floor >&2
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -542,6 +543,11 @@ for UPSTREAM in $UPSTREAMS; do
             ADDR[litgate-${v%%=*}]=$LITGATE_ADDR CERT[litgate-${v%%=*}]=$LITGATE_CERT
             WPID[litgate-${v%%=*}]=$LITGATE_PID
         done
+        if has "$TARGETS" floor && [[ $TRANSPORT == h2c ]]; then
+            spawn "$P/floor.log" "$BIN/examples/h2_floor" --upstream "$UP"
+            wait_until "h2_floor" "$PID" log_field "$P/floor.log" '^listening (\S+)' || die "h2_floor did not start"
+            ADDR[floor]=$(log_field "$P/floor.log" '^listening (\S+)') CERT[floor]="" WPID[floor]=$PID
+        fi
         # Last: its admin address is the one the metrics below are read from.
         if has "$TARGETS" litgate; then
             start_litgate "$P" "$UP" "$UPCERT" "$TRANSPORT" "$AP"
@@ -559,6 +565,7 @@ for UPSTREAM in $UPSTREAMS; do
             for shape in $SHAPES; do
                 for ((i = 0; i < n; i++)); do
                     t=${targets[$(((i + r) % n))]}
+                    [[ -n ${ADDR[$t]:-} ]] || continue # the floor has no TLS phase
                     pid=${WPID[$t]:-}
                     c0=0
                     [[ -n $pid ]] && c0=$(cpu_ticks "$pid")

@@ -13,8 +13,8 @@ E = os.environ
 rows = [json.loads(line) for line in open(E["RESULTS"])]
 runs = [r for r in rows if r["kind"] == "run"]
 TICK_US = 1e6 / int(E["CLK_TCK"])
-ORDER = ["direct", "nginx", "envoy", "litgate"]
-PROXIES = ["nginx", "envoy", "litgate"]
+ORDER = ["direct", "floor", "nginx", "envoy", "litgate"]
+PROXIES = ["floor", "nginx", "envoy", "litgate"]
 
 
 def uniq(xs):
