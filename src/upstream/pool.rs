@@ -216,12 +216,27 @@ where
 {
     let (send, mut conn) = builder().handshake::<_, Bytes>(io).await?;
     let closed = Arc::new(AtomicBool::new(false));
-    let pings = conn.ping_pong();
+    // The keepalive runs in a task of its own, so that the connection's task, polled on every
+    // frame, does not poll a timer each time too. It tells the connection's task why it should
+    // close, and ends when that task has ended.
+    let (lost_tx, mut lost) = tokio::sync::oneshot::channel::<String>();
+    if let Some(pings) = conn.ping_pong() {
+        tokio::spawn(async move {
+            let mut lost_tx = lost_tx;
+            tokio::select! {
+                _ = lost_tx.closed() => {}
+                why = keepalive(pings) => {
+                    let _ = lost_tx.send(why);
+                }
+            }
+        });
+    }
     let ended = closed.clone();
     tokio::spawn(async move {
         let outcome = tokio::select! {
+            biased;
             r = &mut conn => r.map_err(|e| e.to_string()),
-            lost = keepalive(pings) => Err(lost),
+            Ok(why) = &mut lost => Err(why),
         };
         ended.store(true, Ordering::Release);
         if let Err(e) = outcome {
@@ -232,10 +247,7 @@ where
 }
 
 /// Pings litd every [`KEEPALIVE_INTERVAL`]; returns why the connection should close.
-async fn keepalive(pings: Option<h2::PingPong>) -> String {
-    let Some(mut pings) = pings else {
-        return std::future::pending().await;
-    };
+async fn keepalive(mut pings: h2::PingPong) -> String {
     loop {
         tokio::time::sleep(KEEPALIVE_INTERVAL).await;
         match tokio::time::timeout(KEEPALIVE_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
