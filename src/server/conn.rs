@@ -43,6 +43,25 @@ use super::{
 };
 use crate::body::boxed;
 
+/// The future of one request, run by the task that drives its response: boxed, so that what
+/// hyper moves several times before the first poll (into the stream's task, through the stall
+/// watch) is small. It reports to that task's stall watch.
+fn stream_future(
+    service: impl Served,
+    req: crate::body::Request,
+    busy: Busy,
+) -> Pin<Box<impl Future<Output = Result<http::Response<crate::body::Body>, Infallible>> + Send>> {
+    Box::pin(async move {
+        let progress = stall::current();
+        let req = req.map(|b| stall::abandonable(b, progress.clone()));
+        let resp = match service.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        Ok(resp.map(|b| stall::track(b, progress, busy)))
+    })
+}
+
 /// What every connection of a listener shares.
 pub(super) struct Listener {
     pub(super) builder: auto::Builder<StreamExec>,
@@ -107,18 +126,10 @@ impl Listener {
                 // Called as the request head arrives; the future runs in the task that drives
                 // the response (the stream's task in HTTP/2), whose stall watch it reports to.
                 let busy = state.request();
-                let (service, upgrades) = (service.clone(), upgrades.clone());
-                async move {
-                    let progress = stall::current();
-                    let mut req = req.map(|b| stall::abandonable(boxed(b), progress.clone()));
-                    req.extensions_mut().insert(info);
-                    req.extensions_mut().insert(upgrades);
-                    let resp = match service.oneshot(req).await {
-                        Ok(resp) => resp,
-                        Err(never) => match never {},
-                    };
-                    Ok::<_, Infallible>(resp.map(|b| stall::track(b, progress, busy)))
-                }
+                let mut req = req.map(boxed);
+                req.extensions_mut().insert(info);
+                req.extensions_mut().insert(upgrades.clone());
+                stream_future(service.clone(), req, busy)
             })
         };
         let conn = self
