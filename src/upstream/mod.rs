@@ -218,13 +218,16 @@ impl Upstream {
             let mut req = Request::from_parts(parts, body);
             let mut retried_from = None;
             loop {
-                let conn = inner
-                    .lanes
-                    .get(retried_from, || up.connect())
-                    .await
-                    .inspect_err(|_| {
-                        inner.metrics.errors.inc();
-                    })?;
+                // A held connection is taken without an await; dialling (a TLS handshake's
+                // future is a few KB) is boxed, so that every call's future stays small.
+                let conn = match inner.lanes.pick(retried_from) {
+                    Some(conn) => conn,
+                    None => Box::pin(inner.lanes.get(retried_from, || up.connect()))
+                        .await
+                        .inspect_err(|_| {
+                            inner.metrics.errors.inc();
+                        })?,
+                };
                 let (send, slot) = conn.take();
                 let failed = match stream::call(send, req).await {
                     Ok(resp) => {
