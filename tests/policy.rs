@@ -463,6 +463,74 @@ async fn approved_grpc_request_is_completed_and_keeps_unknown_fields() {
     env.stop().await;
 }
 
+/// The benchmarks' baseline (`benches/load.sh`, `--mode add-alias`): the fake litd's alias of
+/// AddAutopilotSession is a path litgate does not know, so it is forwarded as a drop-in
+/// would, byte for byte and without the policy, while the real path still gets the policy.
+/// If this breaks, the benchmark's "add vs add-alias" stops measuring the policy.
+#[tokio::test]
+async fn bench_alias_passes_through_unchanged_and_the_real_path_keeps_the_policy() {
+    use litgate::demo::litd::BENCH_ADD_ALIAS;
+    let env = Env::start_bench_alias().await;
+    let alias_call = |body: Bytes| {
+        let client = h2_client(&env.gate_cert);
+        let req = grpc_request(
+            &env.gate_uri(BENCH_ADD_ALIAS),
+            grpc_frame_raw(&body),
+            Some(&env.macaroon()),
+        );
+        async move { send(&client, req).await }
+    };
+    let sent = Bytes::from(request(&[("HealthCheck", feature(&[]))]).encode_to_vec());
+
+    // The alias: litd gets the caller's bytes and credential as sent; litd answers.
+    let r = alias_call(sent.clone()).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
+    let answer = litgate::proto::litrpc::AddAutopilotSessionResponse::decode(
+        frames(r.body.clone()).remove(0).1,
+    )
+    .unwrap();
+    assert_eq!(answer.session.unwrap().label, "policy-test");
+    let rec = env.litd.received();
+    let at_alias: Vec<_> = rec.iter().filter(|r| r.path == BENCH_ADD_ALIAS).collect();
+    assert_eq!(at_alias.len(), 1, "{rec:?}");
+    assert_eq!(at_alias[0].body, grpc_frame_raw(&sent), "forwarded unchanged");
+    assert_eq!(
+        at_alias[0].macaroon.as_deref(),
+        Some(env.macaroon().as_str())
+    );
+    assert_eq!(env.litd.count(ADD), 0, "no authentication probe, no policy");
+    assert!(env.gate.approvals().is_empty(), "no approval recorded");
+
+    // The real path, same bytes: decided and rewritten (HealthCheck's rate-limit default and
+    // the privacy flags written explicitly), the approval recorded.
+    let r = grpc(&env, sent.clone()).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
+    let (payload, got) = received_request(&env);
+    assert_ne!(payload, sent, "the policy rewrote the request");
+    assert!(got.privacy_flags_set);
+    assert_eq!(env.gate.approvals().len(), 1);
+
+    // A request the policy refuses: refused by litgate on the real path, litd untouched;
+    // through the alias it reaches litd, which refuses it in its own words.
+    let unknown = Bytes::from(request(&[("NoSuchFeature", feature(&[]))]).encode_to_vec());
+    let adds_before = writable_adds(&env.litd);
+    let r = grpc(&env, unknown.clone()).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("9"), "{r:?}");
+    assert!(r
+        .grpc_message()
+        .unwrap()
+        .contains("NoSuchFeature is not a feature provided by the Autopilot server"));
+    assert_eq!(writable_adds(&env.litd), adds_before);
+    let r = alias_call(unknown).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("2"), "{r:?}");
+    assert!(r
+        .grpc_message()
+        .unwrap()
+        .contains("NoSuchFeature is not a features provided by the Autopilot server"));
+    assert_eq!(env.litd.count(BENCH_ADD_ALIAS), 2);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn approved_rest_request_is_edited_in_place() {
     let env = Env::start().await;
