@@ -493,7 +493,11 @@ async fn bench_alias_passes_through_unchanged_and_the_real_path_keeps_the_policy
     let rec = env.litd.received();
     let at_alias: Vec<_> = rec.iter().filter(|r| r.path == BENCH_ADD_ALIAS).collect();
     assert_eq!(at_alias.len(), 1, "{rec:?}");
-    assert_eq!(at_alias[0].body, grpc_frame_raw(&sent), "forwarded unchanged");
+    assert_eq!(
+        at_alias[0].body,
+        grpc_frame_raw(&sent),
+        "forwarded unchanged"
+    );
     assert_eq!(
         at_alias[0].macaroon.as_deref(),
         Some(env.macaroon().as_str())
@@ -577,6 +581,60 @@ async fn approved_grpc_web_text_request() {
     assert!(sent.privacy_flags_set);
     assert_eq!(sent.privacy_flags, 0x0c);
     assert_eq!(env.autopilot.registrations().len(), 1);
+    env.stop().await;
+}
+
+/// The rule bounds are parsed when the catalogue is fetched: a refreshed catalogue's bounds
+/// decide from the first call after the refresh, both ways (wider, then narrower).
+#[tokio::test]
+async fn a_refreshed_catalogue_replaces_the_rule_bounds() {
+    let env = Env::start_opts(
+        "catalogue_ttl = \"10m\"\n",
+        "[autopilot.rules]\nrate_limit_read_max = { iterations = 100000, num_hours = 1 }\n",
+    )
+    .await;
+    let body = |read: u32| {
+        let health = feature(&[("rate-limit", rate_limit(read, 1, 1, 1))]);
+        Bytes::from(request(&[("HealthCheck", health)]).encode_to_vec())
+    };
+    let with_read_max = |max: u32| {
+        let mut cat = litgate::demo::mock_catalogue();
+        let rule = cat
+            .get_mut("HealthCheck")
+            .and_then(|f| f.rules.get_mut("rate-limit"))
+            .expect("the mock's HealthCheck has a rate-limit");
+        rule.max_value = format!(
+            r#"{{"write_limit":{{"iterations":10,"num_hours":1}},"read_limit":{{"iterations":{max},"num_hours":1}}}}"#
+        )
+        .into_bytes();
+        cat
+    };
+    let out_of_bounds = |r: &Collected, max: u32| {
+        assert_eq!(r.grpc_status().as_deref(), Some("9"), "{r:?}");
+        let msg = r.grpc_message().unwrap();
+        assert!(msg.contains("rule value for rate-limit not valid"), "{msg}");
+        assert!(
+            msg.contains(&format!(r#""iterations":{max},"num_hours":1}}}}"#)),
+            "names the bound in force: {msg}"
+        );
+    };
+
+    // The mock's read max is 1000/h.
+    out_of_bounds(&grpc(&env, body(2000)).await, 1000);
+
+    env.autopilot.set_catalogue(with_read_max(5000));
+    env.clock.advance(Duration::from_secs(11 * 60));
+    let r = grpc(&env, body(2000)).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
+    out_of_bounds(&grpc(&env, body(6000)).await, 5000);
+
+    env.autopilot.set_catalogue(with_read_max(500));
+    env.clock.advance(Duration::from_secs(11 * 60));
+    out_of_bounds(&grpc(&env, body(2000)).await, 500);
+    assert_eq!(
+        grpc(&env, body(400)).await.grpc_status().as_deref(),
+        Some("0")
+    );
     env.stop().await;
 }
 
