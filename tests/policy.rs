@@ -398,7 +398,8 @@ fn received_request(env: &Env) -> (Bytes, AddAutopilotSessionRequest) {
 
 #[tokio::test]
 async fn approved_grpc_request_is_completed_and_keeps_unknown_fields() {
-    let env = Env::start_with(
+    // The relay on (litd going around it), so the approval is recorded and stays.
+    let env = Env::start_relay_bypassed(
         "[autopilot.rules]\nrate_limit_read_max = { iterations = 5, num_hours = 1 }\n",
     )
     .await;
@@ -503,7 +504,15 @@ async fn bench_alias_passes_through_unchanged_and_the_real_path_keeps_the_policy
         Some(env.macaroon().as_str())
     );
     assert_eq!(env.litd.count(ADD), 0, "no authentication probe, no policy");
-    assert!(env.gate.approvals().is_empty(), "no approval recorded");
+    let approved = || async {
+        let (_, text) = admin_get(&env.admin_uri("/metrics")).await;
+        metric_labelled(
+            &text,
+            "litgate_autopilot_sessions_total",
+            "outcome=\"approved\"",
+        )
+    };
+    assert_eq!(approved().await, 0.0, "not decided");
 
     // The real path, same bytes: decided and rewritten (HealthCheck's rate-limit default and
     // the privacy flags written explicitly), the approval recorded.
@@ -512,7 +521,7 @@ async fn bench_alias_passes_through_unchanged_and_the_real_path_keeps_the_policy
     let (payload, got) = received_request(&env);
     assert_ne!(payload, sent, "the policy rewrote the request");
     assert!(got.privacy_flags_set);
-    assert_eq!(env.gate.approvals().len(), 1);
+    assert_eq!(approved().await, 1.0);
 
     // A request the policy refuses: refused by litgate on the real path, litd untouched;
     // through the alias it reaches litd, which refuses it in its own words.
@@ -557,6 +566,8 @@ async fn approved_rest_request_is_edited_in_place() {
         serde_json::json!({"iterations": 10, "num_hours": 1})
     );
     assert_eq!(got.macaroon.as_deref(), Some(env.macaroon().as_str()));
+    // The relay is off: nothing would ever read an approval, so none is recorded.
+    assert!(env.gate.approvals().is_empty());
     env.stop().await;
 }
 

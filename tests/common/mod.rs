@@ -118,6 +118,16 @@ impl Env {
         Self::start_relay_with(extra, |_| {}).await
     }
 
+    /// litgate with its relay on, and a fake litd that registers with the fake Autopilot
+    /// server directly, around the relay (as a litd whose `--autopilot.address` was not
+    /// changed): the public face records its approvals and nothing consumes them, so a test
+    /// can look at them.
+    pub async fn start_relay_bypassed(extra: &str) -> Env {
+        let env = Self::start_relay(extra).await;
+        env.litd.set_autopilot(Some(env.autopilot.target()));
+        env
+    }
+
     /// Same, with `edit` adjusting the config value before start.
     pub async fn start_relay_with(extra: &str, edit: impl FnOnce(&mut Config)) -> Env {
         let autopilot =
