@@ -9,11 +9,15 @@
 #   nocache  the same with [cache] enabled = false (AddAutopilotSession is then policy +
 #            forward, without the session cache's invalidation after a successful write).
 # Then runs examples/load against the fake litd directly ("direct") and through litgate,
-# rotating the order every round, and prints a summary with ratios. See benches/README.md.
+# rotating the order every round, and prints a summary. The headline compares
+# AddAutopilotSession (intercepted: litgate's policy) with the very same call sent to the fake
+# litd's alias path (`--mode add-alias`: same request, same answer, same work in the fake litd,
+# but a path litgate does not know, so it takes the plain passthrough). See benches/README.md.
 #
-# Knobs (environment): ROUNDS (6), SERIAL_CALLS (3000), ADD_CALLS (1000), LIMITER (off | high: [rate_limit] on with limits it never reaches),
-# ECHO_PAYLOAD (64: the comparable call's message size; 540 gives it an answer the size of
-# AddAutopilotSession's), SKIP_BUILD (1: reuse the release binaries), KEEP (1: keep the work directory).
+# Knobs (environment): ROUNDS (6), SERIAL_CALLS (3000), ADD_CALLS (1000: per add and per alias
+# run), LIMITER (off | high: [rate_limit] on with limits it never reaches),
+# ECHO_PAYLOAD (64: the secondary comparable call's message size), SKIP_BUILD (1: reuse the
+# release binaries), KEEP (1: keep the work directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -136,6 +140,14 @@ hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$GATE_PID/status"; }
 cpu_ticks() { # utime + stime of a process, in clock ticks
     awk '{print $14 + $15}' "/proc/$1/stat"
 }
+cpu_ns() { # time on CPU of a process's live threads, in ns (schedstat: no tick rounding)
+    local s=0 t f
+    for f in /proc/"$1"/task/*/schedstat; do
+        read -r t _ 2>/dev/null <"$f" || continue
+        s=$((s + t))
+    done
+    echo "$s"
+}
 metrics() { curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics"; }
 metric() { # sum of a metric family's samples on the "via" litgate
     metrics | awk -v n="$1" '$1 ~ "^"n"([{]|$)" {s += $NF} END {printf "%d\n", s}'
@@ -145,19 +157,19 @@ metric() { # sum of a metric family's samples on the "via" litgate
 run() {
     local label=$1 round=$2
     shift 2
-    local line pid=0 cpu0=0 cpu1=0
+    local line pid=0 cpu0=0 cpu1=0 ns0=0 ns1=0
     case $label in
     */via) pid=$VIA_PID ;;
     */nocache) pid=$NOCACHE_PID ;;
     esac
-    if ((pid)); then cpu0=$(cpu_ticks "$pid"); fi
+    if ((pid)); then cpu0=$(cpu_ticks "$pid"); ns0=$(cpu_ns "$pid"); fi
     line=$("$BIN/examples/load" "$@") || {
         echo "load failed: $label $*" >&2
         exit 1
     }
-    if ((pid)); then cpu1=$(cpu_ticks "$pid"); fi
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["label"]=sys.argv[2]; d["round"]=int(sys.argv[3]); d["litgate_cpu_ticks"]=int(sys.argv[4]); print(json.dumps(d))' \
-        "$line" "$label" "$round" "$((cpu1 - cpu0))" >>"$RESULTS"
+    if ((pid)); then cpu1=$(cpu_ticks "$pid"); ns1=$(cpu_ns "$pid"); fi
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["label"]=sys.argv[2]; d["round"]=int(sys.argv[3]); d["litgate_cpu_ticks"]=int(sys.argv[4]); d["litgate_cpu_ns"]=int(sys.argv[5]); print(json.dumps(d))' \
+        "$line" "$label" "$round" "$((cpu1 - cpu0))" "$((ns1 - ns0))" >>"$RESULTS"
     python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("  round %s %-22s median %6.0f us  p99 %6.0f us  %6.0f calls/s" % (sys.argv[3], sys.argv[2], d["median_us"], d["p99_us"], d["throughput_cps"]))' \
         "$line" "$label" "$round" >&2
 }
@@ -189,14 +201,22 @@ CONN_BEFORE=$(metric litgate_upstream_connections_total)
 REQ_BEFORE=$(metric litgate_requests_total)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# --- AddAutopilotSession (policy) vs a comparable passthrough call, serial.
-# The comparable call is Echo.Unary carrying the same macaroon metadata and a 64-byte message
-# (an AddAutopilotSession request here is ~60 bytes); its via-minus-direct is the passthrough
-# share, subtracted from the AddAutopilotSession's via-minus-direct.
+# --- AddAutopilotSession (policy) vs the same call passed through, serial.
+# add-alias is the same request to the fake litd's alias path, which litgate forwards as it
+# forwards any method it does not intercept: its via-minus-direct is the passthrough share of
+# exactly this call, subtracted from the AddAutopilotSession's via-minus-direct. The two run
+# back to back in each round, in an order that alternates. Echo.Unary with the same macaroon
+# metadata and a 64-byte message is the former (secondary) comparable call.
 echo "AddAutopilotSession, $ROUNDS rounds" >&2
 for r in $(seq 0 $((ROUNDS - 1))); do
-    run_set "add-serial" "$r" "direct via nocache" --mode add --concurrency 1 \
-        --calls "$ADD_CALLS" --warmup 50 --macaroon-file "$MAC"
+    modes=(add add-alias)
+    if ((r % 2 == 1)); then modes=(add-alias add); fi
+    for m in "${modes[@]}"; do
+        label=add-serial
+        [[ $m == add-alias ]] && label=alias-serial
+        run_set "$label" "$r" "direct via nocache" --mode "$m" --concurrency 1 \
+            --calls "$ADD_CALLS" --warmup 50 --macaroon-file "$MAC"
+    done
     run_set "echo-mac-serial" "$r" "direct via nocache" --mode echo --concurrency 1 \
         --calls "$SERIAL_CALLS" --macaroon-file "$MAC" --payload "$ECHO_PAYLOAD"
 done
@@ -222,11 +242,14 @@ def pair(label, key, a="direct", b="via"):
     d, v = by(f"{label}/{a}"), by(f"{label}/{b}")
     return [(d[r][key], v[r][key]) for r in sorted(d)]
 def cpu_us(label):
-    """litgate's CPU (user + sys) per call over every round of a label, warmup calls included."""
+    """litgate's CPU per call over every round of a label, warmup calls included: the time its
+    threads spent on a CPU (schedstat, ns), and the same from utime + stime (clock ticks, which
+    also count threads that ended during the run but round to 10 ms per run)."""
     d = list(by(label).values())
     ticks = sum(r["litgate_cpu_ticks"] for r in d)
+    ns = sum(r["litgate_cpu_ns"] for r in d)
     calls = sum(r["count"] + r["warmup"] for r in d)
-    return ticks * 1e6 / int(E["CLK_TCK"]) / calls, ticks
+    return ns / 1e3 / calls, ticks * 1e6 / int(E["CLK_TCK"]) / calls
 def mib(k): return f"{int(E[k]) / 1024:.1f} MiB"
 
 print()
@@ -235,7 +258,7 @@ print(f"rounds: {E['ROUNDS']} (order of sides rotates per round); rate limiter: 
       "litgate log level info; all on 127.0.0.1, TLS on both hops")
 print()
 print(f"{'run':<26}{'median us':>10}{'p90 us':>9}{'p99 us':>9}{'mean us':>9}{'calls/s':>9}   (median over rounds)")
-for label in ["add-serial", "echo-mac-serial"]:
+for label in ["add-serial", "alias-serial", "echo-mac-serial"]:
     for side in ["direct", "via", "nocache"]:
         d = list(by(f"{label}/{side}").values())
         if not d:
@@ -248,25 +271,33 @@ print(f"  litgate RSS (VmRSS): idle {mib('RSS_IDLE')}; at the end {mib('RSS_END'
 print(f"  litgate_upstream_connections_total: before {E['CONN_BEFORE']}, after {E['CONN_END']}; "
       f"litgate_requests_total: {E['REQ_BEFORE']} -> {E['REQ_END']}")
 print()
+def beyond(base, gate="via"):
+    """Per round: (add via - add direct) - (base via - base direct), and the two parts."""
+    a = pair("add-serial", "median_us", b=gate); c = pair(base, "median_us", b=gate)
+    add = [v - d for d, v in a]; pt = [v - d for d, v in c]
+    return [x - y for x, y in zip(add, pt)], add, pt
 print("AddAutopilotSession (HealthCheck, warm catalogue), serial; per-round, median [min..max]")
-a = pair("add-serial", "median_us"); e = pair("echo-mac-serial", "median_us")
-add_via = [v - d for d, v in a]; pt = [v - d for d, v in e]
-pol = [x - y for x, y in zip(add_via, pt)]
+a = pair("add-serial", "median_us")
+pol, add_via, alias_pt = beyond("alias-serial")
 print(f"  AddAutopilotSession median: direct {med([d for d, _ in a]):.0f} us, via {med([v for _, v in a]):.0f} us; "
       f"via - direct {med(add_via):.0f} us {rng(add_via, '.0f')}")
-print(f"  comparable passthrough (Echo.Unary + macaroon, {E['ECHO_PAYLOAD']} B) via - direct {med(pt):.0f} us {rng(pt, '.0f')}")
-print(f"  => litgate's AddAutopilotSession handling beyond passthrough (policy + approval record + "
-      f"cache invalidation): {med(pol):.0f} us {rng(pol, '.0f')}")
-a2 = pair("add-serial", "median_us", b="nocache"); e2 = pair("echo-mac-serial", "median_us", b="nocache")
-pol2 = [(v - d) - (w - c) for (d, v), (c, w) in zip(a2, e2)]
+print(f"  the same call passed through (add-alias) via - direct {med(alias_pt):.0f} us {rng(alias_pt, '.0f')}")
+print(f"  => HEADLINE: litgate's AddAutopilotSession handling beyond passing the same call through "
+      f"(decode, authentication verdict, policy, rewrite, cache invalidation): {med(pol):.0f} us {rng(pol, '.0f')}")
+pol2, _, _ = beyond("alias-serial", gate="nocache")
 inv = [x - y for x, y in zip(pol, pol2)]
-print(f"  same on the [cache]-off litgate (policy + approval record, no invalidation): "
+print(f"  same on the [cache]-off litgate (no invalidation): "
       f"{med(pol2):.0f} us {rng(pol2, '.0f')}")
 print(f"  => share of the session cache's invalidation (cache on - cache off): {med(inv):.0f} us {rng(inv, '.0f')}")
-ca, _ = cpu_us("add-serial/via"); ce, _ = cpu_us("echo-mac-serial/via")
-na, _ = cpu_us("add-serial/nocache"); ne, _ = cpu_us("echo-mac-serial/nocache")
-print(f"  litgate CPU per call: AddAutopilotSession {ca:.0f} us vs passthrough {ce:.0f} us (cache on: +{ca - ce:.0f} us); "
-      f"[cache]-off litgate {na:.0f} vs {ne:.0f} us (+{na - ne:.0f} us)")
+(ca, cat), (cl, clt) = cpu_us("add-serial/via"), cpu_us("alias-serial/via")
+(na, nat), (nl, nlt) = cpu_us("add-serial/nocache"), cpu_us("alias-serial/nocache")
+print(f"  => HEADLINE CPU: litgate CPU per call: AddAutopilotSession {ca:.1f} us vs the same call passed through "
+      f"{cl:.1f} us (cache on: {ca - cl:+.1f} us); [cache]-off litgate {na:.1f} vs {nl:.1f} us ({na - nl:+.1f} us)")
+print(f"     (from clock ticks instead: cache on {cat - clt:+.0f} us, cache off {nat - nlt:+.0f} us)")
+epol, _, ept = beyond("echo-mac-serial")
+ce, _ = cpu_us("echo-mac-serial/via")
+print(f"  secondary: beyond Echo.Unary + macaroon ({E['ECHO_PAYLOAD']} B; via - direct {med(ept):.0f} us "
+      f"{rng(ept, '.0f')}): {med(epol):.0f} us {rng(epol, '.0f')}; CPU +{ca - ce:.0f} us ({ca:.0f} vs {ce:.0f} us)")
 print(f"  catalogue fetches by the via litgate over the whole run: {E['FETCHES']} (warm: the first call fetches)")
 print()
 print(f"calls failed: {sum(r['errors'] for r in rows)}; calls measured: {sum(r['count'] for r in rows)}")

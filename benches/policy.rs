@@ -12,7 +12,7 @@ use std::{
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use litgate::{
-    autopilot::policy::Policy,
+    autopilot::{policy::Policy, FeatureSet},
     config::{PrivacyConfig, RulesConfig},
     demo::mock_catalogue,
     proto::litrpc::{
@@ -68,7 +68,8 @@ fn request() -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let policy = Policy::new(RulesConfig::default(), PrivacyConfig::default());
-    let catalogue = mock_catalogue();
+    // Parsed once, as litgate does when it fetches the catalogue.
+    let catalogue = FeatureSet::new(mock_catalogue());
     let bytes = request();
     c.bench_function(
         "policy: decode + check + decide (2 features, warm catalogue)",

@@ -8,7 +8,9 @@
 //! every session and recorded request in memory; that is fine for a bounded run, and
 //! `--forget-every` drops the recorded requests periodically for long ones (the comparison
 //! benchmark, `benches/compare/`). `--plaintext` serves h2c (litd's `--insecure-httplisten`)
-//! instead of TLS; no `tls.cert` is written then.
+//! instead of TLS; no `tls.cert` is written then. AddAutopilotSession is also served at
+//! `litgate::demo::litd::BENCH_ADD_ALIAS`, a path litgate forwards without its policy, so a
+//! benchmark can compare the intercepted call with the same call passed through.
 //!
 //! ```sh
 //! cargo run --release --example fake_litd -- \
@@ -56,6 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tls_cert_pem: None,
         }),
         addr: Some(args.litd_addr),
+        // The benchmarks' passthrough twin of AddAutopilotSession (`--mode add-alias`).
+        bench_alias: true,
     })?;
     let litd = Arc::new(litd);
     let (cert, mac) = litd.write_files(&args.dir)?;

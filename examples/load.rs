@@ -8,6 +8,10 @@
 //!   litgate it takes the raw passthrough). `--payload` sets the message size.
 //! - `add`: `litrpc.Autopilot/AddAutopilotSession` with features `{"HealthCheck": {}}` and an
 //!   expiry one day ahead (every call creates a new, unlinked session). Needs `--macaroon-file`.
+//! - `add-alias`: the same request to `litgate::demo::litd::BENCH_ADD_ALIAS`, which the fake
+//!   litd (`examples/fake_litd`) serves with the same handler and litgate does not intercept:
+//!   through litgate it is the same call as `add` taking the raw passthrough, the fair
+//!   baseline for what litgate's AddAutopilotSession handling adds. Needs `--macaroon-file`.
 //!
 //! With `--macaroon-file`, the macaroon (hex) is sent as `macaroon` metadata in either mode.
 //!
@@ -26,9 +30,15 @@ use std::{
 };
 
 use clap::{Parser, ValueEnum};
-use litgate::proto::{
-    litgatetest::{echo_client::EchoClient, EchoRequest},
-    litrpc::{autopilot_client::AutopilotClient, AddAutopilotSessionRequest, FeatureConfig},
+use litgate::{
+    demo::litd::BENCH_ADD_ALIAS,
+    proto::{
+        litgatetest::{echo_client::EchoClient, EchoRequest},
+        litrpc::{
+            autopilot_client::AutopilotClient, AddAutopilotSessionRequest,
+            AddAutopilotSessionResponse, FeatureConfig,
+        },
+    },
 };
 use tonic::{
     metadata::MetadataValue,
@@ -41,6 +51,8 @@ enum Mode {
     Echo,
     /// `litrpc.Autopilot/AddAutopilotSession`.
     Add,
+    /// The same call at the fake litd's uninterceptable alias path.
+    AddAlias,
 }
 
 /// Unary gRPC load over one HTTP/2 connection.
@@ -81,6 +93,34 @@ struct Caller {
 }
 
 impl Caller {
+    /// An AddAutopilotSession request: HealthCheck, expiring a day from now, unlinked.
+    fn add_request(&self) -> tonic::Request<AddAutopilotSessionRequest> {
+        let expiry = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            + 24 * 3600;
+        let mut req = tonic::Request::new(AddAutopilotSessionRequest {
+            label: "load".into(),
+            expiry_timestamp_seconds: expiry,
+            mailbox_server_addr: "mailbox.example:443".into(),
+            features: [(
+                "HealthCheck".to_string(),
+                FeatureConfig {
+                    rules: None,
+                    config: b"{}".to_vec(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        });
+        if let Some(m) = &self.macaroon {
+            req.metadata_mut().insert("macaroon", m.clone());
+        }
+        req
+    }
+
     async fn call(&self) -> Result<(), tonic::Status> {
         match self.mode {
             Mode::Echo => {
@@ -94,32 +134,21 @@ impl Caller {
                 EchoClient::new(self.channel.clone()).unary(req).await?;
             }
             Mode::Add => {
-                let expiry = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0)
-                    + 24 * 3600;
-                let mut req = tonic::Request::new(AddAutopilotSessionRequest {
-                    label: "load".into(),
-                    expiry_timestamp_seconds: expiry,
-                    mailbox_server_addr: "mailbox.example:443".into(),
-                    features: [(
-                        "HealthCheck".to_string(),
-                        FeatureConfig {
-                            rules: None,
-                            config: b"{}".to_vec(),
-                        },
-                    )]
-                    .into_iter()
-                    .collect(),
-                    ..Default::default()
-                });
-                if let Some(m) = &self.macaroon {
-                    req.metadata_mut().insert("macaroon", m.clone());
-                }
                 AutopilotClient::new(self.channel.clone())
-                    .add_autopilot_session(req)
+                    .add_autopilot_session(self.add_request())
                     .await?;
+            }
+            Mode::AddAlias => {
+                let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(format!("not ready: {e}")))?;
+                let codec = tonic_prost::ProstCodec::<
+                    AddAutopilotSessionRequest,
+                    AddAutopilotSessionResponse,
+                >::default();
+                let path = http::uri::PathAndQuery::from_static(BENCH_ADD_ALIAS);
+                grpc.unary(self.add_request(), path, codec).await?;
             }
         }
         Ok(())
@@ -195,8 +224,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => Some(std::fs::read_to_string(p)?.trim().parse()?),
         None => None,
     };
-    if matches!(args.mode, Mode::Add) && macaroon.is_none() {
-        return Err("--mode add needs --macaroon-file".into());
+    if matches!(args.mode, Mode::Add | Mode::AddAlias) && macaroon.is_none() {
+        return Err("--mode add and add-alias need --macaroon-file".into());
     }
     let caller = Caller {
         channel,
@@ -214,7 +243,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     us.sort_by(f64::total_cmp);
     let mean = us.iter().sum::<f64>() / us.len().max(1) as f64;
     let out = serde_json::json!({
-        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "mode": args.mode.to_possible_value().map(|v| v.get_name().to_string()),
         "target": args.target,
         "concurrency": args.concurrency,
         "warmup": args.warmup,

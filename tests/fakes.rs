@@ -105,6 +105,7 @@ fn start_pair() -> (DemoAutopilot, DemoLitd) {
         tls: true,
         autopilot: Some(ap.target()),
         addr: None,
+        bench_alias: false,
     })
     .unwrap();
     (ap, litd)
@@ -739,6 +740,7 @@ async fn autopilot_down_and_back_and_tls() {
         tls: true,
         autopilot: Some(ap.target()),
         addr: None,
+        bench_alias: false,
     })
     .unwrap();
     let mut client = AutopilotClient::new(channel(&litd).await.unwrap());

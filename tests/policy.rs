@@ -398,7 +398,8 @@ fn received_request(env: &Env) -> (Bytes, AddAutopilotSessionRequest) {
 
 #[tokio::test]
 async fn approved_grpc_request_is_completed_and_keeps_unknown_fields() {
-    let env = Env::start_with(
+    // The relay on (litd going around it), so the approval is recorded and stays.
+    let env = Env::start_relay_bypassed(
         "[autopilot.rules]\nrate_limit_read_max = { iterations = 5, num_hours = 1 }\n",
     )
     .await;
@@ -463,6 +464,86 @@ async fn approved_grpc_request_is_completed_and_keeps_unknown_fields() {
     env.stop().await;
 }
 
+/// The benchmarks' baseline (`benches/load.sh`, `--mode add-alias`): the fake litd's alias of
+/// AddAutopilotSession is a path litgate does not know, so it is forwarded as a drop-in
+/// would, byte for byte and without the policy, while the real path still gets the policy.
+/// If this breaks, the benchmark's "add vs add-alias" stops measuring the policy.
+#[tokio::test]
+async fn bench_alias_passes_through_unchanged_and_the_real_path_keeps_the_policy() {
+    use litgate::demo::litd::BENCH_ADD_ALIAS;
+    let env = Env::start_bench_alias().await;
+    let alias_call = |body: Bytes| {
+        let client = h2_client(&env.gate_cert);
+        let req = grpc_request(
+            &env.gate_uri(BENCH_ADD_ALIAS),
+            grpc_frame_raw(&body),
+            Some(&env.macaroon()),
+        );
+        async move { send(&client, req).await }
+    };
+    let sent = Bytes::from(request(&[("HealthCheck", feature(&[]))]).encode_to_vec());
+
+    // The alias: litd gets the caller's bytes and credential as sent; litd answers.
+    let r = alias_call(sent.clone()).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
+    let answer = litgate::proto::litrpc::AddAutopilotSessionResponse::decode(
+        frames(r.body.clone()).remove(0).1,
+    )
+    .unwrap();
+    assert_eq!(answer.session.unwrap().label, "policy-test");
+    let rec = env.litd.received();
+    let at_alias: Vec<_> = rec.iter().filter(|r| r.path == BENCH_ADD_ALIAS).collect();
+    assert_eq!(at_alias.len(), 1, "{rec:?}");
+    assert_eq!(
+        at_alias[0].body,
+        grpc_frame_raw(&sent),
+        "forwarded unchanged"
+    );
+    assert_eq!(
+        at_alias[0].macaroon.as_deref(),
+        Some(env.macaroon().as_str())
+    );
+    assert_eq!(env.litd.count(ADD), 0, "no authentication probe, no policy");
+    let approved = || async {
+        let (_, text) = admin_get(&env.admin_uri("/metrics")).await;
+        metric_labelled(
+            &text,
+            "litgate_autopilot_sessions_total",
+            "outcome=\"approved\"",
+        )
+    };
+    assert_eq!(approved().await, 0.0, "not decided");
+
+    // The real path, same bytes: decided and rewritten (HealthCheck's rate-limit default and
+    // the privacy flags written explicitly), the approval recorded.
+    let r = grpc(&env, sent.clone()).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
+    let (payload, got) = received_request(&env);
+    assert_ne!(payload, sent, "the policy rewrote the request");
+    assert!(got.privacy_flags_set);
+    assert_eq!(approved().await, 1.0);
+
+    // A request the policy refuses: refused by litgate on the real path, litd untouched;
+    // through the alias it reaches litd, which refuses it in its own words.
+    let unknown = Bytes::from(request(&[("NoSuchFeature", feature(&[]))]).encode_to_vec());
+    let adds_before = writable_adds(&env.litd);
+    let r = grpc(&env, unknown.clone()).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("9"), "{r:?}");
+    assert!(r
+        .grpc_message()
+        .unwrap()
+        .contains("NoSuchFeature is not a feature provided by the Autopilot server"));
+    assert_eq!(writable_adds(&env.litd), adds_before);
+    let r = alias_call(unknown).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("2"), "{r:?}");
+    assert!(r
+        .grpc_message()
+        .unwrap()
+        .contains("NoSuchFeature is not a features provided by the Autopilot server"));
+    assert_eq!(env.litd.count(BENCH_ADD_ALIAS), 2);
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn approved_rest_request_is_edited_in_place() {
     let env = Env::start().await;
@@ -485,6 +566,8 @@ async fn approved_rest_request_is_edited_in_place() {
         serde_json::json!({"iterations": 10, "num_hours": 1})
     );
     assert_eq!(got.macaroon.as_deref(), Some(env.macaroon().as_str()));
+    // The relay is off: nothing would ever read an approval, so none is recorded.
+    assert!(env.gate.approvals().is_empty());
     env.stop().await;
 }
 
@@ -509,6 +592,60 @@ async fn approved_grpc_web_text_request() {
     assert!(sent.privacy_flags_set);
     assert_eq!(sent.privacy_flags, 0x0c);
     assert_eq!(env.autopilot.registrations().len(), 1);
+    env.stop().await;
+}
+
+/// The rule bounds are parsed when the catalogue is fetched: a refreshed catalogue's bounds
+/// decide from the first call after the refresh, both ways (wider, then narrower).
+#[tokio::test]
+async fn a_refreshed_catalogue_replaces_the_rule_bounds() {
+    let env = Env::start_opts(
+        "catalogue_ttl = \"10m\"\n",
+        "[autopilot.rules]\nrate_limit_read_max = { iterations = 100000, num_hours = 1 }\n",
+    )
+    .await;
+    let body = |read: u32| {
+        let health = feature(&[("rate-limit", rate_limit(read, 1, 1, 1))]);
+        Bytes::from(request(&[("HealthCheck", health)]).encode_to_vec())
+    };
+    let with_read_max = |max: u32| {
+        let mut cat = litgate::demo::mock_catalogue();
+        let rule = cat
+            .get_mut("HealthCheck")
+            .and_then(|f| f.rules.get_mut("rate-limit"))
+            .expect("the mock's HealthCheck has a rate-limit");
+        rule.max_value = format!(
+            r#"{{"write_limit":{{"iterations":10,"num_hours":1}},"read_limit":{{"iterations":{max},"num_hours":1}}}}"#
+        )
+        .into_bytes();
+        cat
+    };
+    let out_of_bounds = |r: &Collected, max: u32| {
+        assert_eq!(r.grpc_status().as_deref(), Some("9"), "{r:?}");
+        let msg = r.grpc_message().unwrap();
+        assert!(msg.contains("rule value for rate-limit not valid"), "{msg}");
+        assert!(
+            msg.contains(&format!(r#""iterations":{max},"num_hours":1}}}}"#)),
+            "names the bound in force: {msg}"
+        );
+    };
+
+    // The mock's read max is 1000/h.
+    out_of_bounds(&grpc(&env, body(2000)).await, 1000);
+
+    env.autopilot.set_catalogue(with_read_max(5000));
+    env.clock.advance(Duration::from_secs(11 * 60));
+    let r = grpc(&env, body(2000)).await;
+    assert_eq!(r.grpc_status().as_deref(), Some("0"), "{r:?}");
+    out_of_bounds(&grpc(&env, body(6000)).await, 5000);
+
+    env.autopilot.set_catalogue(with_read_max(500));
+    env.clock.advance(Duration::from_secs(11 * 60));
+    out_of_bounds(&grpc(&env, body(2000)).await, 500);
+    assert_eq!(
+        grpc(&env, body(400)).await.grpc_status().as_deref(),
+        Some("0")
+    );
     env.stop().await;
 }
 

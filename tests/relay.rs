@@ -407,8 +407,8 @@ async fn the_relay_holds_litd_to_an_approval_the_store_has_not_seen() {
 
 #[tokio::test]
 async fn approvals_survive_a_clean_restart() {
-    // Without the relay, litd registers with the server directly: the approval stays.
-    let env = Env::start().await;
+    // litd registers with the server directly, around the relay: the approval stays.
+    let env = Env::start_relay_bypassed("").await;
     let mut client = AutopilotClient::new(env.gate_channel().await);
     client
         .add_autopilot_session(with_macaroon(&env, add_request("HealthCheck")))
@@ -431,7 +431,7 @@ async fn approvals_survive_a_clean_restart() {
 
 #[tokio::test]
 async fn a_failed_approval_write_is_counted_and_the_call_still_succeeds() {
-    let env = Env::start().await;
+    let env = Env::start_relay_bypassed("").await;
     env.gate
         .store()
         .inject_write_fault(Some(std::io::ErrorKind::StorageFull));

@@ -419,7 +419,8 @@ async fn malformed_grpc_websockets_calls_are_refused_with_a_status() {
 
 #[tokio::test]
 async fn approved_add_autopilot_session_over_websocket_carries_explicit_flags() {
-    let env = Env::start().await;
+    // The relay on (litd going around it), so the approval is recorded and stays.
+    let env = Env::start_relay_bypassed("").await;
     let mac = env.macaroon();
     let req = autopilot_request(&["AutoFees", "HealthCheck"]);
     let ws = gate_ws(&env, ADD, &[("macaroon", &mac)], &req.encode_to_vec()).await;

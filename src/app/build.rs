@@ -155,8 +155,8 @@ impl Components {
     }
 }
 
-/// The AddAutopilotSession policy handler, recording into `approvals`; registers the
-/// `litgate_autopilot_*` metrics.
+/// The AddAutopilotSession policy handler, recording into `approvals` when the relay is on
+/// (the relay is their only reader); registers the `litgate_autopilot_*` metrics.
 fn add_session(
     cfg: &Config,
     approvals: &Approvals,
@@ -171,7 +171,11 @@ fn add_session(
         Policy::new(cfg.autopilot.rules.clone(), cfg.privacy.clone()),
         catalogue.clone(),
         upstream.clone(),
-        approvals.clone(),
+        cfg.autopilot
+            .relay
+            .addr
+            .is_some()
+            .then(|| approvals.clone()),
         clock.clone(),
         cfg.listen.max_message_bytes,
         metrics,

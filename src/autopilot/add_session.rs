@@ -1,8 +1,9 @@
 //! The AddAutopilotSession handler on the public face: decode the request in whatever
 //! protocol it came (gRPC, grpc-web, grpc-web-text, REST), run the policy, write its decision
 //! into the request without losing what litgate does not understand, record the approval (in
-//! memory: the relay reads it from there, the store gets it in the background), and forward
-//! to litd with the caller's own metadata (litd still authenticates the caller).
+//! memory: the relay reads it from there, the store gets it in the background; with the relay
+//! off nothing would ever read it, so nothing is recorded), and forward to litd with the
+//! caller's own metadata (litd still authenticates the caller).
 //! A refused request is answered here: litd is never contacted and nothing is stored.
 
 use std::{sync::Arc, time::UNIX_EPOCH};
@@ -50,19 +51,26 @@ pub struct AddSessionHandler {
     catalogue: Arc<Catalogue>,
     auth: AuthGate,
     upstream: Upstream,
-    approvals: Approvals,
+    /// Where approvals go for the relay; `None` with the relay off.
+    approvals: Option<Approvals>,
     clock: SharedClock,
     max_message_bytes: usize,
     outcomes: Family<OutcomeLabels, Counter>,
+    /// The two outcomes every call that is not refused counts, looked up once rather than
+    /// hashed into `outcomes` on each call (same counters: a clone shares the value).
+    approved: Counter,
+    unauthenticated: Counter,
 }
 
 impl AddSessionHandler {
-    /// Builds the handler and registers its metrics.
+    /// Builds the handler and registers its metrics. `approvals`: the relay's index, `None`
+    /// when the relay is off (litd then registers with the Autopilot server directly and no
+    /// approval would ever be looked up).
     pub fn new(
         policy: Policy,
         catalogue: Arc<Catalogue>,
         upstream: Upstream,
-        approvals: Approvals,
+        approvals: Option<Approvals>,
         clock: SharedClock,
         max_message_bytes: usize,
         registry: &mut Registry,
@@ -72,6 +80,13 @@ impl AddSessionHandler {
             "sessions",
             "AddAutopilotSession requests approved or refused by litgate's policy, by reason",
         );
+        let outcome = |outcome, reason| {
+            outcomes
+                .get_or_create(&OutcomeLabels { outcome, reason })
+                .clone()
+        };
+        let approved = outcome("approved", "ok");
+        let unauthenticated = outcome("unauthenticated", "litd_answered");
         AddSessionHandler {
             policy: LivePolicy::new(policy),
             catalogue,
@@ -81,6 +96,8 @@ impl AddSessionHandler {
             clock,
             max_message_bytes,
             outcomes,
+            approved,
+            unauthenticated,
         }
     }
 
@@ -94,21 +111,11 @@ impl AddSessionHandler {
         let protocol = Protocol::of(&req);
         match self.decide_and_rewrite(protocol, req).await {
             Ok(Decided::LitdAnswered(resp)) => {
-                self.outcomes
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "unauthenticated",
-                        reason: "litd_answered",
-                    })
-                    .inc();
+                self.unauthenticated.inc();
                 Ok(resp)
             }
             Ok(Decided::Forward(forward)) => {
-                self.outcomes
-                    .get_or_create(&OutcomeLabels {
-                        outcome: "approved",
-                        reason: "ok",
-                    })
-                    .inc();
+                self.approved.inc();
                 self.upstream.forward(forward).await
             }
             Err(refusal) => {
@@ -192,19 +199,20 @@ impl AddSessionHandler {
                 Error::internal_from("rewriting the request failed", e),
             ),
         })?;
-        let approval = Approval {
-            features: decision.features.clone(),
-            privacy_flags: decision.approved_flags,
-            privacy: decision.privacy,
-            linked_group_id: hex::encode(&msg.linked_group_id),
-            approved_at: self
-                .clock
-                .now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        };
-        self.approvals.record(approval);
+        if let Some(approvals) = &self.approvals {
+            approvals.record(Approval {
+                features: decision.features.clone(),
+                privacy_flags: decision.approved_flags,
+                privacy: decision.privacy,
+                linked_group_id: hex::encode(&msg.linked_group_id),
+                approved_at: self
+                    .clock
+                    .now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            });
+        }
 
         let body = match rewritten {
             // Nothing to change: forward the caller's bytes as they came.

@@ -1,8 +1,9 @@
 //! The approvals index: what the AddAutopilotSession policy approved, held in memory for the
 //! relay to hold litd's `RegisterSession` to, and written to the store in the background.
 //!
-//! One [`Approvals`] value per process is shared by the public face's handler (which records)
-//! and the relay (which looks up and consumes), so the relay finds an approval recorded a
+//! One [`Approvals`] value per process is shared by the public face's handler (which records,
+//! when the relay is on: the relay is the only reader) and the relay (which looks up and
+//! consumes), so the relay finds an approval recorded a
 //! moment earlier without waiting for the disk. The index keeps the bounds
 //! ([`ApprovalBounds`]: age and count, oldest dropped first) and remembers each change for
 //! the store; a background task writes the changes of the last [`WRITE_COALESCE`] in one trip

@@ -116,8 +116,8 @@ impl AuthGate {
         let credential = parts
             .extensions
             .get::<Caller>()
-            .and_then(|c| c.credential.clone());
-        let key = credential.as_ref().map(|c| digest(&c.raw));
+            .and_then(|c| c.credential.as_ref());
+        let key = credential.map(|c| digest(&c.raw));
         let now = self.clock.now();
         if let Some(k) = &key {
             if self.remembered(k, now) {

@@ -7,6 +7,9 @@
 //! that waited for a refresh that failed takes its outcome rather than trying again. Whether
 //! the server is reachable is logged by the client, once per change; here only at debug.
 //! Shared by the AddAutopilotSession policy and the relay (`Terms`/`ListFeatures` answers).
+//! Each catalogue is held as a [`FeatureSet`]: the features as the server sent them plus their
+//! rule bounds parsed once, when the catalogue is fetched or loaded from the store, so that no
+//! call parses the server's JSON again.
 
 use std::{
     collections::HashMap,
@@ -23,17 +26,110 @@ use prometheus_client::{
 };
 use prost::Message;
 
-use super::client::Autopilot;
+use super::{client::Autopilot, rules};
 use crate::{
     clock::SharedClock,
     error::Error,
-    proto::autopilotserverrpc::{Feature, ListFeaturesResponse, TermsResponse},
+    proto::{
+        autopilotserverrpc::{Feature, ListFeaturesResponse, Rule, TermsResponse},
+        litrpc::RuleValue,
+    },
     store::{CatalogueRecord, Store},
     telemetry::metrics::registered,
 };
 
-/// Features by name, as the server sent them.
-pub type Features = Arc<HashMap<String, Feature>>;
+/// One catalogue, shared by every call deciding with it.
+pub type Features = Arc<FeatureSet>;
+
+/// A catalogue: the server's features by name, each with its rules' values parsed. Built once
+/// per fetched (or stored) catalogue and never changed; a refresh builds a new one.
+#[derive(Debug, Clone, Default)]
+pub struct FeatureSet {
+    features: HashMap<String, CatalogueFeature>,
+}
+
+/// A feature of the catalogue: as the server sent it, and what the policy needs of its rules.
+#[derive(Debug, Clone)]
+pub(crate) struct CatalogueFeature {
+    /// The server's feature, as sent.
+    pub(crate) feature: Feature,
+    /// Its known rules' default and bounds, parsed, by rule name.
+    pub(crate) rules: HashMap<String, RuleBounds>,
+    /// The first (by name) of its rules this litd does not know, if any.
+    pub(crate) unknown_rule: Option<String>,
+}
+
+/// A rule's values as the server sent them (LiT's JSON forms), each parsed once. A value that
+/// does not parse keeps its error: the catalogue stays usable for the features and rules that
+/// do, and a call needing the broken value is refused naming it.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleBounds {
+    /// `default`.
+    pub(crate) default: Result<RuleValue, rules::RuleError>,
+    /// `min_value`.
+    pub(crate) min_value: Result<RuleValue, rules::RuleError>,
+    /// `max_value`.
+    pub(crate) max_value: Result<RuleValue, rules::RuleError>,
+}
+
+impl RuleBounds {
+    fn parse(name: &str, rule: &Rule) -> Self {
+        RuleBounds {
+            default: rules::from_json(name, &rule.default),
+            min_value: rules::from_json(name, &rule.min_value),
+            max_value: rules::from_json(name, &rule.max_value),
+        }
+    }
+}
+
+impl FeatureSet {
+    /// Parses every rule of every feature (a rule litd does not know is only noted).
+    pub fn new(features: HashMap<String, Feature>) -> Self {
+        let features = features
+            .into_iter()
+            .map(|(name, feature)| {
+                let unknown_rule = feature
+                    .rules
+                    .keys()
+                    .filter(|r| !rules::is_known(r))
+                    .min()
+                    .cloned();
+                let rules = feature
+                    .rules
+                    .iter()
+                    .filter(|(r, _)| rules::is_known(r))
+                    .map(|(r, rule)| (r.clone(), RuleBounds::parse(r, rule)))
+                    .collect();
+                let entry = CatalogueFeature {
+                    feature,
+                    rules,
+                    unknown_rule,
+                };
+                (name, entry)
+            })
+            .collect();
+        FeatureSet { features }
+    }
+
+    /// The feature named `name`, with its parsed rules.
+    pub(crate) fn get(&self, name: &str) -> Option<&CatalogueFeature> {
+        self.features.get(name)
+    }
+
+    /// The features as the server sent them (the relay's `ListFeatures` answer).
+    pub(crate) fn to_proto(&self) -> HashMap<String, Feature> {
+        self.features
+            .iter()
+            .map(|(name, f)| (name.clone(), f.feature.clone()))
+            .collect()
+    }
+}
+
+impl From<HashMap<String, Feature>> for FeatureSet {
+    fn from(features: HashMap<String, Feature>) -> Self {
+        FeatureSet::new(features)
+    }
+}
 
 /// Catalogue metrics.
 #[derive(Debug, Clone)]
@@ -97,7 +193,7 @@ impl Catalogue {
         let seeded = match store.catalogue() {
             Ok(Some(rec)) => ListFeaturesResponse::decode(rec.response.as_slice())
                 .ok()
-                .map(|r| (rec.fetched_at, Arc::new(r.features))),
+                .map(|r| (rec.fetched_at, Arc::new(FeatureSet::new(r.features)))),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "stored catalogue unreadable; it will be refetched");
@@ -262,7 +358,7 @@ impl Catalogue {
         if let Err(e) = self.store.off_worker(move |s| s.put_catalogue(&rec)).await {
             tracing::warn!(error = %e, "could not store the feature catalogue");
         }
-        let features = Arc::new(resp.features);
+        let features = Arc::new(FeatureSet::new(resp.features));
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some((now, features.clone()));
         self.metrics
             .last_success_timestamp_seconds

@@ -20,4 +20,5 @@ pub(crate) mod rules;
 
 pub use approvals::Approvals;
 pub(crate) use catalogue::Catalogue;
+pub use catalogue::FeatureSet;
 pub(crate) use client::Autopilot;

@@ -1,13 +1,14 @@
 //! The AddAutopilotSession policy (`docs/design.md`, "AddAutopilotSession"): everything litgate
 //! checks and decides about a request before litd sees it, down to what each feature's config
 //! would show the Autopilot server (`feature_config`). Pure: it takes the decoded request, the
-//! feature catalogue and (for linked sessions) what litd says about the linked session, and
+//! feature catalogue (its rule bounds already parsed, `catalogue::FeatureSet`) and (for linked
+//! sessions) what litd says about the linked session, and
 //! returns either a refusal naming the field and the reason, or the decision — the values to
 //! write into the request explicitly (privacy flags, capped rate limits) and what to record. It
 //! never performs I/O; the handler (`add_session.rs`) does.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -17,6 +18,7 @@ use arc_swap::ArcSwap;
 use tonic::Code;
 
 use super::{
+    catalogue::FeatureSet,
     config::RulesConfig,
     feature_config::{self, FeatureConfigRefusal, Privacy},
     privacy::{self, config::PrivacyConfig, FlagPolicy, FlagRefusal},
@@ -24,10 +26,7 @@ use super::{
 };
 use crate::{
     error::Error,
-    proto::{
-        autopilotserverrpc::Feature,
-        litrpc::{rule_value::Value, AddAutopilotSessionRequest, Rate, RateLimit, RuleValue},
-    },
+    proto::litrpc::{rule_value::Value, AddAutopilotSessionRequest, Rate, RateLimit, RuleValue},
     values::Rate as CapRate,
 };
 
@@ -215,7 +214,7 @@ impl Policy {
     pub fn decide(
         &self,
         req: &AddAutopilotSessionRequest,
-        catalogue: &HashMap<String, Feature>,
+        catalogue: &FeatureSet,
         linked: Option<&LinkedSession>,
     ) -> Result<Decision, Refusal> {
         let mut names: Vec<&String> = req.features.keys().collect();
@@ -223,48 +222,47 @@ impl Policy {
         let mut union = 0u64;
         let mut rate_limits = BTreeMap::new();
         for name in &names {
-            let Some(feature) = catalogue.get(*name) else {
+            let Some(entry) = catalogue.get(name) else {
                 return Err(denied(
                     "unknown_feature",
                     format!("features: {name} is not a feature provided by the Autopilot server"),
                 ));
             };
+            let privacy_flags = entry.feature.privacy_flags;
             self.flags
-                .check_feature(name, feature.privacy_flags)
+                .check_feature(name, privacy_flags)
                 .map_err(flag_refusal)?;
-            union |= feature.privacy_flags;
-            for server_rule in feature.rules.keys() {
-                if !rules::is_known(server_rule) {
-                    return Err(denied(
-                        "feature_needs_upgrade",
-                        format!("features: {name} uses rule {server_rule}, which this litd does not know; upgrade litd"),
-                    ));
-                }
+            union |= privacy_flags;
+            if let Some(server_rule) = &entry.unknown_rule {
+                return Err(denied(
+                    "feature_needs_upgrade",
+                    format!("features: {name} uses rule {server_rule}, which this litd does not know; upgrade litd"),
+                ));
             }
             let requested = req.features.get(*name).and_then(|f| f.rules.as_ref());
             for (rule, value) in requested.iter().flat_map(|r| r.rules.iter()) {
-                let Some(bounds) = feature.rules.get(rule) else {
+                let Some(bounds) = entry.rules.get(rule) else {
                     return Err(denied(
                         "rule_not_listed",
                         format!("features.{name}.rules: autopilot did not specify {rule} as a rule for feature {name}"),
                     ));
                 };
-                let min = parse_bound(name, rule, "min_value", &bounds.min_value)?;
-                let max = parse_bound(name, rule, "max_value", &bounds.max_value)?;
-                if let Err(reason) = rules::check_sane(rule, value, &min, &max) {
+                let min = bound(name, rule, "min_value", &bounds.min_value)?;
+                let max = bound(name, rule, "max_value", &bounds.max_value)?;
+                if let Err(reason) = rules::check_sane(rule, value, min, max) {
                     return Err(denied(
                         "rule_out_of_bounds",
                         format!(
                             "features.{name}.rules.{rule}: rule value for {rule} not valid for feature {name}. \
                              Expected rule value between {} and {}. Got {}. {reason}",
-                            show(rule, &min),
-                            show(rule, &max),
+                            show(rule, min),
+                            show(rule, max),
                             show(rule, value)
                         ),
                     ));
                 }
             }
-            if let Some(bounds) = feature.rules.get(RATE_LIMIT) {
+            if let Some(bounds) = entry.rules.get(RATE_LIMIT) {
                 let explicit = requested.and_then(|r| r.rules.get(RATE_LIMIT));
                 let effective = match explicit {
                     Some(v) => {
@@ -272,11 +270,11 @@ impl Policy {
                         None
                     }
                     None => {
-                        let default = parse_bound(name, RATE_LIMIT, "default", &bounds.default)?;
-                        let min = parse_bound(name, RATE_LIMIT, "min_value", &bounds.min_value)?;
-                        let max = parse_bound(name, RATE_LIMIT, "max_value", &bounds.max_value)?;
-                        let capped = self.capped(&default);
-                        if let Err(reason) = rules::check_sane(RATE_LIMIT, &capped, &min, &max) {
+                        let default = bound(name, RATE_LIMIT, "default", &bounds.default)?;
+                        let min = bound(name, RATE_LIMIT, "min_value", &bounds.min_value)?;
+                        let max = bound(name, RATE_LIMIT, "max_value", &bounds.max_value)?;
+                        let capped = self.capped(default);
+                        if let Err(reason) = rules::check_sane(RATE_LIMIT, &capped, min, max) {
                             return Err(denied(
                                 "cap_below_server_min",
                                 format!(
@@ -453,8 +451,15 @@ fn check_rule_value(feature: &str, rule: &str, value: &RuleValue) -> Result<(), 
     })
 }
 
-fn parse_bound(feature: &str, rule: &str, which: &str, raw: &[u8]) -> Result<RuleValue, Refusal> {
-    rules::from_json(rule, raw).map_err(|e| {
+/// A rule value of the catalogue, parsed when the catalogue was fetched; one the server sent
+/// unreadable refuses the call that needs it.
+fn bound<'a>(
+    feature: &str,
+    rule: &str,
+    which: &str,
+    parsed: &'a Result<RuleValue, RuleError>,
+) -> Result<&'a RuleValue, Refusal> {
+    parsed.as_ref().map_err(|e| {
         refuse(
             "bad_catalogue",
             Code::Unavailable,

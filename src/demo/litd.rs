@@ -46,6 +46,7 @@ use crate::{
     autopilot::{privacy, rules},
     grpc::websocket,
     macaroon::Macaroon,
+    methods::ADD_AUTOPILOT_SESSION,
     proto::{
         autopilotserverrpc::{self as aps, autopilot_client::AutopilotClient},
         litgatetest::{
@@ -75,6 +76,11 @@ pub const ECHO_PREFIX: &str = "/litgatetest.Echo/";
 pub const WS_ECHO: &str = "/litgatetest/ws/echo";
 /// The one whitelisted litrpc method.
 pub const SUB_SERVER_STATUS: &str = "/litrpc.Status/SubServerStatus";
+/// A second path for AddAutopilotSession, served only with [`DemoLitdConfig::bench_alias`]:
+/// the same call under a name litgate does not intercept, so a benchmark can forward it
+/// through litgate as a plain passthrough call (same request, same answer, same work here)
+/// and compare it with the intercepted one. litd has no such path.
+pub const BENCH_ADD_ALIAS: &str = "/litgatebench.Autopilot/AddAutopilotSession";
 
 /// The litd version reported to the Autopilot server.
 const LIT_VERSION: (u32, u32, u32) = (0, 17, 2);
@@ -103,6 +109,10 @@ pub struct DemoLitdConfig {
     pub autopilot: Option<AutopilotTarget>,
     /// Where to listen; `None`: 127.0.0.1 on a port the OS chooses.
     pub addr: Option<SocketAddr>,
+    /// Also serve AddAutopilotSession (gRPC and grpc-web) at [`BENCH_ADD_ALIAS`], with the
+    /// same macaroon check. For benchmarks only: `examples/fake_litd` sets it; the demo and
+    /// the tests (but the one that guards the alias) leave it off, so nobody else sees it.
+    pub bench_alias: bool,
 }
 
 /// One request as it reached the fake (recorded at the HTTP layer, before any check).
@@ -191,7 +201,12 @@ impl DemoLitd {
             (None, None)
         };
         let addr = cfg.addr.unwrap_or_else(super::loopback_any);
-        let server = Server::start("demo-litd", addr, tls, handler(inner.clone()))?;
+        let server = Server::start(
+            "demo-litd",
+            addr,
+            tls,
+            handler(inner.clone(), cfg.bench_alias),
+        )?;
         Ok(Self {
             server,
             inner,
@@ -342,7 +357,7 @@ fn kind(content_type: &str, path: &str) -> Kind {
     }
 }
 
-fn handler(inner: Arc<Inner>) -> Handler {
+fn handler(inner: Arc<Inner>, bench_alias: bool) -> Handler {
     let svc = Services(inner.clone());
     let routes = tonic::service::Routes::new(SessionsServer::new(svc.clone()))
         .add_service(AutopilotServer::new(svc.clone()))
@@ -396,6 +411,11 @@ fn handler(inner: Arc<Inner>) -> Handler {
                 Kind::Rest => rest(&svc, &parts.method, &path, &parts.headers, bytes).await,
                 Kind::Static => static_file(&parts.method, &path),
                 Kind::Grpc | Kind::GrpcWeb => {
+                    let mut parts = parts;
+                    if bench_alias && path == BENCH_ADD_ALIAS {
+                        // Recorded under the alias above; served by the real method.
+                        parts.uri = with_path(&parts.uri, ADD_AUTOPILOT_SESSION);
+                    }
                     let req = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
                     let plain_grpc = matches!(kind, Kind::Grpc);
                     let resp = call_grpc(kind, routes, grpc_web, req).await;
@@ -410,6 +430,13 @@ fn handler(inner: Arc<Inner>) -> Handler {
             }
         })
     })
+}
+
+/// `uri` with its path (and query) replaced by `path`.
+fn with_path(uri: &http::Uri, path: &'static str) -> http::Uri {
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_static(path));
+    http::Uri::from_parts(parts).unwrap_or_else(|_| http::Uri::from_static(path))
 }
 
 async fn call_grpc(

@@ -42,6 +42,7 @@ async fn start_and_wait() -> Result<(), Box<dyn std::error::Error>> {
             tls_cert_pem: None,
         }),
         addr: None,
+        bench_alias: false,
     })?;
     let (litd_cert, litd_mac_bin) = litd.write_files(&dir.0)?;
     let mac_hex = dir.0.join("lit.macaroon.hex");

@@ -83,11 +83,17 @@ addr = "127.0.0.1:0"
 
 /// A fake Autopilot server, a TLS fake litd registering with it directly, and a directory.
 fn demo_pair() -> (DemoAutopilot, DemoLitd, TempDir) {
+    demo_pair_with(false)
+}
+
+/// Same, the fake litd serving the benchmarks' AddAutopilotSession alias when `bench_alias`.
+fn demo_pair_with(bench_alias: bool) -> (DemoAutopilot, DemoLitd, TempDir) {
     let autopilot =
         DemoAutopilot::start(DemoAutopilotConfig::default()).expect("demo autopilot starts");
     let litd = DemoLitd::start(DemoLitdConfig {
         tls: true,
         autopilot: Some(autopilot.target()),
+        bench_alias,
         ..Default::default()
     })
     .expect("demo litd starts");
@@ -110,6 +116,16 @@ impl Env {
     /// its own macaroon for reconciliation. `extra`: whole TOML tables.
     pub async fn start_relay(extra: &str) -> Env {
         Self::start_relay_with(extra, |_| {}).await
+    }
+
+    /// litgate with its relay on, and a fake litd that registers with the fake Autopilot
+    /// server directly, around the relay (as a litd whose `--autopilot.address` was not
+    /// changed): the public face records its approvals and nothing consumes them, so a test
+    /// can look at them.
+    pub async fn start_relay_bypassed(extra: &str) -> Env {
+        let env = Self::start_relay(extra).await;
+        env.litd.set_autopilot(Some(env.autopilot.target()));
+        env
     }
 
     /// Same, with `edit` adjusting the config value before start.
@@ -214,6 +230,14 @@ impl Env {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("litgate did not restart: {last:?}");
+    }
+
+    /// Same as [`Env::start`], the fake litd also serving AddAutopilotSession at the
+    /// benchmarks' alias path (`litgate::demo::litd::BENCH_ADD_ALIAS`).
+    pub async fn start_bench_alias() -> Env {
+        let (autopilot, litd, dir) = demo_pair_with(true);
+        let toml = config_toml_with(dir.path(), &litd, autopilot.addr(), "", "");
+        Self::launch(litd, autopilot, dir, &toml, ManualClock::new()).await
     }
 
     /// Same, with keys for `[autopilot]` and extra TOML tables.

@@ -17,7 +17,7 @@ use crate::{
         corpus::{self, Outcome, CID, PK, SECRETS, TXID},
         Privacy as P,
     },
-    proto::litrpc::FeatureConfig,
+    proto::{autopilotserverrpc::Feature, litrpc::FeatureConfig},
 };
 
 /// A feature of the snapshot that may ask for every flag, so each corpus case can carry its
@@ -74,7 +74,7 @@ fn request(features: &[(&str, &[u8])], flags: Option<u64>) -> AddAutopilotSessio
 
 fn decide(p: &Policy, req: &AddAutopilotSessionRequest) -> Result<Decision, Refusal> {
     p.check_request(req, now())?;
-    p.decide(req, &catalogue(), None)
+    p.decide(req, &FeatureSet::new(catalogue()), None)
 }
 
 /// The refusal's label, code and message, for a refused request.
@@ -238,4 +238,177 @@ fn config_checks_come_after_the_flag_checks() {
     });
     let (reason, _, _) = refused(&p, &request(&[("AutoOpen", &pk_config("x"))], None));
     assert_eq!(reason, "denied_flag");
+}
+
+/// A HealthCheck/AutoFees/AutoOpen request with an explicit rate-limit on `feature`.
+fn with_rate_limit(
+    feature: &str,
+    read: (u32, u32),
+    write: (u32, u32),
+) -> AddAutopilotSessionRequest {
+    let mut req = request(&[(feature, b"{}")], None);
+    let rate = |(iterations, num_hours)| {
+        Some(Rate {
+            iterations,
+            num_hours,
+        })
+    };
+    let value = RuleValue {
+        value: Some(Value::RateLimit(RateLimit {
+            read_limit: rate(read),
+            write_limit: rate(write),
+        })),
+    };
+    if let Some(fc) = req.features.get_mut(feature) {
+        fc.rules = Some(crate::proto::litrpc::RulesMap {
+            rules: HashMap::from([(RATE_LIMIT.to_string(), value)]),
+        });
+    }
+    req
+}
+
+/// Bounds parsed once per catalogue decide as the server's JSON does when parsed for the call
+/// (the oracle below parses the raw catalogue itself, as the policy used to on every call).
+#[test]
+fn parsed_bounds_decide_as_the_raw_catalogue_says() {
+    let p = Policy::new(
+        RulesConfig {
+            rate_limit_read_max: crate::values::Rate {
+                iterations: 1_000_000,
+                num_hours: 1,
+            },
+            rate_limit_write_max: crate::values::Rate {
+                iterations: 1_000_000,
+                num_hours: 1,
+            },
+            ..Default::default()
+        },
+        PrivacyConfig {
+            allow_no_privacy_mapper: true,
+            ..Default::default()
+        },
+    );
+    let raw = catalogue();
+    let parsed = FeatureSet::new(raw.clone());
+    let reads = [
+        (1, 1),
+        (1, 2),
+        (10, 1),
+        (1000, 1),
+        (1001, 1),
+        (2000, 2),
+        (2001, 2),
+    ];
+    let writes = [(0, 1), (1, 1), (10, 1), (11, 1), (21, 2)];
+    let (mut inside, mut outside) = (0, 0);
+    for (name, feature) in &raw {
+        let Some(rule) = feature.rules.get(RATE_LIMIT) else {
+            continue;
+        };
+        let min = rules::from_json(RATE_LIMIT, &rule.min_value).unwrap();
+        let max = rules::from_json(RATE_LIMIT, &rule.max_value).unwrap();
+        for read in reads {
+            for write in writes {
+                let req = with_rate_limit(name, read, write);
+                if p.check_request(&req, now()).is_err() {
+                    continue;
+                }
+                let value = &req.features[name].rules.as_ref().unwrap().rules[RATE_LIMIT];
+                let got = p.decide(&req, &parsed, None);
+                match rules::check_sane(RATE_LIMIT, value, &min, &max) {
+                    Ok(()) => {
+                        inside += 1;
+                        let d = got.unwrap_or_else(|r| panic!("{name} {read:?} {write:?}: {r:?}"));
+                        assert!(!d.rate_limits.contains_key(name), "explicit: not rewritten");
+                    }
+                    Err(reason) => {
+                        outside += 1;
+                        let r = got.expect_err("out of bounds");
+                        assert_eq!(r.reason, "rule_out_of_bounds", "{name} {read:?} {write:?}");
+                        let text = r.error.to_string();
+                        assert!(text.contains(&reason), "{text}");
+                        let between = format!(
+                            "Expected rule value between {} and {}.",
+                            rules::to_json(RATE_LIMIT, &min).unwrap(),
+                            rules::to_json(RATE_LIMIT, &max).unwrap()
+                        );
+                        assert!(text.contains(&between), "{text}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        inside >= 10 && outside >= 10,
+        "{inside} inside, {outside} outside"
+    );
+}
+
+/// A value the server sent unreadable does not spoil the catalogue: only a call that needs it
+/// is refused, naming it, as when every call parsed the bounds.
+#[test]
+fn an_unreadable_bound_refuses_only_the_calls_needing_it() {
+    let p = policy(PrivacyConfig::default());
+    let mut raw = catalogue();
+    if let Some(rule) = raw
+        .get_mut("HealthCheck")
+        .and_then(|f| f.rules.get_mut(RATE_LIMIT))
+    {
+        rule.max_value = b"{not json".to_vec();
+    }
+    let parsed = FeatureSet::new(raw);
+    let decide = |req: &AddAutopilotSessionRequest| {
+        p.check_request(req, now()).unwrap();
+        p.decide(req, &parsed, None)
+    };
+    assert!(decide(&request(&[("AutoFees", b"{}")], None)).is_ok());
+    for req in [
+        request(&[("HealthCheck", b"{}")], None),
+        with_rate_limit("HealthCheck", (1, 1), (1, 1)),
+    ] {
+        let r = decide(&req).expect_err("needs the unreadable max");
+        assert_eq!(
+            (r.reason, r.error.code()),
+            ("bad_catalogue", Code::Unavailable)
+        );
+        assert!(
+            r.error
+                .to_string()
+                .contains("max_value for rate-limit of feature HealthCheck is unreadable"),
+            "{}",
+            r.error
+        );
+    }
+}
+
+/// The default rate-limit, parsed once, is still capped per policy: a cap below the server's
+/// minimum refuses, a cap within its bounds is written.
+#[test]
+fn parsed_defaults_are_capped_by_the_policy_in_force() {
+    let caps = |read: u32| RulesConfig {
+        rate_limit_read_max: crate::values::Rate {
+            iterations: read,
+            num_hours: 1,
+        },
+        ..Default::default()
+    };
+    let parsed = FeatureSet::new(catalogue());
+    let req = request(&[("HealthCheck", b"{}")], None);
+    let low = Policy::new(caps(0), PrivacyConfig::default());
+    let r = low
+        .decide(&req, &parsed, None)
+        .expect_err("cap below the min");
+    assert_eq!(r.reason, "cap_below_server_min");
+    let five = Policy::new(caps(5), PrivacyConfig::default());
+    let d = five.decide(&req, &parsed, None).unwrap();
+    let Some(Value::RateLimit(rl)) = &d.rate_limits["HealthCheck"].value else {
+        panic!("a rate-limit: {d:?}");
+    };
+    assert_eq!(
+        rl.read_limit,
+        Some(Rate {
+            iterations: 5,
+            num_hours: 1
+        })
+    );
 }

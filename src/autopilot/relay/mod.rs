@@ -221,10 +221,9 @@ impl Relay {
                     "litgate refused the registration: {f} is not a feature provided by the Autopilot server"
                 )));
             };
-            flags
-                .check_feature(f, feature.privacy_flags)
-                .map_err(refused)?;
-            needed |= feature.privacy_flags;
+            let privacy_flags = feature.feature.privacy_flags;
+            flags.check_feature(f, privacy_flags).map_err(refused)?;
+            needed |= privacy_flags;
         }
         flags
             .check_session(r.privacy_flags, needed)
@@ -450,7 +449,7 @@ impl autopilot_server::Autopilot for Relay {
         _req: Request<ListFeaturesRequest>,
     ) -> Result<Response<ListFeaturesResponse>, Status> {
         let res = self.catalogue.get().await.map(|features| {
-            let features = (*features).clone();
+            let features = features.to_proto();
             (ListFeaturesResponse { features }, "answered_locally")
         });
         self.finish("ListFeatures", res.map_err(Failure::from))
