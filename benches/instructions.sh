@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Instructions per serial call, counted by valgrind's callgrind: litgate beside the floor
+# (examples/h2_floor: the leanest h2c proxy on the same HTTP/2 crates, raw h2 and with hyper's
+# server) and nginx, all h2c in front of the comparison's minimal upstream. A count does not move
+# with the machine's load or with where the scheduler puts the processes, which the serial
+# latencies of benches/compare/ do by up to x2 on a 2-core VM; it is the measure to compare two
+# builds of litgate by, and the answer to "how much work is litgate's own".
+#
+#   bash benches/instructions.sh                          # builds, installs valgrind if missing
+#   SKIP_BUILD=1 SECS=3 VARIANTS="base=/tmp/litgate-base" bash benches/instructions.sh
+#
+# Knobs: SECS [5] measured seconds per target (under valgrind: a few thousand calls); TARGETS
+# ["floor floor-hyper nginx litgate"]; VARIANTS ["NAME=BINARY ..."]: other litgate builds;
+# SKIP_BUILD [0]; KEEP [0] keeps the work directory (callgrind files for callgrind_annotate).
+# Each target gets 2 s of calls before the count is zeroed (connections, caches, catalogue).
+# Everything listens on 127.0.0.1; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${SECS:-5}
+TARGETS=${TARGETS:-"floor floor-hyper nginx litgate"}
+for v in ${VARIANTS:-}; do TARGETS+=" litgate-${v%%=*}"; done
+
+command -v valgrind >/dev/null || { apt-get install -y valgrind >&2 || { echo "instructions: valgrind is needed" >&2; exit 1; }; }
+if [[ $TARGETS == *nginx* ]] && ! command -v nginx >/dev/null; then
+    apt-get install -y nginx >&2 || { echo "instructions: nginx is needed (or leave it out of TARGETS)" >&2; exit 1; }
+fi
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    cargo build --release --locked --bin litgate --example grpc_upstream --example grpc_load \
+        --example h2_floor >&2
+fi
+BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+WORK=$(mktemp -d -t litgate-instr.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [[ ${KEEP:-0} == 1 ]]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_line() { # wait_line FILE REGEX: the first capture once FILE has a matching line (30 s)
+    for _ in $(seq 300); do
+        if grep -qP "$2" "$1" 2>/dev/null; then grep -oP "$2" "$1" | head -1; return; fi
+        sleep 0.1
+    done
+    echo "instructions: timed out waiting for '$2' in $1" >&2
+    exit 1
+}
+
+ANSWER=0a0f6c6974676174652d636f6d70617265
+"$BIN/examples/grpc_upstream" --message-hex "$ANSWER" >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+UP=$(wait_line "$WORK/upstream.log" '^listening \K\S+')
+load() { # load ADDR SECONDS
+    "$BIN/examples/grpc_load" --target "$1" --path /litgatetest.Echo/Unary --request-hex 0a0568656c6c6f \
+        --check frame --expect-hex "$ANSWER" --connections 1 --streams 1 --warmup 0s --duration "$2s"
+}
+
+wait_port() { # wait_port HOST:PORT: until it accepts a connection (30 s)
+    python3 - "$1" <<'PY' || { echo "instructions: nothing listens on $1" >&2; exit 1; }
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+for _ in range(300):
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+}
+
+# count NAME WHERE COMMAND...: starts COMMAND under callgrind and counts SECS of serial calls.
+# WHERE is the address to call, or "log:REGEX" to read it from what COMMAND prints.
+count() {
+    local name=$1 where=$2 dir=$WORK/$1 addr
+    shift 2
+    mkdir -p "$dir"
+    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" "$@" >"$dir/out.log" 2>&1 &
+    local vp=$!
+    PIDS+=("$vp")
+    case $where in
+    log:*) addr=$(wait_line "$dir/out.log" "${where#log:}") ;;
+    *) addr=$where ;;
+    esac
+    wait_port "$addr"
+    load "$addr" 2 >/dev/null
+    callgrind_control -z "$vp" >/dev/null
+    load "$addr" "$SECS" >"$dir/load.json"
+    callgrind_control -d "$vp" >/dev/null
+    local calls ir
+    calls=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calls"])' "$dir/load.json")
+    ir=$(callgrind_annotate "$dir"/callgrind.out.*.1 2>/dev/null | grep -m1 'PROGRAM TOTALS' | grep -oP '^[\d,]+' | tr -d ,)
+    kill "$vp" 2>/dev/null || true
+    printf '| %s | %s | %s |\n' "$name" "$calls" "$((ir / calls))"
+}
+
+litgate_config() { # litgate_config DIR: a config as benches/compare uses (limiter and cache on)
+    mkdir -p "$1"
+    cat >"$1/litgate.toml" <<TOML
+[listen]
+addr = "127.0.0.1:0"
+plaintext = true
+[upstream]
+addr = "$UP"
+plaintext = true
+[autopilot]
+server = "127.0.0.1:9"
+plaintext = true
+[autopilot.relay]
+addr = ""
+[rate_limit]
+enabled = true
+read = { iterations = 4000000000, num_hours = 1 }
+write = { iterations = 4000000000, num_hours = 1 }
+[cache]
+enabled = true
+[store]
+data_dir = "$1/data"
+[admin]
+addr = "127.0.0.1:0"
+[log]
+level = "info"
+format = "json"
+[runtime]
+threads = 1
+TOML
+}
+
+echo "instructions per serial call (callgrind Ir, user space of the proxy), h2c both hops, $SECS s each"
+echo
+echo "| target | calls counted | instructions per call |"
+echo "|---|---:|---:|"
+for t in $TARGETS; do
+    case $t in
+    floor) count floor 'log:^listening \K\S+' "$BIN/examples/h2_floor" --upstream "$UP" ;;
+    floor-hyper) count floor-hyper 'log:^listening \K\S+' "$BIN/examples/h2_floor" --upstream "$UP" --hyper ;;
+    nginx)
+        d=$WORK/nginx-conf port=$(free_port)
+        mkdir -p "$d/tmp"
+        cat >"$d/nginx.conf" <<NGINX
+daemon off; master_process off; worker_processes 1; pid $d/nginx.pid; error_log $d/error.log warn;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path $d/tmp/b; proxy_temp_path $d/tmp/p; fastcgi_temp_path $d/tmp/f;
+ uwsgi_temp_path $d/tmp/u; scgi_temp_path $d/tmp/s; keepalive_requests 1000000000;
+ upstream up { server $UP; keepalive 16; keepalive_requests 1000000000; }
+ server { listen 127.0.0.1:$port http2; location / { grpc_pass grpc://up; } } }
+NGINX
+        count nginx "127.0.0.1:$port" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf"
+        ;;
+    litgate)
+        litgate_config "$WORK/litgate-conf"
+        count litgate 'log:^litgate listening public=\K\S+' "$BIN/litgate" run --config "$WORK/litgate-conf/litgate.toml"
+        ;;
+    litgate-*)
+        name=${t#litgate-} bin=""
+        for v in ${VARIANTS:-}; do [[ ${v%%=*} == "$name" ]] && bin=${v#*=}; done
+        litgate_config "$WORK/$t-conf"
+        count "$t" 'log:^litgate listening public=\K\S+' "$bin" run --config "$WORK/$t-conf/litgate.toml"
+        ;;
+    *) echo "instructions: unknown target $t" >&2; exit 2 ;;
+    esac
+done
