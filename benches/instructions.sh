@@ -10,7 +10,9 @@
 #   SKIP_BUILD=1 SECS=3 VARIANTS="base=/tmp/litgate-base" bash benches/instructions.sh
 #
 # Knobs: SECS [5] measured seconds per target (under valgrind: a few thousand calls); TARGETS
-# ["floor floor-hyper nginx litgate"]; VARIANTS ["NAME=BINARY ..."]: other litgate builds;
+# ["floor floor-hyper nginx litgate"], and "add": AddAutopilotSession through litgate against
+# the same call passed through (the fake litd's alias path; TLS both hops, ADD_CALLS [1500]
+# serial calls of each); VARIANTS ["NAME=BINARY ..."]: other litgate builds;
 # SKIP_BUILD [0]; KEEP [0] keeps the work directory (callgrind files for callgrind_annotate).
 # Each target gets 2 s of calls before the count is zeroed (connections, caches, catalogue).
 # Everything listens on 127.0.0.1; every process started here is stopped on exit.
@@ -26,7 +28,7 @@ if [[ $TARGETS == *nginx* ]] && ! command -v nginx >/dev/null; then
 fi
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     cargo build --release --locked --bin litgate --example grpc_upstream --example grpc_load \
-        --example h2_floor >&2
+        --example h2_floor --example fake_litd --example load >&2
 fi
 BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
 WORK=$(mktemp -d -t litgate-instr.XXXXXX)
@@ -88,6 +90,7 @@ count() {
     callgrind_control -z "$vp" >/dev/null
     load "$addr" "$SECS" >"$dir/load.json"
     callgrind_control -d "$vp" >/dev/null
+    sleep 1
     local calls ir
     calls=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calls"])' "$dir/load.json")
     ir=$(callgrind_annotate "$dir"/callgrind.out.*.1 2>/dev/null | grep -m1 'PROGRAM TOTALS' | grep -oP '^[\d,]+' | tr -d ,)
@@ -158,6 +161,74 @@ NGINX
         litgate_config "$WORK/$t-conf"
         count "$t" 'log:^litgate listening public=\K\S+' "$bin" run --config "$WORK/$t-conf/litgate.toml"
         ;;
+    add) ;; # after this table
     *) echo "instructions: unknown target $t" >&2; exit 2 ;;
     esac
 done
+
+# AddAutopilotSession (intercepted: policy, rewrite, cache invalidation) against the very same
+# call at the fake litd's alias path, which litgate forwards as a plain passthrough call.
+if [[ " $TARGETS " == *" add "* ]]; then
+    ADD_CALLS=${ADD_CALLS:-1500}
+    d=$WORK/add
+    mkdir -p "$d"
+    "$BIN/examples/fake_litd" --litd-addr 127.0.0.1:0 --autopilot-addr 127.0.0.1:0 --dir "$d/litd" >"$d/litd.log" 2>&1 &
+    PIDS+=($!)
+    litd=$(wait_line "$d/litd.log" '^litd=\K\S+')
+    ap=$(wait_line "$d/litd.log" ' autopilot=\K\S+')
+    cat >"$d/litgate.toml" <<TOML
+[listen]
+addr = "127.0.0.1:0"
+[upstream]
+addr = "$litd"
+tls_cert = "$d/litd/tls.cert"
+server_name = "localhost"
+[autopilot]
+server = "$ap"
+plaintext = true
+[autopilot.relay]
+addr = ""
+[rate_limit]
+enabled = false
+[cache]
+enabled = true
+[store]
+data_dir = "$d/data"
+[admin]
+addr = "127.0.0.1:0"
+[log]
+level = "info"
+[runtime]
+threads = 1
+TOML
+    valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out.%p" "$BIN/litgate" run --config "$d/litgate.toml" >"$d/out.log" 2>&1 &
+    vp=$!
+    PIDS+=("$vp")
+    gate=$(wait_line "$d/out.log" '^litgate listening public=\K\S+')
+    for _ in $(seq 300); do [[ -s $d/data/tls.cert ]] && break; sleep 0.1; done
+    add_load() { # add_load MODE CALLS
+        "$BIN/examples/load" --target "https://$gate" --cert "$d/data/tls.cert" --mode "$1" \
+            --concurrency 1 --calls "$2" --warmup 0 --macaroon-file "$d/litd/lit.macaroon.hex" >/dev/null
+    }
+    add_load add 200
+    add_load add-alias 200
+    declare -A per_call=()
+    for mode in add add-alias; do
+        callgrind_control -z "$vp" >/dev/null
+        add_load "$mode" "$ADD_CALLS"
+        callgrind_control -d "$vp" >/dev/null
+        sleep 1
+        f=$(ls -t "$d"/callgrind.out.*.* | head -1)
+        ir=$(callgrind_annotate "$f" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | grep -oP '^[\d,]+' | tr -d ,)
+        per_call[$mode]=$((ir / ADD_CALLS))
+    done
+    kill "$vp" 2>/dev/null || true
+    echo
+    echo "AddAutopilotSession through litgate (fake litd, TLS both hops, warm catalogue), $ADD_CALLS serial calls each"
+    echo
+    echo "| call | instructions per call |"
+    echo "|---|---:|"
+    echo "| AddAutopilotSession (intercepted) | ${per_call[add]} |"
+    echo "| the same call passed through (alias path) | ${per_call[add-alias]} |"
+    echo "| **the interception's own** | **$((per_call[add] - per_call[add-alias]))** |"
+fi
