@@ -98,36 +98,10 @@ count() {
     printf '| %s | %s | %s |\n' "$name" "$calls" "$((ir / calls))"
 }
 
-litgate_config() { # litgate_config DIR: a config as benches/compare uses (limiter and cache on)
-    mkdir -p "$1"
-    cat >"$1/litgate.toml" <<TOML
-[listen]
-addr = "127.0.0.1:0"
-plaintext = true
-[upstream]
-addr = "$UP"
-plaintext = true
-[autopilot]
-server = "127.0.0.1:9"
-plaintext = true
-[autopilot.relay]
-addr = ""
-[rate_limit]
-enabled = true
-read = { iterations = 4000000000, num_hours = 1 }
-write = { iterations = 4000000000, num_hours = 1 }
-[cache]
-enabled = true
-[store]
-data_dir = "$1/data"
-[admin]
-addr = "127.0.0.1:0"
-[log]
-level = "info"
-format = "json"
-[runtime]
-threads = 1
-TOML
+# shellcheck source=benches/compare/litgate-config.sh
+source benches/compare/litgate-config.sh
+litgate_config() { # litgate_config DIR: benches/compare's litgate config, h2c, one thread
+    litgate_bench_config "$1" "$UP" "" true 127.0.0.1:9 1
 }
 
 echo "instructions per serial call (callgrind Ir, user space of the proxy), h2c both hops, $SECS s each"

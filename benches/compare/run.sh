@@ -30,6 +30,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONDONTWRITEBYTECODE=1
+# shellcheck source=benches/compare/litgate-config.sh
+source benches/compare/litgate-config.sh
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5s}
@@ -373,47 +375,7 @@ start_litgate() { # start_litgate DIR UP UPCERT TRANSPORT AP [NAME BINARY]
     local dir=$1/${6:-litgate} up=$2 upcert=$3 tr=$4 ap=$5 bin=${7:-$BIN/litgate} plain=false admin
     mkdir -p "$dir"
     [[ $tr == h2c ]] && plain=true
-    # A real config: rate limiter on (limits it never reaches: every call is checked, none
-    # refused), session cache on, relay off (no litd autopilot client here).
-    cat >"$dir/litgate.toml" <<TOML
-[listen]
-addr = "127.0.0.1:0"
-plaintext = $plain
-
-[upstream]
-addr = "$up"
-tls_cert = "$upcert"
-server_name = "localhost"
-plaintext = $plain
-
-[autopilot]
-server = "$ap"
-plaintext = true
-
-[autopilot.relay]
-addr = ""
-
-[rate_limit]
-enabled = true
-read = { iterations = 4000000000, num_hours = 1 }
-write = { iterations = 4000000000, num_hours = 1 }
-
-[cache]
-enabled = true
-
-[store]
-data_dir = "$dir/data"
-
-[admin]
-addr = "127.0.0.1:0"
-
-[log]
-level = "info"
-format = "json"
-
-[runtime]
-threads = $WORKERS
-TOML
+    litgate_bench_config "$dir" "$up" "$upcert" "$plain" "$ap" "$WORKERS"
     spawn "$dir/litgate.log" "$bin" run --config "$dir/litgate.toml"
     LITGATE_PID=$PID
     # The stable line litgate prints on stdout once every listener is bound.
