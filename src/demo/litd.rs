@@ -18,7 +18,7 @@
 //! state, never in front of real traffic; macaroons and pairing secrets are never logged.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     io,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -152,6 +152,10 @@ struct Inner {
     // Replaceable, so a test can point litd at litgate's relay once it listens.
     autopilot: Mutex<Option<AutopilotTarget>>,
     sessions: Mutex<Vec<Session>>,
+    /// Every session id ever used (never shrinks: a freed id staying taken only makes the
+    /// uniqueness check stricter), so a new id is checked without a scan of every session:
+    /// a long load run adds tens of thousands. Taken after `sessions`, never alone.
+    taken_ids: Mutex<HashSet<Vec<u8>>>,
     received: Mutex<Vec<Received>>,
 }
 
@@ -192,6 +196,7 @@ impl DemoLitd {
             baker,
             autopilot: Mutex::new(cfg.autopilot),
             sessions: Mutex::new(Vec::new()),
+            taken_ids: Mutex::new(HashSet::new()),
             received: Mutex::new(Vec::new()),
         });
         inner.seed();
@@ -286,7 +291,9 @@ impl DemoLitd {
 
     /// Adds a session row as is (tests: a given state, type or group).
     pub fn insert_session(&self, session: Session) {
-        lock(&self.inner.sessions).push(session);
+        let mut sessions = lock(&self.inner.sessions);
+        lock(&self.inner.taken_ids).insert(session.id.clone());
+        sessions.push(session);
     }
 
     /// Adds `n` read-only sessions in state created, expiring in a day, each with its own key
@@ -305,6 +312,7 @@ impl DemoLitd {
             s.session_state = SessionState::StateCreated as i32;
             s.expiry_timestamp_seconds = now + 86_400;
             s.created_at = now - 1000 + i as u64;
+            lock(&self.inner.taken_ids).insert(s.id.clone());
             sessions.push(s);
         }
     }
@@ -932,14 +940,15 @@ impl Inner {
 
     /// A new session with a fresh key, id, pairing secret and mnemonic; the caller holds the
     /// sessions lock (ids must stay unique).
-    fn new_session(sessions: &[Session], n: NewSession<'_>) -> Session {
+    fn new_session(&self, n: NewSession<'_>) -> Session {
         let mut rng = rand::rng();
+        let mut taken = lock(&self.taken_ids);
         let local_public_key = loop {
             let mut key = vec![if rng.random::<bool>() { 0x02 } else { 0x03 }; 1];
             let mut rest = [0u8; 32];
             rng.fill_bytes(&mut rest);
             key.extend_from_slice(&rest);
-            if !sessions.iter().any(|s| s.id == key[1..5]) {
+            if taken.insert(key[1..5].to_vec()) {
                 break key;
             }
         };
@@ -999,18 +1008,15 @@ impl Inner {
         .into_iter()
         .enumerate()
         {
-            let s = Self::new_session(
-                &sessions,
-                NewSession {
-                    label,
-                    typ,
-                    state,
-                    expiry: now + 90 * 86_400,
-                    mailbox: DEFAULT_MAILBOX,
-                    dev_server: false,
-                    created_at: now - (3 - i as u64) * 86_400,
-                },
-            );
+            let s = self.new_session(NewSession {
+                label,
+                typ,
+                state,
+                expiry: now + 90 * 86_400,
+                mailbox: DEFAULT_MAILBOX,
+                dev_server: false,
+                created_at: now - (3 - i as u64) * 86_400,
+            });
             sessions.push(s);
         }
     }
@@ -1266,18 +1272,15 @@ impl Sessions for Services {
             return Err(Status::unknown("expiry must be in the future"));
         }
         let mut sessions = lock(&self.0.sessions);
-        let mut s = Inner::new_session(
-            &sessions,
-            NewSession {
-                label: &r.label,
-                typ,
-                state: SessionState::StateCreated,
-                expiry: r.expiry_timestamp_seconds,
-                mailbox: &r.mailbox_server_addr,
-                dev_server: r.dev_server,
-                created_at: now,
-            },
-        );
+        let mut s = self.0.new_session(NewSession {
+            label: &r.label,
+            typ,
+            state: SessionState::StateCreated,
+            expiry: r.expiry_timestamp_seconds,
+            mailbox: &r.mailbox_server_addr,
+            dev_server: r.dev_server,
+            created_at: now,
+        });
         match typ {
             SessionType::TypeMacaroonCustom => {
                 s.macaroon_recipe = Some(MacaroonRecipe {
@@ -1567,18 +1570,15 @@ async fn add_autopilot_session(
                 return Err(unknown("group has active sessions"));
             }
         }
-        let mut s = Inner::new_session(
-            &sessions,
-            NewSession {
-                label: &r.label,
-                typ: SessionType::TypeAutopilot,
-                state: SessionState::StateReserved,
-                expiry: r.expiry_timestamp_seconds,
-                mailbox: &r.mailbox_server_addr,
-                dev_server: r.dev_server,
-                created_at: now,
-            },
-        );
+        let mut s = inner.new_session(NewSession {
+            label: &r.label,
+            typ: SessionType::TypeAutopilot,
+            state: SessionState::StateReserved,
+            expiry: r.expiry_timestamp_seconds,
+            mailbox: &r.mailbox_server_addr,
+            dev_server: r.dev_server,
+            created_at: now,
+        });
         if let Some((gid, _)) = &linked {
             s.group_id = gid.clone();
         }
@@ -1634,8 +1634,10 @@ async fn add_autopilot_session(
 
     // 14-15: remote key, Reserved → Created.
     let mut sessions = lock(&inner.sessions);
+    // From the end: it was pushed a moment ago.
     let s = sessions
         .iter_mut()
+        .rev()
         .find(|s| s.local_public_key == session.local_public_key)
         .ok_or_else(|| Status::internal("session vanished"))?;
     s.remote_public_key = resp.initiator_pub_key;
