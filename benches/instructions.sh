@@ -150,31 +150,8 @@ if [[ " $TARGETS " == *" add "* ]]; then
     PIDS+=($!)
     litd=$(wait_line "$d/litd.log" '^litd=\K\S+')
     ap=$(wait_line "$d/litd.log" ' autopilot=\K\S+')
-    cat >"$d/litgate.toml" <<TOML
-[listen]
-addr = "127.0.0.1:0"
-[upstream]
-addr = "$litd"
-tls_cert = "$d/litd/tls.cert"
-server_name = "localhost"
-[autopilot]
-server = "$ap"
-plaintext = true
-[autopilot.relay]
-addr = ""
-[rate_limit]
-enabled = false
-[cache]
-enabled = true
-[store]
-data_dir = "$d/data"
-[admin]
-addr = "127.0.0.1:0"
-[log]
-level = "info"
-[runtime]
-threads = 1
-TOML
+    # As load.sh runs it: TLS both hops, the rate limiter off.
+    litgate_bench_config "$d" "$litd" "$d/litd/tls.cert" false "$ap" 1 off
     valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out.%p" "$BIN/litgate" run --config "$d/litgate.toml" >"$d/out.log" 2>&1 &
     vp=$!
     PIDS+=("$vp")

@@ -127,6 +127,15 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The default cache in front of a fake litd whose next answer lists one session, at once.
+fn one_session() -> Harness {
+    harness(
+        CacheConfig::default(),
+        vec![Step::Ok(vec![session(b"s", 0, far())])],
+        Duration::ZERO,
+    )
+}
+
 fn harness(cfg: CacheConfig, steps: Vec<Step>, delay: Duration) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -350,11 +359,7 @@ async fn a_reloaded_ttl_applies_to_answers_stored_from_then_on() {
 
 #[tokio::test]
 async fn a_refusal_drops_the_credentials_entries_so_nothing_stale_follows() {
-    let h = harness(
-        CacheConfig::default(),
-        vec![Step::Ok(vec![session(b"s", 0, far())])],
-        Duration::ZERO,
-    );
+    let h = one_session();
     h.list().await.unwrap();
     // Another protocol's entry for the same credential goes too.
     let web = request(
@@ -426,11 +431,7 @@ async fn freshness_is_bounded_by_session_expiry_and_time_before() {
 
 #[tokio::test]
 async fn no_credential_or_a_non_canonical_request_bypasses() {
-    let h = harness(
-        CacheConfig::default(),
-        vec![Step::Ok(vec![session(b"s", 0, far())])],
-        Duration::ZERO,
-    );
+    let h = one_session();
     h.list_with(None, frame::message(b"")).await.unwrap();
     h.list_with(None, frame::message(b"")).await.unwrap();
     // Unknown fields in the request: litd judges it, the cache stays out.
@@ -447,11 +448,7 @@ async fn no_credential_or_a_non_canonical_request_bypasses() {
 
 #[tokio::test]
 async fn a_tampered_entry_is_a_counted_miss() {
-    let h = harness(
-        CacheConfig::default(),
-        vec![Step::Ok(vec![session(b"s", 0, far())])],
-        Duration::ZERO,
-    );
+    let h = one_session();
     let (_, good, _) = h.list().await.unwrap();
     let (k, mut v) = h.stored().pop().unwrap();
     let last = v.len() - 1;
@@ -471,11 +468,7 @@ async fn a_tampered_entry_is_a_counted_miss() {
 
 #[tokio::test]
 async fn a_hit_comes_from_memory_and_memory_follows_every_removal() {
-    let h = harness(
-        CacheConfig::default(),
-        vec![Step::Ok(vec![session(b"s", 0, far())])],
-        Duration::ZERO,
-    );
+    let h = one_session();
     let (_, first, _) = h.list().await.unwrap();
     // The first hit reads the store and keeps what it opened in memory.
     h.list().await.unwrap();
@@ -540,11 +533,7 @@ async fn a_write_during_a_miss_keeps_that_answer_out_of_the_cache() {
 
 #[tokio::test]
 async fn writes_invalidate_unless_litd_refused_them() {
-    let h = harness(
-        CacheConfig::default(),
-        vec![Step::Ok(vec![session(b"s", 0, far())])],
-        Duration::ZERO,
-    );
+    let h = one_session();
     h.list().await.unwrap();
     h.cache
         .after_write(Protocol::Grpc, Ok(grpc_refused()))
@@ -818,11 +807,7 @@ async fn concurrent_stores_never_go_beyond_max_entries_or_max_bytes() {
 
 #[tokio::test]
 async fn an_oversized_list_request_names_the_limit_that_applied() {
-    let h = harness(
-        CacheConfig::default(),
-        vec![Step::Ok(vec![session(b"s", 0, far())])],
-        Duration::ZERO,
-    );
+    let h = one_session();
     let big = frame::message(&vec![0u8; 70 * 1024]);
     let e = h.list_with(Some(MAC), big).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted);
