@@ -945,22 +945,17 @@ async fn a_write_whose_answer_breaks_or_is_dropped_invalidates() {
     assert!(resp.into_body().collect().await.is_err());
     assert_eq!(generation(), start + 1);
     // litgate's own UNAVAILABLE for an answer broken off (`upstream::answer`).
-    write(Some(Ok(grpc_status("14"))))
+    let whole = write(Some(Ok(grpc_status("14"))))
         .await
         .unwrap()
         .into_body()
         .collect()
-        .await
-        .unwrap();
+        .await;
+    whole.unwrap();
     assert_eq!(generation(), start + 2);
     // Ended without any status.
-    write(None)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap();
+    let whole = write(None).await.unwrap().into_body().collect().await;
+    whole.unwrap();
     assert_eq!(generation(), start + 3);
     // The caller went away before the status.
     drop(write(Some(Ok(grpc_status("0")))).await.unwrap());
