@@ -351,6 +351,50 @@ async fn an_http2_client_that_does_not_answer_pings_is_closed() {
     env.stop().await;
 }
 
+/// The other side of the keepalive: a client that answers litgate's PINGs keeps an idle
+/// connection for many intervals, and calls on it go on working.
+#[tokio::test]
+async fn an_http2_client_that_answers_pings_keeps_its_idle_connection() {
+    let env = Env::start_editing(|c| {
+        c.listen.keepalive_interval = Duration::from_millis(100);
+        c.listen.keepalive_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let tls = tls_connect(env.gate.public_addr, &env.gate_cert, &[b"h2"])
+        .await
+        .unwrap();
+    // h2 answers PINGs by itself while its connection task runs.
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let call = |message: &'static str| {
+        let client = client.clone();
+        let head = grpc_head(&env, ECHO_UNARY);
+        async move {
+            let mut client = client.ready().await.unwrap();
+            let (resp, mut send) = client.send_request(head, false).unwrap();
+            send.send_data(grpc_frame(&echo(message, 0)), true).unwrap();
+            let resp = resp.await.unwrap();
+            let mut body = resp.into_body();
+            while let Some(chunk) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.unwrap().len());
+            }
+            body.trailers().await.unwrap().expect("trailers")["grpc-status"].clone()
+        }
+    };
+    assert_eq!(call("before").await, "0");
+    // Fifteen intervals of silence: at least seven PINGs, each answered.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!conn.is_finished(), "the connection is still open");
+    assert_eq!(call("after").await, "0");
+    let text = metrics(&env).await;
+    assert_eq!(
+        metric(&text, "litgate_connections_open"),
+        1.0,
+        "the same connection: {text}"
+    );
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn the_connection_cap_refuses_the_next_one_and_admits_again_after_a_close() {
     let env = Env::start_editing(|c| c.listen.max_connections = 2).await;

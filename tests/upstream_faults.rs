@@ -42,6 +42,9 @@ enum Fault {
     GoAwayFirst,
     /// Reads every call's body, then resets the stream (`INTERNAL_ERROR`): litd saw the call.
     ResetAfterReading,
+    /// Reads every call's body, answers with a head only when the body says `head`, then
+    /// holds the stream open and records how the caller's side ended it (`reset CANCEL`).
+    Hold,
 }
 
 /// A fake litd speaking plain HTTP/2 (h2c), recording the bodies of the calls it read.
@@ -122,6 +125,13 @@ async fn serve_h2(
                 respond.send_reset(h2::Reason::INTERNAL_ERROR);
                 return;
             }
+            if fault == Fault::Hold {
+                let ended = hold(respond, got.windows(4).any(|w| w == b"head")).await;
+                seen.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((conn, Bytes::from(ended)));
+                return;
+            }
             // The request frame echoed: an EchoRequest's `message` is field 1, as EchoReply's.
             let head = http::Response::builder()
                 .header("content-type", "application/grpc")
@@ -140,6 +150,28 @@ async fn serve_h2(
 
 /// Speaks just enough HTTP/2 by hand to answer the first HEADERS frame with
 /// `GOAWAY(last_stream_id = 0, NO_ERROR)`: litd going away before it processed the call.
+/// Holds a call open (after an answer head and one message if `head`) until the caller's side
+/// resets it; says how it ended.
+async fn hold(mut respond: h2::server::SendResponse<Bytes>, head: bool) -> String {
+    let reason = if head {
+        let head = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let Ok(mut send) = respond.send_response(head, false) else {
+            return "head not sent".into();
+        };
+        let _ = send.send_data(Bytes::from_static(b"\0\0\0\0\0"), false);
+        std::future::poll_fn(|cx| send.poll_reset(cx)).await
+    } else {
+        std::future::poll_fn(|cx| respond.poll_reset(cx)).await
+    };
+    match reason {
+        Ok(reason) => format!("reset {reason:?}"),
+        Err(e) => format!("error {e}"),
+    }
+}
+
 async fn go_away_on_first_headers(mut tcp: tokio::net::TcpStream) {
     let mut preface = [0u8; 24];
     if tcp.read_exact(&mut preface).await.is_err() {
@@ -482,4 +514,62 @@ async fn callers_that_stop_reading_do_not_starve_the_others() {
     assert_eq!(n, 16);
     drop(stalled);
     env.stop().await;
+}
+
+/// A caller that gives up on a call (RST_STREAM) has litd's stream cancelled too, whether it
+/// gives up waiting for the answer's head or in the middle of the answer: litd stops working
+/// for nobody. Over HTTP/2 directly (the grpc-web and REST doors end calls by closing).
+#[tokio::test]
+async fn a_call_the_caller_resets_is_cancelled_at_litd() {
+    let litd = FaultyLitd::start(Fault::Hold).await;
+    let (gate, cert, _guard) = gate_in_front_of(litd.addr).await;
+    let tls = tls_connect(gate.public_addr, &cert, &[b"h2"])
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let call = |message: &'static str| {
+        let mut client = client.clone();
+        async move {
+            client = client.ready().await.unwrap();
+            let head = http::Request::post(format!("https://localhost{UNARY}"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
+            let (answer, mut send) = client.send_request(head, false).unwrap();
+            send.send_data(grpc_frame(&request(message)), true).unwrap();
+            (answer, send)
+        }
+    };
+    let litd = &litd;
+    let until_seen = |n: usize| async move {
+        for _ in 0..200 {
+            if litd.seen().len() >= n {
+                return litd.seen();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("litd saw {:?}", litd.seen());
+    };
+    // Before the answer's head: litd has the call and answers nothing yet.
+    let (answer, mut send) = call("waiting").await;
+    until_seen(1).await;
+    send.send_reset(h2::Reason::CANCEL);
+    drop(answer);
+    let seen = until_seen(2).await;
+    assert_eq!(seen[1].1, Bytes::from("reset CANCEL"), "{seen:?}");
+    // In the middle of the answer: its head and first message are in.
+    let (answer, mut send) = call("head").await;
+    let resp = answer.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    assert_eq!(body.data().await.unwrap().unwrap().len(), 5);
+    send.send_reset(h2::Reason::CANCEL);
+    drop(body);
+    let seen = until_seen(4).await;
+    assert_eq!(seen[3].1, Bytes::from("reset CANCEL"), "{seen:?}");
+    gate.shutdown().await;
 }

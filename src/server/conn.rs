@@ -24,12 +24,12 @@ use std::{
     time::Duration,
 };
 
-use hyper_util::{
-    rt::TokioIo,
-    server::{conn::auto, graceful::GracefulConnection},
-};
+use bytes::Bytes;
+use h2::{server::SendResponse, RecvStream};
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf},
     net::TcpStream,
     time::Instant,
 };
@@ -38,14 +38,14 @@ use tower::ServiceExt;
 
 use super::{
     connections::{Connections, Limits, Permit},
-    stall::{self, StreamExec},
-    ConnectInfo, Served, Upgrades,
+    http2::{self, Accept, H2Conn},
+    stall, ConnectInfo, Served, Upgrades,
 };
-use crate::body::boxed;
+use crate::{body::boxed, upstream::RecvBody};
 
-/// The future of one request, run by the task that drives its response: boxed, so that what
-/// hyper moves several times before the first poll (into the stream's task, through the stall
-/// watch) is small. It reports to that task's stall watch.
+/// The future of one HTTP/1.1 request, run by the connection's task: boxed, so that what
+/// hyper moves several times before the first poll is small. It reports to that task's stall
+/// watch.
 fn stream_future(
     service: impl Served,
     req: crate::body::Request,
@@ -64,7 +64,8 @@ fn stream_future(
 
 /// What every connection of a listener shares.
 pub(super) struct Listener {
-    pub(super) builder: auto::Builder<StreamExec>,
+    pub(super) h1: hyper::server::conn::http1::Builder,
+    pub(super) h2: h2::server::Builder,
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(super) upgrades: Upgrades,
     pub(super) conns: Connections,
@@ -117,14 +118,46 @@ impl Listener {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let limits = self.conns.limits();
+        let metrics = self.conns.metrics();
+        let greeting_deadline = Instant::now() + limits.header_read_timeout;
+        let report = |reason| {
+            tracing::debug!(%peer, reason, "closed a connection");
+            metrics.closed(reason);
+        };
         let state = Arc::new(ConnState::new());
-        let io = ConnIo::new(io, state.clone(), permit);
+        let mut io = ConnIo::new(io, state.clone(), permit);
+        let version = tokio::select! {
+            _ = drain.cancelled() => return,
+            v = tokio::time::timeout_at(greeting_deadline, detect(&mut io)) => v,
+        };
+        let (http2, read) = match version {
+            Ok(Ok(Some(v))) => v,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "connection failed before its first request");
+                return;
+            }
+            Err(_) => return report("header_timeout"),
+        };
+        let io = Rewind { read, inner: io };
+        let info = ConnectInfo { peer };
+        if http2 {
+            let streams = Streams {
+                service,
+                info,
+                state: state.clone(),
+                timeout: limits.stalled_stream_timeout,
+                stalled: metrics.stalled(),
+            };
+            let conn = H2Conn::new(io, &self.h2, limits, state.clone(), streams);
+            return supervise(conn, &state, limits, greeting_deadline, drain, report).await;
+        }
         let svc = {
             let (upgrades, state) = (self.upgrades.clone(), state.clone());
-            let info = ConnectInfo { peer };
             hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                // Called as the request head arrives; the future runs in the task that drives
-                // the response (the stream's task in HTTP/2), whose stall watch it reports to.
+                // Called as the request head arrives; the future runs in the connection's
+                // task, whose stall watch it reports to.
                 let busy = state.request();
                 let mut req = req.map(boxed);
                 req.extensions_mut().insert(info);
@@ -133,31 +166,141 @@ impl Listener {
             })
         };
         let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), svc);
-        let limits = self.conns.limits();
-        let metrics = self.conns.metrics();
-        let supervised = supervise(conn, &state, limits, drain, |reason| {
-            tracing::debug!(%peer, reason, "closed a connection");
-            metrics.closed(reason);
-        });
+            .h1
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades();
+        let supervised = supervise(conn, &state, limits, greeting_deadline, drain, report);
         stall::watched(limits.stalled_stream_timeout, metrics.stalled(), supervised).await;
     }
 }
 
-/// Drives `conn` until it ends, closing it when it breaks a deadline (`report` says which) or
-/// gracefully when the drain starts.
+/// What an HTTP/2 connection does with each stream: runs it in a task of its own, watched for
+/// a stalled reader.
+struct Streams<S> {
+    service: S,
+    info: ConnectInfo,
+    state: Arc<ConnState>,
+    timeout: Duration,
+    stalled: Counter,
+}
+
+impl<S: Served> Accept for Streams<S> {
+    fn accept(&mut self, req: http::Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let busy = self.state.request();
+        let progress = Arc::new(stall::Progress::new());
+        let mut req =
+            req.map(|recv| stall::abandonable(RecvBody::new(recv), Some(progress.clone())));
+        req.extensions_mut().insert(self.info);
+        let service = self.service.clone();
+        let watched = progress.clone();
+        let stream = async move {
+            let answer = async move {
+                match service.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            };
+            let Some(resp) = http2::answer_or_reset(&mut respond, answer).await else {
+                return;
+            };
+            let resp = resp.map(|b| stall::track(b, Some(progress), busy));
+            http2::respond(respond, resp).await;
+        };
+        tokio::spawn(stall::watch(
+            watched,
+            self.timeout,
+            self.stalled.clone(),
+            stream,
+        ));
+    }
+}
+
+/// Reads a connection's first bytes until they tell its HTTP version: `Some((true, read))` for
+/// the HTTP/2 preface's magic, `Some((false, read))` for anything else (HTTP/1.1), with what
+/// was read; `None` if the client closed first.
+async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<Option<(bool, Vec<u8>)>> {
+    let mut buf = [0; H2_MAGIC.len()];
+    let mut len = 0;
+    loop {
+        let n = io.read(&mut buf[len..]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        len += n;
+        if buf[..len] != H2_MAGIC[..len] {
+            return Ok(Some((false, buf[..len].to_vec())));
+        }
+        if len == H2_MAGIC.len() {
+            return Ok(Some((true, buf.to_vec())));
+        }
+    }
+}
+
+/// A connection's I/O with the bytes [`detect`] read put back in front.
+struct Rewind<I> {
+    read: Vec<u8>,
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Drives `conn` until it ends, closing it when it breaks a deadline (`report` says which; the
+/// client must have greeted by `greeting_deadline`) or gracefully when the drain starts.
 async fn supervise<C>(
     conn: C,
     state: &ConnState,
     limits: &Limits,
+    greeting_deadline: Instant,
     drain: &CancellationToken,
     report: impl Fn(&'static str),
 ) where
     C: Closable,
 {
     tokio::pin!(conn);
-    let greeting_deadline = Instant::now() + limits.header_read_timeout;
     // Set once an idle HTTP/2 connection was sent GOAWAY: if the client neither closes it nor
     // opens a stream, it is dropped after one more header_read_timeout.
     let mut idle_closed = false;
@@ -213,19 +356,23 @@ async fn supervise<C>(
     }
 }
 
-/// A connection [`supervise`] can close gracefully: hyper's, or a stand-in in tests.
-trait Closable: Future<Output = Result<(), Self::Failure>> {
+/// A connection [`supervise`] can close gracefully: hyper's HTTP/1.1 one, litgate's HTTP/2
+/// one ([`H2Conn`]), or a stand-in in tests.
+pub(super) trait Closable: Future<Output = Result<(), Self::Failure>> {
     type Failure: std::fmt::Display;
     /// HTTP/2: GOAWAY, then close once the streams are done; HTTP/1.1: close after the answer.
     fn close_gracefully(self: Pin<&mut Self>);
 }
 
-impl<C> Closable for C
+impl<I, S> Closable for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
-    C: GracefulConnection,
-    C::Error: std::fmt::Display,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    type Failure = C::Error;
+    type Failure = hyper::Error;
 
     fn close_gracefully(self: Pin<&mut Self>) {
         self.graceful_shutdown();
@@ -236,8 +383,11 @@ where
 /// greeted, and the requests in flight (an HTTP/2 connection with none is idle). Nothing here
 /// wakes the supervisor.
 #[derive(Debug)]
-struct ConnState {
+pub(super) struct ConnState {
     base: Instant,
+    /// Reads that returned bytes (HTTP/2 keepalive looks at it); only the connection's task
+    /// writes it.
+    reads: AtomicU64,
     greeted: AtomicBool,
     in_flight: AtomicUsize,
     /// Nanoseconds from `base` when the last request ended.
@@ -248,10 +398,16 @@ impl ConnState {
     fn new() -> ConnState {
         ConnState {
             base: Instant::now(),
+            reads: AtomicU64::new(0),
             greeted: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
         }
+    }
+
+    /// Reads that returned bytes so far.
+    pub(super) fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     fn greeted(&self) -> bool {
@@ -377,9 +533,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if !matches!(self.preface, Preface::Done) && matches!(polled, Poll::Ready(Ok(()))) {
-            let this = &mut *self;
-            this.saw(&buf.filled()[before..]);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            // One writer: a plain load and store, no locked read-modify-write.
+            let reads = &self.state.reads;
+            reads.store(reads.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            if !matches!(self.preface, Preface::Done) {
+                let this = &mut *self;
+                this.saw(&buf.filled()[before..]);
+            }
         }
         polled
     }
@@ -491,7 +652,8 @@ mod tests {
         let task = {
             let (state, goaways, closed) = (state.clone(), goaways.clone(), closed.clone());
             tokio::spawn(async move {
-                supervise(Held(goaways), &state, &limits, &drain, |reason| {
+                let deadline = Instant::now() + limits.header_read_timeout;
+                supervise(Held(goaways), &state, &limits, deadline, &drain, |reason| {
                     closed.lock().unwrap().push(reason)
                 })
                 .await
@@ -524,17 +686,74 @@ mod tests {
         let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let drain = CancellationToken::new();
         let seen = closed.clone();
+        let start = Instant::now();
         let supervised = supervise(
             Held(Arc::new(AtomicUsize::new(0))),
             &state,
             &limits,
+            start + limits.header_read_timeout,
             &drain,
             move |reason| seen.lock().unwrap().push(reason),
         );
-        let start = Instant::now();
         supervised.await;
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         assert_eq!(*closed.lock().unwrap(), ["header_timeout"]);
+    }
+
+    /// A reader that hands out `data` `chunk` bytes at a time, then the end.
+    struct Trickle {
+        data: Vec<u8>,
+        chunk: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.chunk.min(self.data.len()).min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_version_is_told_from_the_first_bytes_whatever_the_chunks_and_they_are_read_again()
+    {
+        let h2 = preface(&[]);
+        let h1 = b"GET /v1/sessions HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
+        for chunk in [1, 5, 24, 100] {
+            for (data, http2) in [(&h2, true), (&h1, false)] {
+                let mut io = Trickle {
+                    data: data.clone(),
+                    chunk,
+                };
+                let (is_h2, read) = detect(&mut io).await.unwrap().expect("decided");
+                assert_eq!(is_h2, http2, "chunks of {chunk}");
+                // Everything comes out again, in order, through the rewind.
+                let mut again = Vec::new();
+                Rewind { read, inner: io }
+                    .read_to_end(&mut again)
+                    .await
+                    .unwrap();
+                assert_eq!(&again, data, "chunks of {chunk}");
+            }
+        }
+        // HTTP/1.1 is told at the first byte that is not the magic's.
+        let mut io = Trickle {
+            data: b"PRI * HTTP/1.1".to_vec(),
+            chunk: 1,
+        };
+        let (is_h2, read) = detect(&mut io).await.unwrap().unwrap();
+        assert!(!is_h2);
+        assert_eq!(read, b"PRI * HTTP/1");
+        // A client that closes before saying anything, or in the middle of the magic.
+        for data in [Vec::new(), h2[..10].to_vec()] {
+            let mut io = Trickle { data, chunk: 3 };
+            assert!(detect(&mut io).await.unwrap().is_none());
+        }
     }
 
     #[test]

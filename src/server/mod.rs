@@ -15,17 +15,17 @@
 pub(crate) mod config;
 mod conn;
 mod connections;
+mod http2;
 mod stall;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper_util::{rt::TokioTimer, server::conn::auto};
+use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::Service;
 
 pub(crate) use self::connections::{ConnMetrics, Connections, Limits};
-use self::stall::StreamExec;
 use crate::body::{Request, Response};
 
 /// What a listener serves: a cloneable service of litgate's requests that never fails (errors
@@ -126,7 +126,8 @@ pub(crate) async fn serve(
 ) {
     let upgrades = Upgrades::default();
     let shared = Arc::new(conn::Listener {
-        builder: builder(&conns),
+        h1: http1(&conns),
+        h2: http2::builder(conns.limits()),
         tls: tls.map(tokio_rustls::TlsAcceptor::from),
         upgrades: upgrades.clone(),
         conns: conns.clone(),
@@ -184,29 +185,17 @@ pub(crate) async fn serve(
     }
 }
 
-/// hyper's HTTP/1.1 and HTTP/2 settings for a listener's connections.
-fn builder(conns: &Connections) -> auto::Builder<StreamExec> {
+/// hyper's HTTP/1.1 settings for a listener's connections (HTTP/2's are in `http2`).
+fn http1(conns: &Connections) -> hyper::server::conn::http1::Builder {
     let limits = conns.limits();
-    let mut builder = auto::Builder::new(StreamExec {
-        timeout: limits.stalled_stream_timeout,
-        stalled: conns.metrics().stalled(),
-    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         // Also the keep-alive idle time: hyper starts it as soon as an answer is done.
         .header_read_timeout(limits.header_read_timeout)
-        // The request head limit: hyper-util's auto builder has no `max_header_size`, and a
-        // head that does not fit the read buffer is refused with 431 all the same. It also
-        // caps what one read or one write of a body buffers, which TLS records (16 KiB) cap
-        // already.
+        // The request head limit: a head that does not fit the read buffer is refused with
+        // 431. It also caps what one read or one write of a body buffers, which TLS records
+        // (16 KiB) cap already.
         .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.keepalive_interval))
-        .keep_alive_timeout(limits.keepalive_timeout)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .adaptive_window(true);
     builder
 }

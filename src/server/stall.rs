@@ -52,7 +52,7 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    fn new() -> Progress {
+    pub(crate) fn new() -> Progress {
         Progress {
             base: Instant::now(),
             waiting: AtomicU64::new(0),
@@ -103,6 +103,23 @@ pub(crate) fn watched<F: Future>(
             stalled,
         },
     )
+}
+
+/// Runs `fut` (the task of one HTTP/2 stream, whose response reports to `progress`), ending it
+/// once the response has waited `timeout` for its reader, counting that in `stalled`.
+pub(crate) fn watch<F: Future>(
+    progress: Arc<Progress>,
+    timeout: Duration,
+    stalled: Counter,
+    fut: F,
+) -> impl Future<Output = ()> {
+    Watched {
+        fut,
+        progress,
+        timeout,
+        sleep: None,
+        stalled,
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -216,9 +233,13 @@ impl<G> Drop for Tracked<G> {
 
 /// Wraps a request body so that it fails once its response is abandoned: the upstream client
 /// may still be forwarding it, and a failed body makes it reset its stream to litd.
-pub(crate) fn abandonable(body: Body, progress: Option<Arc<Progress>>) -> Body {
+pub(crate) fn abandonable<B>(body: B, progress: Option<Arc<Progress>>) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     match progress {
-        None => body,
+        None => Body::new(body),
         Some(progress) => Body::new(Abandonable {
             inner: body,
             progress,
@@ -231,12 +252,16 @@ pub(crate) fn abandonable(body: Body, progress: Option<Arc<Progress>>) -> Body {
 #[error("the response stalled (its reader took nothing for listen.stalled_stream_timeout)")]
 pub(crate) struct Stalled;
 
-struct Abandonable {
-    inner: Body,
+struct Abandonable<B> {
+    inner: B,
     progress: Arc<Progress>,
 }
 
-impl http_body::Body for Abandonable {
+impl<B> http_body::Body for Abandonable<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -249,7 +274,9 @@ impl http_body::Body for Abandonable {
         if this.progress.abandoned.load(Ordering::Acquire) {
             return Poll::Ready(Some(Err(Stalled.into())));
         }
-        Pin::new(&mut this.inner).poll_frame(cx)
+        Pin::new(&mut this.inner)
+            .poll_frame(cx)
+            .map(|f| f.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -258,23 +285,6 @@ impl http_body::Body for Abandonable {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The executor hyper spawns each HTTP/2 stream's task with: every stream is [`watched`].
-#[derive(Clone, Debug)]
-pub(crate) struct StreamExec {
-    pub(crate) timeout: Duration,
-    pub(crate) stalled: Counter,
-}
-
-impl<F> hyper::rt::Executor<F> for StreamExec
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::spawn(watched(self.timeout, self.stalled.clone(), fut));
     }
 }
 

@@ -203,15 +203,15 @@ impl Future for Pipe {
     }
 }
 
-/// litd's answer body as h2 hands it over; each chunk's flow-control credit goes back to litd
-/// as the caller reads it.
-pub(super) struct RecvBody {
+/// A body as h2 hands it over (litd's answer; on the public side, a client's request): each
+/// chunk's flow-control credit goes back to the sender as it is read.
+pub(crate) struct RecvBody {
     recv: RecvStream,
     data_done: bool,
 }
 
 impl RecvBody {
-    fn new(recv: RecvStream) -> Self {
+    pub(crate) fn new(recv: RecvStream) -> Self {
         RecvBody {
             recv,
             data_done: false,
