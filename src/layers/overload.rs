@@ -142,9 +142,12 @@ where
             Ok(slot) => Arc::new(slot),
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        // An upgrade spawned for this call keeps the slot while its tunnel runs.
-        let upgrades = Upgrades::of(&req).holding(slot.clone());
-        req.extensions_mut().insert(upgrades);
+        // An upgrade spawned for this call keeps the slot while its tunnel runs. Only an
+        // HTTP/1.1 request can be upgraded, and only those carry the listener's set.
+        if let Some(upgrades) = req.extensions().get::<Upgrades>() {
+            let held = upgrades.holding(slot.clone());
+            req.extensions_mut().insert(held);
+        }
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
@@ -208,7 +211,10 @@ mod tests {
             }
             async { ok() }
         }));
-        let upgraded = svc.clone().oneshot(Request::new(body::empty())).await;
+        // As the server hands an HTTP/1.1 request over: with its listener's upgrades.
+        let mut req = Request::new(body::empty());
+        req.extensions_mut().insert(Upgrades::default());
+        let upgraded = svc.clone().oneshot(req).await;
         drop(upgraded);
         let refused = svc.clone().oneshot(Request::new(body::empty())).await;
         assert!(

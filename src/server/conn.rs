@@ -191,15 +191,17 @@ impl<S: Served> Accept for Streams<S> {
         let mut req =
             req.map(|recv| stall::abandonable(RecvBody::new(recv), Some(progress.clone())));
         req.extensions_mut().insert(self.info);
+        // Boxed here, before the task: the stack's future (and the service and request it
+        // starts from) is large, and the task's future is moved into place whole.
         let service = self.service.clone();
+        let answer = Box::pin(async move {
+            match service.oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        });
         let watched = progress.clone();
         let stream = async move {
-            let answer = async move {
-                match service.oneshot(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                }
-            };
             let Some(resp) = http2::answer_or_reset(&mut respond, answer).await else {
                 return;
             };

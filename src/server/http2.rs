@@ -242,6 +242,7 @@ pub(super) async fn respond(mut respond: SendResponse<Bytes>, resp: http::Respon
         Pipe {
             body,
             tx,
+            sent: false,
             waiting: None,
         }
         .await;
@@ -277,6 +278,8 @@ where
 struct Pipe {
     body: Body,
     tx: SendStream<Bytes>,
+    /// Whether a chunk has been handed to h2 (the first goes without waiting for credit).
+    sent: bool,
     /// A chunk read from the body that waits for the client's credit, and whether it ends
     /// the body.
     waiting: Option<(Bytes, bool)>,
@@ -326,10 +329,16 @@ impl Future for Pipe {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let eos = this.body.is_end_stream();
-                        if data.is_empty() {
-                            // Needs no credit.
-                            if eos {
-                                let _ = this.tx.send_data(data, true);
+                        if data.is_empty() && !eos {
+                            continue;
+                        }
+                        if !this.sent || data.is_empty() {
+                            // The first chunk (a unary answer's only one) goes at once, and h2
+                            // holds it until the stream has credit: a call never holds more
+                            // than that one chunk beyond the client's window. An empty last
+                            // one needs no credit.
+                            this.sent = true;
+                            if this.tx.send_data(data, eos).is_err() || eos {
                                 return Poll::Ready(());
                             }
                             continue;
