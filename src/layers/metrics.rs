@@ -17,9 +17,10 @@
 //!   ended without one), `stream_error` (the body broke off).
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicU16, Ordering},
-        Arc,
+        Arc, PoisonError, RwLock,
     },
     task::{Context, Poll},
     time::Instant,
@@ -83,12 +84,14 @@ pub struct RouteLabels {
     pub protocol: &'static str,
 }
 
-/// The request metric families.
+/// The request metric families, behind one `Arc` (cloned per call).
 #[derive(Clone)]
-pub struct RequestMetrics {
-    requests: Family<OutcomeLabels, Counter>,
+pub struct RequestMetrics(Arc<Families>);
+
+struct Families {
+    requests: Handles<OutcomeLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
-    latency: Family<RouteLabels, Histogram>,
+    latency: Handles<RouteLabels, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -110,22 +113,64 @@ impl RequestMetrics {
             "refusals",
             "Calls litgate answered with its own error, by route, protocol and whose fault",
         );
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            // 100 µs .. ~26 s: loopback passthrough to slow autopilot registrations.
-            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                0.0001, 2.0, 19,
-            ))
-        });
+        let latency =
+            Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+                // 100 µs .. ~26 s: loopback passthrough to slow autopilot registrations.
+                Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                    0.0001, 2.0, 19,
+                ))
+            });
         registry.register(
             "request_duration_seconds",
             "Time from request to response head",
             latency.clone(),
         );
-        RequestMetrics {
-            requests,
+        RequestMetrics(Arc::new(Families {
+            requests: Handles::new(requests),
             refusals,
-            latency,
+            latency: Handles::new(latency),
+        }))
+    }
+}
+
+/// A family's metrics by label set, each looked up in the family once and then found with a
+/// fast hash: the family hashes every lookup with SipHash, a few hundred instructions a call.
+/// Label sets are bounded (see the module's docs), and a family never drops a metric, so a
+/// handle held here always is the one the family exports.
+struct Handles<L, M, C = fn() -> M> {
+    family: Family<L, M, C>,
+    found: RwLock<HashMap<L, M, foldhash::fast::RandomState>>,
+}
+
+impl<L, M, C> Handles<L, M, C>
+where
+    L: Clone + Eq + std::hash::Hash,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    fn new(family: Family<L, M, C>) -> Self {
+        Handles {
+            family,
+            found: RwLock::default(),
         }
+    }
+
+    /// Runs `f` on the metric labelled `labels`.
+    fn with(&self, labels: &L, f: impl FnOnce(&M)) {
+        if let Some(m) = self
+            .found
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(labels)
+        {
+            return f(m);
+        }
+        let m = self.family.get_or_create_owned(labels);
+        f(&m);
+        self.found
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(labels.clone(), m);
     }
 }
 
@@ -180,7 +225,7 @@ where
         let route = (self.route)(req.method(), req.uri().path());
         let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
-        let requests = metrics.requests.clone();
+        let requests = metrics.clone();
         let access = Access::begin(&req);
         // The HTTP status of the head the caller got, set before any outcome is reported: a
         // grpc-websockets call litgate terminates reports its status after its `101` went out.
@@ -191,7 +236,9 @@ where
         let report = Deferred::new(move |o| {
             let http_status = head_status.load(Ordering::Acquire);
             let labels = labels(route, protocol, http_status, o);
-            requests.get_or_create(&labels).inc();
+            requests.0.requests.with(&labels, |c| {
+                c.inc();
+            });
             if let Some(access) = access {
                 access.finish(&labels);
             }
@@ -205,10 +252,8 @@ where
                 route,
                 protocol: protocol.as_str(),
             };
-            metrics
-                .latency
-                .get_or_create(&labels)
-                .observe(start.elapsed().as_secs_f64());
+            let elapsed = start.elapsed().as_secs_f64();
+            metrics.0.latency.with(&labels, |h| h.observe(elapsed));
             let status = match &res {
                 Ok(resp) => resp.status(),
                 // What rescue will answer.
@@ -217,6 +262,7 @@ where
             head.store(status.as_u16(), Ordering::Release);
             if let Err(e) = &res {
                 metrics
+                    .0
                     .refusals
                     .get_or_create(&RefusalLabels {
                         route,

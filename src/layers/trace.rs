@@ -64,7 +64,8 @@ where
             protocol = protocol.as_str(),
             peer = peer.map(tracing::field::display),
         );
-        let start = Instant::now();
+        // The clock is read only for the debug line that reports the latency.
+        let start = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
         let fut = {
             let _enter = span.enter();
             self.inner.call(req)
@@ -72,7 +73,7 @@ where
         Box::pin(
             async move {
                 let res = fut.await;
-                if let Ok(resp) = &res {
+                if let (Ok(resp), Some(start)) = (&res, start) {
                     // Known at the head only for a trailers-only answer.
                     let grpc_status = status::head_code(resp.headers()).map(|c| c as i32);
                     tracing::debug!(
