@@ -2,10 +2,11 @@
 //! each part of its life: the handshake (`listen.handshake_timeout`); the greeting, i.e. the
 //! HTTP/2 preface (the magic and the client's SETTINGS frame) or the first HTTP/1.1 request
 //! head (`listen.header_read_timeout`); HTTP/2 idleness, no stream open
-//! (`listen.idle_timeout`, then GOAWAY); and the drain at shutdown. hyper keeps the rest:
-//! HTTP/1.1's later request heads (its `header_read_timeout`, which also ends idle keep-alive
-//! connections), HTTP/2 keepalive PINGs and their timeout, and the header size limits.
-//! Responses are watched for stalled readers (`stall`).
+//! (`listen.idle_timeout`, then GOAWAY); and the drain at shutdown. The first bytes tell the
+//! HTTP version ([`detect`]): HTTP/2 goes to litgate's own server (`http2`, which also keeps
+//! the keepalive PINGs and their timeout), HTTP/1.1 to hyper's, which keeps the later request
+//! heads (its `header_read_timeout`, which also ends idle keep-alive connections). Both keep
+//! the header size limit. Responses are watched for stalled readers (`stall`).
 //!
 //! It owns the connection's I/O ([`ConnIo`]), which holds the connection's place in the counts
 //! ([`Permit`]) for as long as the socket lives, an upgraded WebSocket's included.

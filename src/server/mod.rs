@@ -1,5 +1,6 @@
-//! Listeners: TCP → rustls (ALPN `h2`, `http/1.1`) → hyper's auto connection (HTTP/1.1 and
-//! HTTP/2 on one port, exactly as litd serves 8443) → a tower service. Owns `[listen]`.
+//! Listeners: TCP → rustls (ALPN `h2`, `http/1.1`) → the HTTP version read from the first bytes
+//! → litgate's HTTP/2 server on `h2` (`http2`) or hyper's HTTP/1.1 (both on one port, exactly
+//! as litd serves 8443) → a tower service. Owns `[listen]`.
 //! Also serves plaintext (h2c with prior knowledge + HTTP/1.1) for loopback-only Pods. HTTP/1.1
 //! connections may be upgraded (WebSockets): hyper hands an upgraded connection over and
 //! forgets it, so upgraded connections run under [`Upgrades`], which the drain waits for like
