@@ -243,7 +243,11 @@ where
                 access.finish(&labels);
             }
         });
-        req.extensions_mut().insert(report.clone());
+        // Only an upgrade (HTTP/1.1; HTTP/2 has no `upgrade` header) can be a grpc-websockets
+        // call that the terminator takes the report of.
+        if req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(report.clone());
+        }
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
