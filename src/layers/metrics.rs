@@ -225,29 +225,32 @@ where
         let route = (self.route)(req.method(), req.uri().path());
         let protocol = Protocol::of(&req);
         let metrics = self.metrics.clone();
-        let requests = metrics.clone();
         let access = Access::begin(&req);
-        // The HTTP status of the head the caller got, set before any outcome is reported: a
-        // grpc-websockets call litgate terminates reports its status after its `101` went out.
-        let head = Arc::new(AtomicU16::new(0));
-        let head_status = head.clone();
-        // Counted once, with the status the caller received; a grpc-websockets call litgate
-        // terminates takes this over and reports the status of the call inside.
-        let report = Deferred::new(move |o| {
-            let http_status = head_status.load(Ordering::Acquire);
-            let labels = labels(route, protocol, http_status, o);
-            requests.0.requests.with(&labels, |c| {
-                c.inc();
-            });
-            if let Some(access) = access {
-                access.finish(&labels);
+        // Counted once, with the HTTP status of the head the caller got and the outcome.
+        let count = {
+            let metrics = metrics.clone();
+            move |http_status: u16, o: Outcome| {
+                let labels = labels(route, protocol, http_status, o);
+                metrics.0.requests.with(&labels, |c| {
+                    c.inc();
+                });
+                if let Some(access) = access {
+                    access.finish(&labels);
+                }
             }
-        });
-        // Only an upgrade (HTTP/1.1; HTTP/2 has no `upgrade` header) can be a grpc-websockets
-        // call that the terminator takes the report of.
-        if req.headers().contains_key(http::header::UPGRADE) {
+        };
+        let report = if req.headers().contains_key(http::header::UPGRADE) {
+            // It may be a grpc-websockets call that litgate terminates (only an upgrade can be
+            // one: HTTP/1.1; HTTP/2 has no `upgrade` header): the terminator takes the report
+            // over and reports the status of the call inside, after the `101` went out.
+            let head = Arc::new(AtomicU16::new(0));
+            let head_status = head.clone();
+            let report = Deferred::new(move |o| count(head_status.load(Ordering::Acquire), o));
             req.extensions_mut().insert(report.clone());
-        }
+            Report::Deferred { head, report }
+        } else {
+            Report::Direct(count)
+        };
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -263,7 +266,6 @@ where
                 // What rescue will answer.
                 Err(e) => reply::http_status_for(protocol, e.code()),
             };
-            head.store(status.as_u16(), Ordering::Release);
             if let Err(e) = &res {
                 metrics
                     .0
@@ -275,24 +277,58 @@ where
                     })
                     .inc();
             }
-            let Some(report) = report.claim() else {
-                return res;
+            let finish = match report {
+                Report::Direct(count) => Finish::Direct(count, status.as_u16()),
+                Report::Deferred { head, report } => {
+                    head.store(status.as_u16(), Ordering::Release);
+                    match report.claim() {
+                        Some(claimed) => Finish::Claimed(claimed),
+                        None => return res,
+                    }
+                }
             };
             match res {
                 Err(e) => {
                     // As rescue answers it: a gRPC status (a refused grpc-websockets handshake
                     // carries one in its head too), or for REST and plain HTTP the HTTP status.
                     let grpc = protocol.is_grpc_family() || protocol == Protocol::GrpcWebSocket;
-                    report.report(match grpc {
+                    finish.report(match grpc {
                         true => Outcome::Grpc(e.code()),
                         false => Outcome::Http(status),
                     });
                     Err(e)
                 }
                 // The status the caller receives, wherever it lives in its protocol.
-                Ok(resp) => Ok(status::watch(protocol, resp, move |o| report.report(o))),
+                Ok(resp) => Ok(status::watch(protocol, resp, move |o| finish.report(o))),
             }
         })
+    }
+}
+
+/// How a call gets counted: directly once its answer's head is known, or through a report
+/// that a grpc-websockets terminator may take over ([`Deferred`]; it needs the head's status
+/// shared, as it reports later).
+enum Report<F> {
+    Direct(F),
+    Deferred {
+        head: Arc<AtomicU16>,
+        report: Deferred,
+    },
+}
+
+/// A call's count, ready to take its outcome: the direct count with the head's HTTP status, or
+/// the deferred report this layer kept.
+enum Finish<F> {
+    Direct(F, u16),
+    Claimed(status::Claimed),
+}
+
+impl<F: FnOnce(u16, Outcome)> Finish<F> {
+    fn report(self, o: Outcome) {
+        match self {
+            Finish::Direct(count, http_status) => count(http_status, o),
+            Finish::Claimed(claimed) => claimed.report(o),
+        }
     }
 }
 

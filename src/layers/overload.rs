@@ -139,15 +139,21 @@ where
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let slot = match self.gate.admit() {
-            Ok(slot) => Arc::new(slot),
+            Ok(slot) => slot,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
         // An upgrade spawned for this call keeps the slot while its tunnel runs. Only an
-        // HTTP/1.1 request can be upgraded, and only those carry the listener's set.
-        if let Some(upgrades) = req.extensions().get::<Upgrades>() {
-            let held = upgrades.holding(slot.clone());
-            req.extensions_mut().insert(held);
-        }
+        // HTTP/1.1 request can be upgraded, and only those carry the listener's set; the slot
+        // is shared only then.
+        let slot = match req.extensions().get::<Upgrades>() {
+            Some(upgrades) => {
+                let shared = Arc::new(slot);
+                let held = upgrades.holding(shared.clone());
+                req.extensions_mut().insert(held);
+                Held::Shared { _slot: shared }
+            }
+            None => Held::Alone { _slot: slot },
+        };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
@@ -159,6 +165,12 @@ where
             }))
         })
     }
+}
+
+/// A call's in-flight slot, held by its answer's body (and by its upgrade, if it has one).
+enum Held<S> {
+    Alone { _slot: S },
+    Shared { _slot: Arc<S> },
 }
 
 #[cfg(test)]
