@@ -141,7 +141,7 @@ impl Listener {
             }
             Err(_) => return report("header_timeout"),
         };
-        let io = Rewind { read, inner: io };
+        io.read_again(read);
         let info = ConnectInfo { peer };
         if http2 {
             let streams = Streams {
@@ -220,7 +220,7 @@ impl<S: Served> Accept for Streams<S> {
 
 /// Reads a connection's first bytes until they tell its HTTP version: `Some((true, read))` for
 /// the HTTP/2 preface's magic, `Some((false, read))` for anything else (HTTP/1.1), with what
-/// was read; `None` if the client closed first.
+/// was read (for [`ConnIo::read_again`]); `None` if the client closed first.
 async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<Option<(bool, Vec<u8>)>> {
     let mut buf = [0; H2_MAGIC.len()];
     let mut len = 0;
@@ -236,58 +236,6 @@ async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<Option<(bool, Ve
         if len == H2_MAGIC.len() {
             return Ok(Some((true, buf.to_vec())));
         }
-    }
-}
-
-/// A connection's I/O with the bytes [`detect`] read put back in front.
-struct Rewind<I> {
-    read: Vec<u8>,
-    inner: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.drain(..n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -461,11 +409,14 @@ const H2_HEAD: usize = 24 + 9;
 const SETTINGS: u8 = 0x4;
 
 /// The connection's I/O: reads pass by a watch for the HTTP/2 preface until it is complete,
-/// and the connection's [`Permit`] lives as long as the socket.
+/// the bytes [`detect`] read are read again by the server that takes the connection, and the
+/// connection's [`Permit`] lives as long as the socket.
 struct ConnIo<I> {
     inner: I,
     state: Arc<ConnState>,
     preface: Preface,
+    /// Bytes already read (and watched) that the next reads hand out again.
+    again: Vec<u8>,
     _permit: Permit,
 }
 
@@ -489,8 +440,14 @@ impl<I> ConnIo<I> {
                 buf: [0; H2_HEAD],
                 len: 0,
             },
+            again: Vec::new(),
             _permit: permit,
         }
+    }
+
+    /// Hands `read` out again before anything new is read.
+    fn read_again(&mut self, read: Vec<u8>) {
+        self.again = read;
     }
 
     /// Follows the preface through `read` (the bytes a read just returned).
@@ -534,6 +491,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.again.is_empty() {
+            let n = self.again.len().min(buf.remaining());
+            buf.put_slice(&self.again[..n]);
+            self.again.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -585,12 +548,16 @@ mod tests {
     use crate::server::connections::ConnMetrics;
 
     fn conn_io() -> ConnIo<tokio::io::Empty> {
+        conn_io_over(tokio::io::empty())
+    }
+
+    fn conn_io_over<I>(io: I) -> ConnIo<I> {
         let conns = Connections::new(
             Limits::of(&crate::config::ListenConfig::default()),
             ConnMetrics::default(),
         );
         let permit = conns.admit(([192, 0, 2, 1], 1).into()).unwrap();
-        ConnIo::new(tokio::io::empty(), Arc::new(ConnState::new()), permit)
+        ConnIo::new(io, Arc::new(ConnState::new()), permit)
     }
 
     fn preface(settings: &[u8]) -> Vec<u8> {
@@ -729,33 +696,33 @@ mod tests {
         let h1 = b"GET /v1/sessions HTTP/1.1\r\nhost: x\r\n\r\n".to_vec();
         for chunk in [1, 5, 24, 100] {
             for (data, http2) in [(&h2, true), (&h1, false)] {
-                let mut io = Trickle {
+                let mut io = conn_io_over(Trickle {
                     data: data.clone(),
                     chunk,
-                };
+                });
                 let (is_h2, read) = detect(&mut io).await.unwrap().expect("decided");
                 assert_eq!(is_h2, http2, "chunks of {chunk}");
-                // Everything comes out again, in order, through the rewind.
+                // Everything comes out again, in order, and the preface was watched on the way
+                // (an HTTP/2 client has greeted once its SETTINGS frame is in).
+                io.read_again(read);
                 let mut again = Vec::new();
-                Rewind { read, inner: io }
-                    .read_to_end(&mut again)
-                    .await
-                    .unwrap();
+                io.read_to_end(&mut again).await.unwrap();
                 assert_eq!(&again, data, "chunks of {chunk}");
+                assert_eq!(io.state.greeted(), http2, "chunks of {chunk}");
             }
         }
         // HTTP/1.1 is told at the first byte that is not the magic's.
-        let mut io = Trickle {
+        let io = Trickle {
             data: b"PRI * HTTP/1.1".to_vec(),
             chunk: 1,
         };
-        let (is_h2, read) = detect(&mut io).await.unwrap().unwrap();
+        let (is_h2, read) = detect(&mut conn_io_over(io)).await.unwrap().unwrap();
         assert!(!is_h2);
         assert_eq!(read, b"PRI * HTTP/1");
         // A client that closes before saying anything, or in the middle of the magic.
         for data in [Vec::new(), h2[..10].to_vec()] {
-            let mut io = Trickle { data, chunk: 3 };
-            assert!(detect(&mut io).await.unwrap().is_none());
+            let io = Trickle { data, chunk: 3 };
+            assert!(detect(&mut conn_io_over(io)).await.unwrap().is_none());
         }
     }
 

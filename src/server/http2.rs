@@ -22,7 +22,7 @@ use std::{
 use bytes::Bytes;
 use h2::{
     server::{Connection, Handshake, SendResponse},
-    Ping, PingPong, Reason, RecvStream, SendStream,
+    Ping, PingPong, Reason, RecvStream,
 };
 use http_body::Body as _;
 use tokio::{
@@ -31,7 +31,10 @@ use tokio::{
 };
 
 use super::{conn::ConnState, Limits};
-use crate::body::{Body, BoxError};
+use crate::{
+    body::Body,
+    upstream::{Pipe, Toward},
+};
 
 /// The stream and connection windows (see the module's docs).
 const WINDOW: u32 = 1024 * 1024;
@@ -239,13 +242,7 @@ pub(super) async fn respond(mut respond: SendResponse<Bytes>, resp: http::Respon
         }
     };
     if !eos {
-        Pipe {
-            body,
-            tx,
-            sent: false,
-            waiting: None,
-        }
-        .await;
+        Pipe::new(body, tx, Toward::Client).await;
     }
 }
 
@@ -272,123 +269,4 @@ where
         }
     })
     .await
-}
-
-/// An answer's body, streamed onto its stream.
-struct Pipe {
-    body: Body,
-    tx: SendStream<Bytes>,
-    /// Whether a chunk has been handed to h2 (the first goes without waiting for credit).
-    sent: bool,
-    /// A chunk read from the body that waits for the client's credit, and whether it ends
-    /// the body.
-    waiting: Option<(Bytes, bool)>,
-}
-
-impl Future for Pipe {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        loop {
-            if let Poll::Ready(reason) = this.tx.poll_reset(cx) {
-                tracing::debug!(?reason, "the client reset a stream during its answer");
-                return Poll::Ready(());
-            }
-            if let Some((data, eos)) = this.waiting.take() {
-                // Read the body on only once the client can take what was read: a reader that
-                // stops leaves the body waiting, which the stall watch sees.
-                while this.tx.capacity() == 0 {
-                    match this.tx.poll_capacity(cx) {
-                        Poll::Pending => {
-                            this.waiting = Some((data, eos));
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Some(Ok(0))) => {}
-                        Poll::Ready(Some(Ok(_))) => break,
-                        Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
-                    }
-                }
-                if this.tx.send_data(data, eos).is_err() || eos {
-                    return Poll::Ready(());
-                }
-                continue;
-            }
-            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-                None => {
-                    // Ended without saying so on its last chunk or with trailers.
-                    let _ = this.tx.send_data(Bytes::new(), true);
-                    return Poll::Ready(());
-                }
-                Some(Err(e)) => {
-                    let reason = reason_of(&e);
-                    tracing::debug!(error = %crate::error::chain(&*e), ?reason, "an answer's body failed; the stream is reset");
-                    this.tx.send_reset(reason);
-                    return Poll::Ready(());
-                }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let eos = this.body.is_end_stream();
-                        if data.is_empty() && !eos {
-                            continue;
-                        }
-                        if !this.sent || data.is_empty() {
-                            // The first chunk (a unary answer's only one) goes at once, and h2
-                            // holds it until the stream has credit: a call never holds more
-                            // than that one chunk beyond the client's window. An empty last
-                            // one needs no credit.
-                            this.sent = true;
-                            if this.tx.send_data(data, eos).is_err() || eos {
-                                return Poll::Ready(());
-                            }
-                            continue;
-                        }
-                        this.tx.reserve_capacity(1);
-                        this.waiting = Some((data, eos));
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            this.tx.reserve_capacity(0);
-                            if let Err(e) = this.tx.send_trailers(trailers) {
-                                tracing::debug!(error = %e, "an answer's trailers could not be sent");
-                            }
-                            return Poll::Ready(());
-                        }
-                    }
-                },
-            }
-        }
-    }
-}
-
-/// The HTTP/2 reason a failed body carries (a reset of litd's stream passed on as it came),
-/// else INTERNAL_ERROR.
-fn reason_of(e: &BoxError) -> Reason {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
-    while let Some(err) = cause {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.reason().unwrap_or(Reason::INTERNAL_ERROR);
-        }
-        cause = err.source();
-    }
-    Reason::INTERNAL_ERROR
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("wrapped")]
-    struct Wrapped(#[source] h2::Error);
-
-    #[test]
-    fn a_failed_body_resets_with_the_reason_it_carries() {
-        let cancel: BoxError = h2::Error::from(Reason::CANCEL).into();
-        assert_eq!(reason_of(&cancel), Reason::CANCEL);
-        let wrapped: BoxError = Wrapped(h2::Error::from(Reason::REFUSED_STREAM)).into();
-        assert_eq!(reason_of(&wrapped), Reason::REFUSED_STREAM);
-        let other: BoxError = "broken".into();
-        assert_eq!(reason_of(&other), Reason::INTERNAL_ERROR);
-    }
 }

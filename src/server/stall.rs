@@ -94,16 +94,7 @@ pub(crate) fn watched<F: Future>(
     fut: F,
 ) -> impl Future<Output = ()> {
     let progress = Arc::new(Progress::new());
-    PROGRESS.scope(
-        progress.clone(),
-        Watched {
-            fut,
-            progress,
-            timeout,
-            sleep: None,
-            stalled,
-        },
-    )
+    PROGRESS.scope(progress.clone(), watch(progress, timeout, stalled, fut))
 }
 
 /// Runs `fut` (the task of one HTTP/2 stream, whose response reports to `progress`), ending it

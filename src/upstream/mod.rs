@@ -28,7 +28,7 @@ use http::{header, Uri};
 use http_body::Body as _;
 use prometheus_client::{metrics::counter::Counter, registry::Registry};
 
-pub(crate) use self::stream::RecvBody;
+pub(crate) use self::stream::{Pipe, RecvBody, Toward};
 use self::{answer::Answer, config::UpstreamConfig, pool::Lanes, replay::never_reached};
 use crate::{
     body::{boxed, Request, Response, ResponseFuture},

@@ -2,7 +2,8 @@
 //! body go out from the caller's own task, and litd's answer is read in it too. No dispatch
 //! channel, no task per call and no second write for the body of a unary call: the first chunk
 //! of the body is handed to h2 with the head, so HEADERS and DATA leave in one write. Only a
-//! body that is not all there yet (a client stream) gets a task of its own ([`Pipe`]).
+//! body that is not all there yet (a client stream) gets a task of its own ([`Pipe`], which
+//! also sends litgate's answers to its clients, `server::http2`).
 //!
 //! Flow control: the first chunk is buffered by h2 until the new stream has credit; every
 //! later chunk waits for credit first, so a call never holds more than one chunk beyond its
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use h2::{client::SendRequest, Reason, RecvStream, SendStream};
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::body::Body;
+use crate::body::{Body, BoxError};
 
 /// Sends one request on `send` and waits for litd's answer head. The body streams on after
 /// the head if the caller's body is not all there yet.
@@ -35,7 +36,7 @@ pub(super) async fn call(
     // Sent from here on: litd may see the call.
     let mut guard = None;
     if !eos {
-        let mut pipe = Pipe::new(body, tx);
+        let mut pipe = Pipe::new(body, tx, Toward::Litd);
         // What is there already goes out with the head; the rest, if any, from a task.
         if std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx)))
             .await
@@ -72,22 +73,38 @@ impl Failure {
     }
 }
 
-/// The caller's request body, streamed onto the h2 stream.
-struct Pipe {
+/// Where a [`Pipe`] sends its body, which says how a body that fails resets the stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Toward {
+    /// A caller's request body to litd: a failed one resets with CANCEL (the caller gave up).
+    Litd,
+    /// An answer to a client: a failed one resets with the HTTP/2 reason it carries (a reset
+    /// from litd passed on as it came), else INTERNAL_ERROR.
+    Client,
+}
+
+/// A body streamed onto an h2 stream, both ways: a caller's request body to litd, and an
+/// answer to a client (`server::http2`). The first chunk goes without waiting for credit (h2
+/// holds it until the stream has some); every later one is read from the body only once the
+/// previous one had credit, so a pipe never holds more than one chunk beyond the peer's window
+/// and a peer that stops reading leaves the body unread.
+pub(crate) struct Pipe {
     body: Body,
     tx: SendStream<Bytes>,
+    toward: Toward,
     /// Whether a chunk has been handed to h2 (the first goes without waiting for credit).
     sent: bool,
-    /// A chunk read from the caller that waits for the stream's credit, and whether it ends
+    /// A chunk read from the body that waits for the stream's credit, and whether it ends
     /// the body.
     waiting: Option<(Bytes, bool)>,
 }
 
 impl Pipe {
-    fn new(body: Body, tx: SendStream<Bytes>) -> Self {
+    pub(crate) fn new(body: Body, tx: SendStream<Bytes>, toward: Toward) -> Self {
         Pipe {
             body,
             tx,
+            toward,
             sent: false,
             waiting: None,
         }
@@ -119,7 +136,7 @@ impl Pipe {
         match self.tx.send_data(data, eos) {
             Ok(()) => !eos,
             Err(e) => {
-                tracing::debug!(error = %e, "the request body could not go on to litd");
+                tracing::debug!(error = %e, toward = ?self.toward, "a body could not go on");
                 false
             }
         }
@@ -132,12 +149,10 @@ impl Future for Pipe {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         loop {
-            // litd reset the stream (it answered early, or refused): stop reading the body.
+            // The receiver reset the stream (litd answered early or refused; a client gave
+            // up): stop reading the body.
             if let Poll::Ready(reason) = this.tx.poll_reset(cx) {
-                tracing::debug!(
-                    ?reason,
-                    "litd reset the call's stream; the request body stops"
-                );
+                tracing::debug!(?reason, toward = ?this.toward, "the stream was reset; its body stops");
                 return Poll::Ready(());
             }
             if let Some((data, eos)) = this.waiting.take() {
@@ -165,8 +180,12 @@ impl Future for Pipe {
                     return Poll::Ready(());
                 }
                 Some(Err(e)) => {
-                    tracing::debug!(error = %crate::error::chain(&*e), "the caller's request body broke off");
-                    this.tx.send_reset(Reason::CANCEL);
+                    let reason = match this.toward {
+                        Toward::Litd => Reason::CANCEL,
+                        Toward::Client => reason_of(&e),
+                    };
+                    tracing::debug!(error = %crate::error::chain(&*e), toward = ?this.toward, ?reason, "a body broke off; its stream is reset");
+                    this.tx.send_reset(reason);
                     return Poll::Ready(());
                 }
                 Some(Ok(frame)) => match frame.into_data() {
@@ -178,8 +197,8 @@ impl Future for Pipe {
                             continue;
                         }
                         if !this.sent || data.is_empty() {
-                            // The first chunk goes with the head; an empty last one needs no
-                            // credit.
+                            // The first chunk goes at once (a unary body's only one); an empty
+                            // last one needs no credit.
                             if !this.send(data, eos) {
                                 return Poll::Ready(());
                             }
@@ -192,7 +211,7 @@ impl Future for Pipe {
                         if let Ok(trailers) = frame.into_trailers() {
                             this.tx.reserve_capacity(0);
                             if let Err(e) = this.tx.send_trailers(trailers) {
-                                tracing::debug!(error = %e, "the request trailers could not go on to litd");
+                                tracing::debug!(error = %e, toward = ?this.toward, "trailers could not go on");
                             }
                             return Poll::Ready(());
                         }
@@ -201,6 +220,19 @@ impl Future for Pipe {
             }
         }
     }
+}
+
+/// The HTTP/2 reason a failed body carries (a reset of litd's stream passed on as it came),
+/// else INTERNAL_ERROR.
+fn reason_of(e: &BoxError) -> Reason {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.reason().unwrap_or(Reason::INTERNAL_ERROR);
+        }
+        cause = err.source();
+    }
+    Reason::INTERNAL_ERROR
 }
 
 /// A body as h2 hands it over (litd's answer; on the public side, a client's request): each
@@ -275,6 +307,20 @@ mod tests {
 
     use super::*;
     use crate::upstream::pool::{handshake, Sender};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapped")]
+    struct Wrapped(#[source] h2::Error);
+
+    #[test]
+    fn a_failed_answer_resets_with_the_reason_it_carries() {
+        let cancel: BoxError = h2::Error::from(Reason::CANCEL).into();
+        assert_eq!(reason_of(&cancel), Reason::CANCEL);
+        let wrapped: BoxError = Wrapped(h2::Error::from(Reason::REFUSED_STREAM)).into();
+        assert_eq!(reason_of(&wrapped), Reason::REFUSED_STREAM);
+        let other: BoxError = "broken".into();
+        assert_eq!(reason_of(&other), Reason::INTERNAL_ERROR);
+    }
 
     const DATA: u8 = 0;
     const HEADERS: u8 = 1;
