@@ -159,3 +159,45 @@ async fn a_silent_tls_server_is_answered_within_the_timeout() {
     assert_eq!(logs.count(GONE), 1, "{}", logs.text());
     env.stop().await;
 }
+
+/// A server that takes every connection and closes it at once: the channel fails before any
+/// answer (not a timeout). The relay's calls that pass the server's own status through
+/// (RegisterSession, ActivateSession) give litd UNAVAILABLE for it, never the transport's
+/// `Unknown: transport error`, which the server did not send.
+#[tokio::test]
+async fn a_server_that_closes_every_connection_is_unavailable_not_unknown() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let slammer = tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            drop(conn);
+        }
+    });
+    let env = Env::start_relay_with("", |c| {
+        c.autopilot.server = addr.to_string();
+        c.autopilot.timeout = Duration::from_secs(10);
+    })
+    .await;
+    let mut relay = relay_client(&env).await;
+    let s = fails(
+        "RegisterSession",
+        relay.register_session(RegisterSessionRequest {
+            responder_pub_key: vec![2; 33],
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert_eq!(s.message(), "the Autopilot server is unavailable", "{s:?}");
+    let s = fails(
+        "ActivateSession",
+        relay.activate_session(ActivateSessionRequest {
+            responder_pub_key: vec![2; 33],
+        }),
+    )
+    .await;
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert_eq!(s.message(), "the Autopilot server is unavailable", "{s:?}");
+    slammer.abort();
+    env.stop().await;
+}

@@ -141,7 +141,20 @@ impl Service<http::Request<Body>> for Deadline {
                         shared: shared.clone(),
                     })
                 })),
-                Ok(Err(e)) => Err(tonic::Status::from_error(Box::new(e))),
+                // The channel gave up connecting at the same deadline (its connect timeout is
+                // `autopilot.timeout` too): the timeout, whichever timer fired first.
+                Ok(Err(_)) if tokio::time::Instant::now() >= deadline => {
+                    shared.redial(dialled);
+                    Err(shared.timed_out())
+                }
+                // The channel's own failure (connect, TLS, a lost connection): the server was
+                // not reached, so its callers (litd, through the relay) get UNAVAILABLE, never
+                // a status the server did not send. The cause stays the source, for the log.
+                Ok(Err(e)) => {
+                    let mut status = tonic::Status::unavailable(UNREACHABLE);
+                    status.set_source(Arc::from(Box::new(e) as crate::body::BoxError));
+                    Err(status)
+                }
                 Err(_) => {
                     shared.redial(dialled);
                     Err(shared.timed_out())
@@ -190,6 +203,9 @@ impl http_body::Body for DeadlineBody {
         self.body.size_hint()
     }
 }
+
+/// The message of a call that did not reach the server (the public face says the same).
+const UNREACHABLE: &str = "the Autopilot server is unavailable";
 
 /// A call that ran out of `autopilot.timeout` (the source of the UNAVAILABLE status it
 /// becomes, which marks it as litgate's failure to reach the server).
