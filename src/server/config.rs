@@ -43,7 +43,8 @@ pub struct ListenConfig {
     /// An HTTP/2 connection with no open stream for this long is closed (GOAWAY).
     #[serde(with = "crate::values::duration")]
     pub idle_timeout: Duration,
-    /// An HTTP/2 connection that sent nothing for this long is sent a PING...
+    /// An HTTP/2 connection that sent nothing for this long is sent a PING (looked at once
+    /// per interval, so after one to two intervals of silence)...
     #[serde(with = "crate::values::duration")]
     pub keepalive_interval: Duration,
     /// ...and closed when the PING is not answered within this.
