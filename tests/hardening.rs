@@ -343,6 +343,15 @@ async fn an_http2_client_that_does_not_answer_pings_is_closed() {
         metric_labelled(
             &text,
             "litgate_connections_closed_total",
+            "reason=\"keepalive_timeout\""
+        ),
+        1.0,
+        "counted as a keepalive timeout: {text}"
+    );
+    assert_eq!(
+        metric_labelled(
+            &text,
+            "litgate_connections_closed_total",
             "reason=\"header_timeout\""
         ),
         0.0,

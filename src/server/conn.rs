@@ -296,6 +296,9 @@ async fn supervise<C>(
                 if let Err(e) = done {
                     tracing::debug!(error = %e, "connection ended with error");
                 }
+                if let Some(reason) = conn.closed_because() {
+                    report(reason);
+                }
                 return;
             }
             _ = drain.cancelled(), if !draining => {
@@ -313,6 +316,12 @@ pub(super) trait Closable: Future<Output = Result<(), Self::Failure>> {
     type Failure: std::fmt::Display;
     /// HTTP/2: GOAWAY, then close once the streams are done; HTTP/1.1: close after the answer.
     fn close_gracefully(self: Pin<&mut Self>);
+
+    /// Once it has ended: the reason to count if it closed itself for a deadline of its own
+    /// (an unanswered keepalive PING).
+    fn closed_because(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl<I, S> Closable for hyper::server::conn::http1::UpgradeableConnection<I, S>

@@ -83,7 +83,7 @@ impl ConnMetrics {
                 registry,
                 "closed",
                 "Connections litgate closed, by reason (handshake_timeout, handshake_failed, \
-                 header_timeout, idle_timeout, stalled)",
+                 header_timeout, idle_timeout, keepalive_timeout, stalled)",
             ),
             stalled: registered(
                 registry,

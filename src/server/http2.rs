@@ -72,6 +72,8 @@ pub(super) struct H2Conn<I, A> {
     conn: Arc<ConnState>,
     /// A graceful close asked for during the handshake.
     close_pending: bool,
+    /// Closed because a keepalive PING went unanswered.
+    ping_unanswered: bool,
 }
 
 // Nothing of it is pinned: the h2 connection is `Unpin` with its I/O, and `accept` is only
@@ -100,6 +102,7 @@ where
             keepalive: KeepAlive::new(limits.keepalive_interval, limits.keepalive_timeout),
             conn,
             close_pending: false,
+            ping_unanswered: false,
         }
     }
 }
@@ -124,8 +127,9 @@ where
                     this.state = State::Serving(conn);
                 }
                 State::Serving(conn) => {
-                    if this.keepalive.poll(cx, this.conn.reads()) {
+                    if !this.ping_unanswered && this.keepalive.poll(cx, this.conn.reads()) {
                         tracing::debug!("an HTTP/2 client did not answer a PING in time");
+                        this.ping_unanswered = true;
                         conn.abrupt_shutdown(Reason::NO_ERROR);
                     }
                     match ready!(conn.poll_accept(cx)) {
@@ -151,6 +155,10 @@ where
             State::Handshaking(_) => self.close_pending = true,
             State::Serving(conn) => conn.graceful_shutdown(),
         }
+    }
+
+    fn closed_because(&self) -> Option<&'static str> {
+        self.ping_unanswered.then_some("keepalive_timeout")
     }
 }
 
