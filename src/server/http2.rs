@@ -3,8 +3,8 @@
 //! head, and pipes its body and trailers out under the client's flow control; nothing sits
 //! between the stream and the service but the request body's adapter. Against hyper's server
 //! it saves a body adapter and an executor wrapper per call, the keepalive bookkeeping on every
-//! frame (here a timer that looks at the connection's read count once per interval), and the
-//! stall watch's task-local (each stream's [`Progress`] is handed over directly).
+//! frame (here a task of its own that looks at the connection's read count once per interval),
+//! and the stall watch's task-local (each stream's progress is handed over directly).
 //!
 //! Settings are hyper's defaults but for the windows, which are fixed: 1 MiB per stream and per
 //! connection (hyper's, without the ping-based window estimation that would grow them), so one
@@ -27,7 +27,7 @@ use h2::{
 use http_body::Body as _;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    time::{Instant, Sleep},
+    sync::oneshot,
 };
 
 use super::{conn::ConnState, Limits};
@@ -68,8 +68,12 @@ pub(super) trait Accept {
 pub(super) struct H2Conn<I, A> {
     state: State<I>,
     accept: A,
-    keepalive: KeepAlive,
     conn: Arc<ConnState>,
+    /// `keepalive_interval` and `keepalive_timeout`.
+    keepalive: (Duration, Duration),
+    /// Told by the keepalive's task (once serving) that a PING went unanswered; dropping it
+    /// ends that task.
+    unanswered: Option<oneshot::Receiver<()>>,
     /// A graceful close asked for during the handshake.
     close_pending: bool,
     /// Closed because a keepalive PING went unanswered.
@@ -99,8 +103,9 @@ where
         H2Conn {
             state: State::Handshaking(builder.handshake(io)),
             accept,
-            keepalive: KeepAlive::new(limits.keepalive_interval, limits.keepalive_timeout),
             conn,
+            keepalive: (limits.keepalive_interval, limits.keepalive_timeout),
+            unanswered: None,
             close_pending: false,
             ping_unanswered: false,
         }
@@ -120,17 +125,27 @@ where
             match &mut this.state {
                 State::Handshaking(hs) => {
                     let mut conn = ready!(Pin::new(hs).poll(cx))?;
-                    this.keepalive.ping = conn.ping_pong();
+                    if let Some(pings) = conn.ping_pong() {
+                        let (tx, rx) = oneshot::channel();
+                        let (interval, timeout) = this.keepalive;
+                        tokio::spawn(keepalive(pings, this.conn.clone(), interval, timeout, tx));
+                        this.unanswered = Some(rx);
+                    }
                     if this.close_pending {
                         conn.graceful_shutdown();
                     }
                     this.state = State::Serving(conn);
                 }
                 State::Serving(conn) => {
-                    if !this.ping_unanswered && this.keepalive.poll(cx, this.conn.reads()) {
-                        tracing::debug!("an HTTP/2 client did not answer a PING in time");
-                        this.ping_unanswered = true;
-                        conn.abrupt_shutdown(Reason::NO_ERROR);
+                    if let Some(unanswered) = &mut this.unanswered {
+                        if let Poll::Ready(told) = Pin::new(unanswered).poll(cx) {
+                            this.unanswered = None;
+                            if told.is_ok() {
+                                tracing::debug!("an HTTP/2 client did not answer a PING in time");
+                                this.ping_unanswered = true;
+                                conn.abrupt_shutdown(Reason::NO_ERROR);
+                            }
+                        }
                     }
                     match ready!(conn.poll_accept(cx)) {
                         Some(Ok((req, respond))) => this.accept.accept(req, respond),
@@ -162,67 +177,41 @@ where
     }
 }
 
-/// HTTP/2 keepalive: a connection that read nothing for a whole interval is sent a PING, and
-/// closed if the answer is not in within the timeout. It looks at the connection's read count
-/// when its timer fires, so calls cost it nothing; a silent client is pinged between one and
-/// two intervals after its last bytes.
-struct KeepAlive {
+/// HTTP/2 keepalive, in a task of its own so that the connection's task, polled several times
+/// a call, polls no timer: a connection that read nothing for a whole interval is sent a PING,
+/// and `unanswered` is told if the answer is not in within the timeout. It looks at the
+/// connection's read count once per interval, so a silent client is pinged between one and two
+/// intervals after its last bytes. It ends with the connection (`unanswered` dropped) or when
+/// a PING fails (the connection is failing anyway).
+async fn keepalive(
+    mut pings: PingPong,
+    conn: Arc<ConnState>,
     interval: Duration,
     timeout: Duration,
-    ping: Option<PingPong>,
-    timer: Pin<Box<Sleep>>,
-    /// The read count when the timer was last set.
-    seen: u64,
-    /// A PING was sent and its answer is due before the timer fires.
-    awaiting: bool,
-}
-
-impl KeepAlive {
-    fn new(interval: Duration, timeout: Duration) -> KeepAlive {
-        KeepAlive {
-            interval,
-            timeout,
-            ping: None,
-            timer: Box::pin(tokio::time::sleep(interval)),
-            seen: 0,
-            awaiting: false,
-        }
-    }
-
-    /// Whether the client failed to answer a PING in time.
-    fn poll(&mut self, cx: &mut Context<'_>, reads: u64) -> bool {
-        let Some(ping) = &mut self.ping else {
-            return false;
-        };
+    mut unanswered: oneshot::Sender<()>,
+) {
+    let watch = async {
+        let mut seen = conn.reads();
         loop {
-            if self.awaiting {
-                match ping.poll_pong(cx) {
-                    Poll::Ready(Ok(_)) => {
-                        self.awaiting = false;
-                        self.seen = reads;
-                        self.timer.as_mut().reset(Instant::now() + self.interval);
-                    }
-                    // The connection failed; polling it reports why.
-                    Poll::Ready(Err(_)) => return false,
-                    Poll::Pending => {}
-                }
-            }
-            if self.timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if self.awaiting {
-                return true;
-            }
-            if reads != self.seen {
-                self.seen = reads;
-                self.timer.as_mut().reset(Instant::now() + self.interval);
+            tokio::time::sleep(interval).await;
+            let reads = conn.reads();
+            if reads != seen {
+                seen = reads;
                 continue;
             }
-            if ping.send_ping(Ping::opaque()).is_err() {
-                return false;
+            match tokio::time::timeout(timeout, pings.ping(Ping::opaque())).await {
+                Ok(Ok(_)) => seen = conn.reads(),
+                Ok(Err(_)) => return false,
+                Err(_) => return true,
             }
-            self.awaiting = true;
-            self.timer.as_mut().reset(Instant::now() + self.timeout);
+        }
+    };
+    tokio::select! {
+        _ = unanswered.closed() => {}
+        timed_out = watch => {
+            if timed_out {
+                let _ = unanswered.send(());
+            }
         }
     }
 }
