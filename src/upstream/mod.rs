@@ -235,8 +235,10 @@ impl Upstream {
                         if let Some(kept) = &kept {
                             kept.seal();
                         }
-                        let (mut parts, body) = resp.into_parts();
-                        strip_hop_by_hop(&mut parts.headers);
+                        // No hop-by-hop fields to drop: h2 refuses an answer that carries
+                        // any (RFC 9113 §8.2.2); litgate's HTTP/2 server strips every answer
+                        // it sends all the same.
+                        let (parts, body) = resp.into_parts();
                         let errors = inner.metrics.errors.clone();
                         let body = Answer::new(body, slot, protocol, errors);
                         return Ok(Response::from_parts(parts, boxed(body)));
