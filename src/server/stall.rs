@@ -2,7 +2,7 @@
 //! the data waiting for it for that long is abandoned, releasing what it held.
 //!
 //! The servers pull a response body only when the client has room for more (HTTP/2: stream
-//! window, `http2`; HTTP/1.1: socket buffer, hyper), so "the client takes nothing" shows as a
+//! window, one chunk beyond it at most, `upstream::Pipe`; HTTP/1.1: socket buffer, hyper), so "the client takes nothing" shows as a
 //! body that handed out a data frame and has not been asked for the next one. A subscription
 //! with nothing to send is the opposite (asked, and waiting on litd) and is never touched. The
 //! body cannot act while nobody polls it, so the task that drives the response watches it:
@@ -97,8 +97,8 @@ pub(crate) fn watched<F: Future>(
     PROGRESS.scope(progress.clone(), watch(progress, timeout, stalled, fut))
 }
 
-/// Runs `fut` (the task of one HTTP/2 stream, whose response reports to `progress`), ending it
-/// once the response has waited `timeout` for its reader, counting that in `stalled`.
+/// Runs `fut` (a task whose responses report to `progress`: one HTTP/2 stream's), ending it
+/// once a response has waited `timeout` for its reader, counting that in `stalled`.
 pub(crate) fn watch<F: Future>(
     progress: Arc<Progress>,
     timeout: Duration,
