@@ -1,17 +1,17 @@
 //! Stalled responses (`listen.stalled_stream_timeout`): a response whose reader takes none of
 //! the data waiting for it for that long is abandoned, releasing what it held.
 //!
-//! The servers pull a response body only when the client has room for more (HTTP/2: stream
-//! window, one chunk beyond it at most, `upstream::Pipe`; HTTP/1.1: socket buffer, hyper), so "the client takes nothing" shows as a
-//! body that handed out a data frame and has not been asked for the next one. A subscription
-//! with nothing to send is the opposite (asked, and waiting on litd) and is never touched. The
-//! body cannot act while nobody polls it, so the task that drives the response watches it:
-//! each HTTP/2 stream's task ([`watch`], handed the stream's progress) and each HTTP/1.1
-//! connection's task ([`watched`]; its answers run there and find the progress through a
-//! task-local). A stalled task ends: dropping an HTTP/2 stream's task makes h2 reset it
-//! (RST_STREAM CANCEL); ending an HTTP/1.1 connection's task closes the connection. Either way
-//! the response body is dropped (the upstream stream with it), and the request body, which the
-//! upstream client may still be reading, fails so that its stream to litd is reset too.
+//! The servers pull a response body only when the client has room for more (HTTP/2: stream window,
+//! one chunk beyond it at most, `upstream::Pipe`; HTTP/1.1: socket buffer, hyper), so "the client
+//! takes nothing" shows as a body that handed out a data frame and has not been asked for the next
+//! one. A subscription with nothing to send is the opposite (asked, and waiting on litd) and is
+//! never touched. The body cannot act while nobody polls it, so the task that drives the response
+//! watches it: each HTTP/2 stream's task ([`watch`], handed the stream's progress) and each
+//! HTTP/1.1 connection's task ([`watched`]; its answers run there and find the progress through a
+//! task-local). A stalled task ends: dropping an HTTP/2 stream's task makes h2 reset it (RST_STREAM
+//! CANCEL); ending an HTTP/1.1 connection's task closes the connection. Either way the response
+//! body is dropped (the upstream stream with it), and the request body, which the upstream client
+//! may still be reading, fails so that its stream to litd is reset too.
 //!
 //! It never times a body that is waiting for data, and never buffers anything.
 

@@ -152,7 +152,11 @@ impl Future for Pipe {
             // The receiver reset the stream (litd answered early or refused; a client gave
             // up): stop reading the body.
             if let Poll::Ready(reason) = this.tx.poll_reset(cx) {
-                tracing::debug!(?reason, toward = ?this.toward, "the stream was reset; its body stops");
+                tracing::debug!(
+                    ?reason,
+                    toward = ?this.toward,
+                    "the stream was reset; its body stops"
+                );
                 return Poll::Ready(());
             }
             if let Some((data, eos)) = this.waiting.take() {
@@ -184,7 +188,12 @@ impl Future for Pipe {
                         Toward::Litd => Reason::CANCEL,
                         Toward::Client => reason_of(&e),
                     };
-                    tracing::debug!(error = %crate::error::chain(&*e), toward = ?this.toward, ?reason, "a body broke off; its stream is reset");
+                    tracing::debug!(
+                        error = %crate::error::chain(&*e),
+                        toward = ?this.toward,
+                        ?reason,
+                        "a body broke off; its stream is reset"
+                    );
                     this.tx.send_reset(reason);
                     return Poll::Ready(());
                 }
@@ -211,7 +220,11 @@ impl Future for Pipe {
                         if let Ok(trailers) = frame.into_trailers() {
                             this.tx.reserve_capacity(0);
                             if let Err(e) = this.tx.send_trailers(trailers) {
-                                tracing::debug!(error = %e, toward = ?this.toward, "trailers could not go on");
+                                tracing::debug!(
+                                    error = %e,
+                                    toward = ?this.toward,
+                                    "trailers could not go on"
+                                );
                             }
                             return Poll::Ready(());
                         }
