@@ -309,14 +309,16 @@ fn list(keys: &[&'static str]) -> String {
 }
 
 /// The signals `run` answers: SIGHUP reloads, SIGTERM and SIGINT stop. Installed before the
-/// listeners are announced, so a SIGHUP sent as soon as litgate is up never finds the
-/// default action (which would end the process).
+/// listeners are announced, so a signal sent as soon as litgate says it is up never finds the
+/// default action (which would end the process at once, without its clean stop).
 #[derive(Debug)]
 pub struct Signals {
     #[cfg(unix)]
     hup: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -348,6 +350,7 @@ impl Signals {
                     .then(|| install(SignalKind::hangup(), "SIGHUP"))
                     .flatten(),
                 term: install(SignalKind::terminate(), "SIGTERM"),
+                int: install(SignalKind::interrupt(), "SIGINT"),
             }
         }
         #[cfg(not(unix))]
@@ -360,7 +363,7 @@ impl Signals {
     /// Returns on SIGTERM or SIGINT.
     pub async fn stopped(&mut self) {
         #[cfg(unix)]
-        stop(&mut self.term).await;
+        stop(&mut self.term, &mut self.int).await;
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
@@ -374,7 +377,7 @@ impl Signals {
             {
                 tokio::select! {
                     _ = next(&mut self.hup) => {}
-                    _ = stop(&mut self.term) => return,
+                    _ = stop(&mut self.term, &mut self.int) => return,
                 }
             }
             #[cfg(not(unix))]
@@ -393,12 +396,15 @@ impl Signals {
     }
 }
 
-/// SIGTERM (through `term`, when its handler is installed) or SIGINT.
+/// SIGTERM or SIGINT (each through its handler, when it is installed).
 #[cfg(unix)]
-async fn stop(term: &mut Option<tokio::signal::unix::Signal>) {
+async fn stop(
+    term: &mut Option<tokio::signal::unix::Signal>,
+    int: &mut Option<tokio::signal::unix::Signal>,
+) {
     tokio::select! {
         _ = next(term) => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = next(int) => {}
     }
 }
 

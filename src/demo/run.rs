@@ -29,6 +29,9 @@ pub async fn run() -> ExitCode {
 }
 
 async fn start_and_wait() -> Result<(), Box<dyn std::error::Error>> {
+    // First: a SIGTERM or Ctrl-C from here on (even one sent the moment the banner shows)
+    // stops the demo cleanly, its directory removed, instead of killing it.
+    let mut signals = crate::reload::Signals::stop_only();
     let dir = DemoDir::create()?;
     let protos = dir.write_protos()?;
     let autopilot = DemoAutopilot::start(DemoAutopilotConfig {
@@ -190,7 +193,7 @@ Ctrl-C (or SIGTERM) stops the demo and removes {dir}.
             .unwrap_or(0),
     );
 
-    crate::reload::Signals::stop_only().stopped().await;
+    signals.stopped().await;
     println!("stopping the demo");
     gate.shutdown().await;
     litd.shutdown().await;
