@@ -44,6 +44,11 @@ impl Protocol {
             Some(websocket::Upgrade::Plain) => return Protocol::WebSocket,
             None => {}
         }
+        Protocol::detect_content(headers, path)
+    }
+
+    /// Classifies a request that is not a WebSocket upgrade, by its content type and path.
+    fn detect_content(headers: &http::HeaderMap, path: &str) -> Self {
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -69,13 +74,33 @@ impl Protocol {
         Protocol::Http
     }
 
+    /// Classifies a request as [`Protocol::detect`] does. An HTTP/2 request is never a
+    /// WebSocket upgrade (`upgrade` and `connection` are connection-specific fields, which h2
+    /// refuses in a request), so its headers are not searched for one.
+    pub fn detect_request<B>(req: &http::Request<B>) -> Self {
+        if req.version() >= http::Version::HTTP_2 {
+            Protocol::detect_content(req.headers(), req.uri().path())
+        } else {
+            Protocol::detect(req.headers(), req.uri().path())
+        }
+    }
+
     /// The protocol of a request: read from the request's extensions, where the outermost
     /// layer (trace) puts it, so the stack classifies each request once; detected otherwise.
     pub fn of<B>(req: &http::Request<B>) -> Self {
         req.extensions()
             .get::<Protocol>()
             .copied()
-            .unwrap_or_else(|| Protocol::detect(req.headers(), req.uri().path()))
+            .unwrap_or_else(|| Protocol::detect_request(req))
+    }
+
+    /// The WebSocket upgrade this protocol is, if it is one.
+    pub fn upgrade(self) -> Option<websocket::Upgrade> {
+        match self {
+            Protocol::GrpcWebSocket => Some(websocket::Upgrade::GrpcWebSockets),
+            Protocol::WebSocket => Some(websocket::Upgrade::Plain),
+            _ => None,
+        }
     }
 
     /// A bounded label for metrics and logs.
@@ -111,6 +136,30 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
         h
+    }
+
+    #[test]
+    fn only_an_http1_request_is_an_upgrade() {
+        let request = |version| {
+            http::Request::builder()
+                .version(version)
+                .uri("/v1/sessions/subscribe")
+                .header(header::UPGRADE, "websocket")
+                .header(header::CONNECTION, "Upgrade")
+                .header(header::SEC_WEBSOCKET_PROTOCOL, "grpc-websockets")
+                .body(())
+                .unwrap()
+        };
+        let http1 = request(http::Version::HTTP_11);
+        assert_eq!(Protocol::detect_request(&http1), Protocol::GrpcWebSocket);
+        assert_eq!(
+            Protocol::of(&http1).upgrade(),
+            Some(websocket::Upgrade::GrpcWebSockets)
+        );
+        // h2 refuses these fields in a request; were one to get through, it is not an upgrade.
+        let http2 = request(http::Version::HTTP_2);
+        assert_eq!(Protocol::detect_request(&http2), Protocol::Rest);
+        assert_eq!(Protocol::of(&http2).upgrade(), None);
     }
 
     #[test]

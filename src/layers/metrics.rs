@@ -239,7 +239,7 @@ where
                 }
             }
         };
-        let report = if req.headers().contains_key(http::header::UPGRADE) {
+        let report = if protocol.upgrade().is_some() {
             // It may be a grpc-websockets call that litgate terminates (only an upgrade can be
             // one: HTTP/1.1; HTTP/2 has no `upgrade` header): the terminator takes the report
             // over and reports the status of the call inside, after the `101` went out.

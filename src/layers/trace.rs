@@ -52,7 +52,7 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let protocol = Protocol::detect(req.headers(), req.uri().path());
+        let protocol = Protocol::detect_request(&req);
         // Detected once here; the layers below read it back with `Protocol::of`.
         req.extensions_mut().insert(protocol);
         let peer = req.extensions().get::<ConnectInfo>().map(|c| c.peer);

@@ -83,7 +83,7 @@ impl Service<Request> for Router {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        match websocket::upgrade_of(req.headers()) {
+        match Protocol::of(&req).upgrade() {
             Some(upgrade) => self.upgrade(upgrade, req),
             None => self.dispatch(req),
         }

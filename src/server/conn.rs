@@ -150,6 +150,7 @@ impl Listener {
                 state: state.clone(),
                 timeout: limits.stalled_stream_timeout,
                 stalled: metrics.stalled(),
+                since: Instant::now(),
             };
             let conn = H2Conn::new(io, &self.h2, limits, state.clone(), streams);
             return supervise(conn, &state, limits, greeting_deadline, drain, report).await;
@@ -183,12 +184,14 @@ struct Streams<S> {
     state: Arc<ConnState>,
     timeout: Duration,
     stalled: Counter,
+    /// When the connection started: the base of its streams' progress times.
+    since: Instant,
 }
 
 impl<S: Served> Accept for Streams<S> {
     fn accept(&mut self, req: http::Request<RecvStream>, mut respond: SendResponse<Bytes>) {
         let busy = self.state.request();
-        let progress = Arc::new(stall::Progress::new());
+        let progress = Arc::new(stall::Progress::since(self.since));
         let mut req =
             req.map(|recv| stall::abandonable(RecvBody::new(recv), Some(progress.clone())));
         req.extensions_mut().insert(self.info);

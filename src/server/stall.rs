@@ -54,8 +54,14 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new() -> Progress {
+        Progress::since(Instant::now())
+    }
+
+    /// A progress whose times count from `base`, an instant in the past (a connection's
+    /// start: one clock read per connection rather than per stream).
+    pub(crate) fn since(base: Instant) -> Progress {
         Progress {
-            base: Instant::now(),
+            base,
             waiting: AtomicU64::new(0),
             abandoned: AtomicBool::new(false),
             request: AtomicWaker::new(),

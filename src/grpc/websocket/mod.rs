@@ -85,7 +85,7 @@ pub fn rest_methods(method: &Method, uri: &http::Uri) -> Vec<Method> {
 /// parameter of a WebSocket upgrade, else the request's own method. The rate limiter classes
 /// the call by it.
 pub fn effective_method<B>(req: &http::Request<B>) -> Method {
-    if upgrade_of(req.headers()).is_none() {
+    if super::Protocol::of(req).upgrade().is_none() {
         return req.method().clone();
     }
     query_values(req.uri(), "method")
