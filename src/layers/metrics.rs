@@ -18,11 +18,13 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicU16, Ordering},
         Arc, PoisonError, RwLock,
     },
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Instant,
 };
 
@@ -35,7 +37,7 @@ use tower::{Layer, Service};
 
 use super::access::Access;
 use crate::{
-    body::{Request, Response, ResponseFuture},
+    body::{Request, Response},
     error::{code_name, Error},
     grpc::{
         reply,
@@ -211,11 +213,10 @@ pub struct Metrics<S> {
 impl<S> Service<Request> for Metrics<S>
 where
     S: Service<Request, Response = Response, Error = Error>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = MetricsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -224,20 +225,11 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let route = (self.route)(req.method(), req.uri().path());
         let protocol = Protocol::of(&req);
-        let metrics = self.metrics.clone();
-        let access = Access::begin(&req);
-        // Counted once, with the HTTP status of the head the caller got and the outcome.
-        let count = {
-            let metrics = metrics.clone();
-            move |http_status: u16, o: Outcome| {
-                let labels = labels(route, protocol, http_status, o);
-                metrics.0.requests.with(&labels, |c| {
-                    c.inc();
-                });
-                if let Some(access) = access {
-                    access.finish(&labels);
-                }
-            }
+        let count = Count {
+            metrics: self.metrics.clone(),
+            route,
+            protocol,
+            access: Access::begin(&req),
         };
         let report = if protocol.upgrade().is_some() {
             // It may be a grpc-websockets call that litgate terminates (only an upgrade can be
@@ -245,71 +237,147 @@ where
             // over and reports the status of the call inside, after the `101` went out.
             let head = Arc::new(AtomicU16::new(0));
             let head_status = head.clone();
-            let report = Deferred::new(move |o| count(head_status.load(Ordering::Acquire), o));
+            let report =
+                Deferred::new(move |o| count.count(head_status.load(Ordering::Acquire), o));
             req.extensions_mut().insert(report.clone());
             Report::Deferred { head, report }
         } else {
             Report::Direct(count)
         };
         let start = Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            let labels = RouteLabels {
+        MetricsFuture {
+            fut: self.inner.call(req),
+            call: Some(Call {
+                metrics: self.metrics.clone(),
                 route,
-                protocol: protocol.as_str(),
-            };
-            let elapsed = start.elapsed().as_secs_f64();
-            metrics.0.latency.with(&labels, |h| h.observe(elapsed));
-            let status = match &res {
-                Ok(resp) => resp.status(),
-                // What rescue will answer.
-                Err(e) => reply::http_status_for(protocol, e.code()),
-            };
-            if let Err(e) = &res {
-                metrics
-                    .0
-                    .refusals
-                    .get_or_create(&RefusalLabels {
-                        route,
-                        protocol: protocol.as_str(),
-                        kind: e.kind(),
-                    })
-                    .inc();
-            }
-            let finish = match report {
-                Report::Direct(count) => Finish::Direct(count, status.as_u16()),
-                Report::Deferred { head, report } => {
-                    head.store(status.as_u16(), Ordering::Release);
-                    match report.claim() {
-                        Some(claimed) => Finish::Claimed(claimed),
-                        None => return res,
-                    }
+                protocol,
+                start,
+                report,
+            }),
+        }
+    }
+}
+
+/// One call's count: its labels' parts and its access log line, counted once with the HTTP
+/// status of the head the caller got and the outcome.
+struct Count {
+    metrics: RequestMetrics,
+    route: &'static str,
+    protocol: Protocol,
+    access: Option<Access>,
+}
+
+impl Count {
+    fn count(self, http_status: u16, o: Outcome) {
+        let labels = labels(self.route, self.protocol, http_status, o);
+        self.metrics.0.requests.with(&labels, |c| {
+            c.inc();
+        });
+        if let Some(access) = self.access {
+            access.finish(&labels);
+        }
+    }
+}
+
+/// What [`MetricsFuture`] needs once the answer's head is known.
+struct Call {
+    metrics: RequestMetrics,
+    route: &'static str,
+    protocol: Protocol,
+    start: Instant,
+    report: Report,
+}
+
+pin_project_lite::pin_project! {
+    /// [`Metrics`]'s future: the inner call's, measured and counted as its answer's head
+    /// comes. A named type rather than a box, so that the stack's future is one allocation,
+    /// not one per layer.
+    pub struct MetricsFuture<F> {
+        #[pin]
+        fut: F,
+        call: Option<Call>,
+    }
+}
+
+impl<F> Future for MetricsFuture<F>
+where
+    F: Future<Output = Result<Response, Error>>,
+{
+    type Output = Result<Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.fut.poll(cx));
+        let call = this.call.take().expect("polled after completion");
+        Poll::Ready(call.answered(res))
+    }
+}
+
+impl Call {
+    /// Records the latency to the head, and counts the call: at once if the head says how it
+    /// ended, else as its status streams past.
+    fn answered(self, res: Result<Response, Error>) -> Result<Response, Error> {
+        let Call {
+            metrics,
+            route,
+            protocol,
+            start,
+            report,
+        } = self;
+        let labels = RouteLabels {
+            route,
+            protocol: protocol.as_str(),
+        };
+        let elapsed = start.elapsed().as_secs_f64();
+        metrics.0.latency.with(&labels, |h| h.observe(elapsed));
+        let status = match &res {
+            Ok(resp) => resp.status(),
+            // What rescue will answer.
+            Err(e) => reply::http_status_for(protocol, e.code()),
+        };
+        if let Err(e) = &res {
+            metrics
+                .0
+                .refusals
+                .get_or_create(&RefusalLabels {
+                    route,
+                    protocol: protocol.as_str(),
+                    kind: e.kind(),
+                })
+                .inc();
+        }
+        let finish = match report {
+            Report::Direct(count) => Finish::Direct(count, status.as_u16()),
+            Report::Deferred { head, report } => {
+                head.store(status.as_u16(), Ordering::Release);
+                match report.claim() {
+                    Some(claimed) => Finish::Claimed(claimed),
+                    None => return res,
                 }
-            };
-            match res {
-                Err(e) => {
-                    // As rescue answers it: a gRPC status (a refused grpc-websockets handshake
-                    // carries one in its head too), or for REST and plain HTTP the HTTP status.
-                    let grpc = protocol.is_grpc_family() || protocol == Protocol::GrpcWebSocket;
-                    finish.report(match grpc {
-                        true => Outcome::Grpc(e.code()),
-                        false => Outcome::Http(status),
-                    });
-                    Err(e)
-                }
-                // The status the caller receives, wherever it lives in its protocol.
-                Ok(resp) => Ok(status::watch(protocol, resp, move |o| finish.report(o))),
             }
-        })
+        };
+        match res {
+            Err(e) => {
+                // As rescue answers it: a gRPC status (a refused grpc-websockets handshake
+                // carries one in its head too), or for REST and plain HTTP the HTTP status.
+                let grpc = protocol.is_grpc_family() || protocol == Protocol::GrpcWebSocket;
+                finish.report(match grpc {
+                    true => Outcome::Grpc(e.code()),
+                    false => Outcome::Http(status),
+                });
+                Err(e)
+            }
+            // The status the caller receives, wherever it lives in its protocol.
+            Ok(resp) => Ok(status::watch(protocol, resp, move |o| finish.report(o))),
+        }
     }
 }
 
 /// How a call gets counted: directly once its answer's head is known, or through a report
 /// that a grpc-websockets terminator may take over ([`Deferred`]; it needs the head's status
 /// shared, as it reports later).
-enum Report<F> {
-    Direct(F),
+enum Report {
+    Direct(Count),
     Deferred {
         head: Arc<AtomicU16>,
         report: Deferred,
@@ -318,15 +386,15 @@ enum Report<F> {
 
 /// A call's count, ready to take its outcome: the direct count with the head's HTTP status, or
 /// the deferred report this layer kept.
-enum Finish<F> {
-    Direct(F, u16),
+enum Finish {
+    Direct(Count, u16),
     Claimed(status::Claimed),
 }
 
-impl<F: FnOnce(u16, Outcome)> Finish<F> {
+impl Finish {
     fn report(self, o: Outcome) {
         match self {
-            Finish::Direct(count, http_status) => count(http_status, o),
+            Finish::Direct(count, http_status) => count.count(http_status, o),
             Finish::Claimed(claimed) => claimed.report(o),
         }
     }

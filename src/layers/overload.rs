@@ -10,11 +10,13 @@
 //! call it has let in.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Duration,
 };
 
@@ -25,7 +27,7 @@ use prometheus_client::{
 use tower::{Layer, Service};
 
 use crate::{
-    body::{self, Request, Response, ResponseFuture},
+    body::{self, Request, Response},
     error::Error,
     server::Upgrades,
     telemetry::metrics::registered,
@@ -46,7 +48,7 @@ struct Gate {
 
 /// One admitted call's place in the count, released when the last holder drops it.
 #[derive(Debug)]
-struct Slot(Arc<Gate>);
+pub(crate) struct Slot(Arc<Gate>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -127,11 +129,10 @@ pub(crate) struct Overload<S> {
 impl<S> Service<Request> for Overload<S>
 where
     S: Service<Request, Response = Response, Error = Error>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Error;
-    type Future = ResponseFuture;
+    type Future = OverloadFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -140,7 +141,7 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let slot = match self.gate.admit() {
             Ok(slot) => slot,
-            Err(e) => return Box::pin(std::future::ready(Err(e))),
+            Err(e) => return OverloadFuture::Shed { refusal: Some(e) },
         };
         // An upgrade spawned for this call keeps the slot while its tunnel runs. Only an
         // HTTP/1.1 request can be upgraded, and only those carry the listener's set; the slot
@@ -154,21 +155,54 @@ where
             }
             None => Held::Alone { _slot: slot },
         };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            // The body keeps the slot until it is dropped (a stream: until it ends).
-            Ok(resp.map(|b| {
-                body::observe(b, move |_| {
-                    let _held = &slot;
-                })
-            }))
-        })
+        OverloadFuture::Admitted {
+            fut: self.inner.call(req),
+            slot: Some(slot),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Overload`]'s future: the refusal of a shed call, or an admitted call whose answer's
+    /// body gets the slot. A named type rather than a box, so that the stack's future is one
+    /// allocation, not one per layer.
+    #[project = OverloadProj]
+    pub(crate) enum OverloadFuture<F> {
+        Shed { refusal: Option<Error> },
+        Admitted { #[pin] fut: F, slot: Option<Held<Slot>> },
+    }
+}
+
+impl<F> Future for OverloadFuture<F>
+where
+    F: Future<Output = Result<Response, Error>>,
+{
+    type Output = Result<Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            OverloadProj::Shed { refusal } => {
+                Poll::Ready(Err(refusal.take().expect("polled after completion")))
+            }
+            OverloadProj::Admitted { fut, slot } => {
+                let resp = match ready!(fut.poll(cx)) {
+                    Ok(resp) => resp,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+                // The body keeps the slot until it is dropped (a stream: until it ends).
+                let slot = slot.take();
+                Poll::Ready(Ok(resp.map(|b| {
+                    body::observe(b, move |_| {
+                        let _held = &slot;
+                    })
+                })))
+            }
+        }
     }
 }
 
 /// A call's in-flight slot, held by its answer's body (and by its upgrade, if it has one).
-enum Held<S> {
+pub(crate) enum Held<S> {
     Alone { _slot: S },
     Shared { _slot: Arc<S> },
 }

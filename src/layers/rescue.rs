@@ -9,7 +9,7 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 
 use tower::{Layer, Service};
@@ -56,11 +56,10 @@ impl<S: Clone> Clone for Rescue<S> {
 impl<S> Service<Request> for Rescue<S>
 where
     S: Service<Request, Response = Response, Error = Error>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = RescueFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // This service never fails, so an inner readiness error is kept for the call it was
@@ -83,18 +82,47 @@ where
         let protocol = Protocol::of(&req);
         if let Some(err) = self.not_ready.take() {
             err.log("request refused");
-            return Box::pin(std::future::ready(Ok(error_response(protocol, &err))));
+            return RescueFuture::Answered {
+                answer: Some(error_response(protocol, &err)),
+            };
         }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match fut.await {
-                Ok(resp) => Ok(resp),
+        RescueFuture::Called {
+            fut: self.inner.call(req),
+            protocol,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Rescue`]'s future: the inner call's, its error turned into the caller's answer; or
+    /// that answer at once (a readiness failure). A named type rather than a box, so that the
+    /// stack's future is one allocation, not one per layer.
+    #[project = RescueProj]
+    pub enum RescueFuture<F> {
+        Answered { answer: Option<Response> },
+        Called { #[pin] fut: F, protocol: Protocol },
+    }
+}
+
+impl<F> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response, Error>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RescueProj::Answered { answer } => {
+                Poll::Ready(Ok(answer.take().expect("polled after completion")))
+            }
+            RescueProj::Called { fut, protocol } => Poll::Ready(Ok(match ready!(fut.poll(cx)) {
+                Ok(resp) => resp,
                 Err(err) => {
                     err.log("request refused");
-                    Ok(error_response(protocol, &err))
+                    error_response(*protocol, &err)
                 }
-            }
-        })
+            })),
+        }
     }
 }
 

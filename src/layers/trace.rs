@@ -6,12 +6,12 @@
 use std::{
     future::Future,
     pin::Pin,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Instant,
 };
 
 use tower::{Layer, Service};
-use tracing::Instrument;
+use tracing::Span;
 
 use crate::{
     body::{Request, Response},
@@ -40,12 +40,10 @@ pub struct Trace<S> {
 impl<S> Service<Request> for Trace<S>
 where
     S: Service<Request, Response = Response>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = TraceFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -70,22 +68,41 @@ where
             let _enter = span.enter();
             self.inner.call(req)
         };
-        Box::pin(
-            async move {
-                let res = fut.await;
-                if let (Ok(resp), Some(start)) = (&res, start) {
-                    // Known at the head only for a trailers-only answer.
-                    let grpc_status = status::head_code(resp.headers()).map(|c| c as i32);
-                    tracing::debug!(
-                        status = resp.status().as_u16(),
-                        grpc_status,
-                        latency_us = start.elapsed().as_micros() as u64,
-                        "response"
-                    );
-                }
-                res
-            }
-            .instrument(span),
-        )
+        TraceFuture { fut, span, start }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Trace`]'s future: the inner one, polled inside the request's span. A named type
+    /// rather than a box, so that the stack's future is one allocation, not one per layer.
+    pub struct TraceFuture<F> {
+        #[pin]
+        fut: F,
+        span: Span,
+        start: Option<Instant>,
+    }
+}
+
+impl<F, E> Future for TraceFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _enter = this.span.enter();
+        let res = ready!(this.fut.poll(cx));
+        if let (Ok(resp), Some(start)) = (&res, this.start) {
+            // Known at the head only for a trailers-only answer.
+            let grpc_status = status::head_code(resp.headers()).map(|c| c as i32);
+            tracing::debug!(
+                status = resp.status().as_u16(),
+                grpc_status,
+                latency_us = start.elapsed().as_micros() as u64,
+                "response"
+            );
+        }
+        Poll::Ready(res)
     }
 }

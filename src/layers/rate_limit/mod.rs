@@ -24,6 +24,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use governor::clock::{Clock, DefaultClock};
 use tower::{Layer, Service};
 
@@ -97,7 +98,9 @@ where
 {
     type Response = Response;
     type Error = Error;
-    type Future = ResponseFuture;
+    /// The inner future itself for the common call (nothing to watch), so that the stack's
+    /// future gains no allocation here.
+    type Future = Either<S::Future, ResponseFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -112,18 +115,18 @@ where
                 .check(&method, req.uri().path(), req.extensions().get::<Caller>())
             {
                 Ok(a) => a,
-                Err(e) => return Box::pin(std::future::ready(Err(e))),
+                Err(e) => return Either::Right(Box::pin(std::future::ready(Err(e)))),
             };
         let Some(id) = admitted.observe else {
-            return Box::pin(self.inner.call(req));
+            return Either::Left(self.inner.call(req));
         };
         let protocol = Protocol::of(&req);
         let limiter = self.limiter.clone();
         let fut = self.inner.call(req);
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let resp = fut.await?;
             Ok(observe(resp, protocol, limiter, admitted.limit, id))
-        })
+        }))
     }
 }
 
