@@ -35,12 +35,15 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
         te |= name == header::TE;
     }
+    if !te {
+        return;
+    }
     let mut values = h.get_all(header::TE).iter();
     let only_trailers = matches!(
         (values.next(), values.next()),
         (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers")
     );
-    if te && !only_trailers {
+    if !only_trailers {
         strip_all(h);
     }
 }
