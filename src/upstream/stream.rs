@@ -97,6 +97,8 @@ pub(crate) struct Pipe {
     /// A chunk read from the body that waits for the stream's credit, and whether it ends
     /// the body.
     waiting: Option<(Bytes, bool)>,
+    /// Whether credit was ever asked for (there may be some to give back at the end).
+    reserved: bool,
 }
 
 impl Pipe {
@@ -107,6 +109,7 @@ impl Pipe {
             toward,
             sent: false,
             waiting: None,
+            reserved: false,
         }
     }
 
@@ -148,17 +151,19 @@ impl Future for Pipe {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        // The receiver reset the stream (litd answered early or refused; a client gave up):
+        // stop reading the body. Looked at once per poll: a reset is only ever received by the
+        // connection's task, which does not run while this one does, and a send on a stream
+        // reset meanwhile fails, which ends the pipe too.
+        if let Poll::Ready(reason) = this.tx.poll_reset(cx) {
+            tracing::debug!(
+                ?reason,
+                toward = ?this.toward,
+                "the stream was reset; its body stops"
+            );
+            return Poll::Ready(());
+        }
         loop {
-            // The receiver reset the stream (litd answered early or refused; a client gave
-            // up): stop reading the body.
-            if let Poll::Ready(reason) = this.tx.poll_reset(cx) {
-                tracing::debug!(
-                    ?reason,
-                    toward = ?this.toward,
-                    "the stream was reset; its body stops"
-                );
-                return Poll::Ready(());
-            }
             if let Some((data, eos)) = this.waiting.take() {
                 while this.tx.capacity() == 0 {
                     match this.tx.poll_capacity(cx) {
@@ -214,11 +219,15 @@ impl Future for Pipe {
                             continue;
                         }
                         this.tx.reserve_capacity(1);
+                        this.reserved = true;
                         this.waiting = Some((data, eos));
                     }
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
-                            this.tx.reserve_capacity(0);
+                            if this.reserved {
+                                // Credit asked for and not used goes back to the connection.
+                                this.tx.reserve_capacity(0);
+                            }
                             if let Err(e) = this.tx.send_trailers(trailers) {
                                 tracing::debug!(
                                     error = %e,
