@@ -206,11 +206,12 @@ impl<S: Served> Accept for Streams<S> {
         });
         let watched = progress.clone();
         let stream = async move {
+            // The connection counts the stream as busy until its task ends.
+            let _busy = busy;
             let Some(resp) = http2::answer_or_reset(&mut respond, answer).await else {
                 return;
             };
-            let resp = resp.map(|b| stall::track(b, Some(progress), busy));
-            http2::respond(respond, resp).await;
+            http2::respond(respond, resp, progress).await;
         };
         tokio::spawn(stall::watch(
             watched,

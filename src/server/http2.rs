@@ -30,7 +30,7 @@ use tokio::{
     sync::oneshot,
 };
 
-use super::{conn::ConnState, Limits};
+use super::{conn::ConnState, stall::Progress, Limits};
 use crate::{
     body::Body,
     upstream::{Pipe, Toward},
@@ -217,9 +217,14 @@ async fn keepalive(
 }
 
 /// Sends `resp` on `respond`: its head, then its body and trailers as they come, as fast as
-/// the client's window allows. A client that resets the stream ends it; a body that fails
+/// the client's window allows, telling `progress` (the stream's stall watch) when a chunk
+/// waits for the client's credit. A client that resets the stream ends it; a body that fails
 /// resets it (with the HTTP/2 reason the failure carries, if any, else INTERNAL_ERROR).
-pub(super) async fn respond(mut respond: SendResponse<Bytes>, resp: http::Response<Body>) {
+pub(super) async fn respond(
+    mut respond: SendResponse<Bytes>,
+    resp: http::Response<Body>,
+    progress: Arc<Progress>,
+) {
     let (mut head, body) = resp.into_parts();
     crate::headers::strip_hop_by_hop(&mut head.headers);
     let eos = body.is_end_stream();
@@ -239,7 +244,9 @@ pub(super) async fn respond(mut respond: SendResponse<Bytes>, resp: http::Respon
         }
     };
     if !eos {
-        Pipe::new(body, tx, Toward::Client).await;
+        Pipe::new(body, tx, Toward::Client)
+            .reporting_to(progress)
+            .await;
     }
 }
 

@@ -26,7 +26,10 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::Service;
 
-pub(crate) use self::connections::{ConnMetrics, Connections, Limits};
+pub(crate) use self::{
+    connections::{ConnMetrics, Connections, Limits},
+    stall::Progress,
+};
 use crate::body::{Request, Response};
 
 /// What a listener serves: a cloneable service of litgate's requests that never fails (errors

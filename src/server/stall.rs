@@ -5,7 +5,9 @@
 //! one chunk beyond it at most, `upstream::Pipe`; HTTP/1.1: socket buffer, hyper), so "the client
 //! takes nothing" shows as a body that handed out a data frame and has not been asked for the next
 //! one. A subscription with nothing to send is the opposite (asked, and waiting on litd) and is
-//! never touched. The body cannot act while nobody polls it, so the task that drives the response
+//! never touched. On HTTP/2 the pipe that sends the answer says so itself (a chunk it read waits
+//! for the client's credit, [`Progress::handed_out`]); on HTTP/1.1 the answer's body is wrapped
+//! ([`track`]). The body cannot act while nobody polls it, so the task that drives the response
 //! watches it: each HTTP/2 stream's task ([`watch`], handed the stream's progress) and each
 //! HTTP/1.1 connection's task ([`watched`]; its answers run there and find the progress through a
 //! task-local). A stalled task ends: dropping an HTTP/2 stream's task makes h2 reset it (RST_STREAM
@@ -68,12 +70,15 @@ impl Progress {
         }
     }
 
-    fn handed_out(&self) {
+    /// A data frame was handed out and more of the body follows: the reader has not taken it
+    /// yet.
+    pub(crate) fn handed_out(&self) {
         let since = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
         self.waiting.store(since + 1, Ordering::Relaxed);
     }
 
-    fn polled(&self) {
+    /// The body is being read again (or waits for data): nothing waits for the reader.
+    pub(crate) fn polled(&self) {
         self.waiting.store(0, Ordering::Relaxed);
     }
 
@@ -163,9 +168,9 @@ impl<F: Future> Future for Watched<F> {
     }
 }
 
-/// Wraps the body of the response to the request that `current` returned the progress of,
-/// reporting to it, and holds `guard` until the body is dropped. Outside a watched task,
-/// only holds `guard`.
+/// Wraps the body of the response to the request that `current` returned the progress of
+/// (HTTP/1.1, whose answers hyper pulls), reporting to it, and holds `guard` until the body is
+/// dropped. Outside a watched task, only holds `guard`.
 pub(crate) fn track<G: Send + Unpin + 'static>(
     body: Body,
     progress: Option<Arc<Progress>>,

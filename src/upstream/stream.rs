@@ -12,6 +12,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
 };
 
@@ -19,7 +20,10 @@ use bytes::Bytes;
 use h2::{client::SendRequest, Reason, RecvStream, SendStream};
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::body::{Body, BoxError};
+use crate::{
+    body::{Body, BoxError},
+    server::Progress,
+};
 
 /// Sends one request on `send` and waits for litd's answer head. The body streams on after
 /// the head if the caller's body is not all there yet.
@@ -99,6 +103,9 @@ pub(crate) struct Pipe {
     waiting: Option<(Bytes, bool)>,
     /// Whether credit was ever asked for (there may be some to give back at the end).
     reserved: bool,
+    /// The stream's stall watch (an answer to a client): told when a chunk read from the body
+    /// waits for credit, and when the body is read again.
+    progress: Option<Arc<Progress>>,
 }
 
 impl Pipe {
@@ -110,7 +117,15 @@ impl Pipe {
             sent: false,
             waiting: None,
             reserved: false,
+            progress: None,
         }
+    }
+
+    /// Reports to `progress` (`server::stall`): a chunk that waits for the peer's credit, with
+    /// more of the body to follow, is data handed out that the reader has not taken.
+    pub(crate) fn reporting_to(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Streams the rest of the body; if the caller gives up on the call before litd's answer
@@ -181,6 +196,9 @@ impl Future for Pipe {
                 }
                 continue;
             }
+            if let Some(p) = &this.progress {
+                p.polled();
+            }
             match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 None => {
                     // The body ended without saying so on its last chunk: an empty DATA frame
@@ -220,6 +238,9 @@ impl Future for Pipe {
                         }
                         this.tx.reserve_capacity(1);
                         this.reserved = true;
+                        if let (Some(p), false) = (&this.progress, eos) {
+                            p.handed_out();
+                        }
                         this.waiting = Some((data, eos));
                     }
                     Err(frame) => {
