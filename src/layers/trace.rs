@@ -11,7 +11,7 @@ use std::{
 };
 
 use tower::{Layer, Service};
-use tracing::Span;
+use tracing::{instrument::Instrumented, Instrument};
 
 use crate::{
     body::{Request, Response},
@@ -68,17 +68,20 @@ where
             let _enter = span.enter();
             self.inner.call(req)
         };
-        TraceFuture { fut, span, start }
+        TraceFuture {
+            fut: fut.instrument(span),
+            start,
+        }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// [`Trace`]'s future: the inner one, polled inside the request's span. A named type
-    /// rather than a box, so that the stack's future is one allocation, not one per layer.
+    /// [`Trace`]'s future: the inner one, polled (and dropped) inside the request's span. A
+    /// named type rather than a box, so that the stack's future is one allocation, not one per
+    /// layer.
     pub struct TraceFuture<F> {
         #[pin]
-        fut: F,
-        span: Span,
+        fut: Instrumented<F>,
         start: Option<Instant>,
     }
 }
@@ -90,10 +93,10 @@ where
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _enter = this.span.enter();
-        let res = ready!(this.fut.poll(cx));
+        let mut this = self.project();
+        let res = ready!(this.fut.as_mut().poll(cx));
         if let (Ok(resp), Some(start)) = (&res, this.start) {
+            let _enter = this.fut.span().enter();
             // Known at the head only for a trailers-only answer.
             let grpc_status = status::head_code(resp.headers()).map(|c| c as i32);
             tracing::debug!(
