@@ -21,11 +21,12 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use h2::{server::SendResponse, RecvStream};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
@@ -195,19 +196,28 @@ impl<S: Served> Accept for Streams<S> {
         let mut req =
             req.map(|recv| stall::abandonable(RecvBody::new(recv), Some(progress.clone())));
         req.extensions_mut().insert(self.info);
-        // Boxed here, before the task: the stack's future (and the service and request it
-        // starts from) is large, and the task's future is moved into place whole.
-        let service = self.service.clone();
-        let answer = Box::pin(async move {
-            match service.oneshot(req).await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            }
-        });
+        // The connection's own service is called when it is ready at once (litgate's stack
+        // always is), sparing a clone of the stack per stream; one that is not gets a clone
+        // that waits. Boxed here, before the task: the stack's future is large, and the
+        // task's future is moved into place whole.
+        let answer = match self
+            .service
+            .poll_ready(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(Ok(())) => Either::Left(Box::pin(self.service.call(req))),
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => Either::Right(Box::pin(self.service.clone().oneshot(req))),
+        };
         let watched = progress.clone();
         let stream = async move {
             // The connection counts the stream as busy until its task ends.
             let _busy = busy;
+            let answer = async {
+                match answer.await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                }
+            };
             let Some(resp) = http2::answer_or_reset(&mut respond, answer).await else {
                 return;
             };
@@ -754,5 +764,79 @@ mod tests {
         p[24 + 3] = 0x1;
         not_settings.saw(&p);
         assert!(!not_settings.state.greeted());
+    }
+
+    /// A service that is not ready the first time it is asked (it wakes the asker at once),
+    /// and answers every call with the number of calls it has had.
+    #[derive(Clone)]
+    struct SlowToStart {
+        asked: Arc<AtomicBool>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl tower::Service<crate::body::Request> for SlowToStart {
+        type Response = crate::body::Response;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<crate::body::Response, Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.asked.swap(true, Ordering::SeqCst) {
+                return Poll::Ready(Ok(()));
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+
+        fn call(&mut self, _req: crate::body::Request) -> Self::Future {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            std::future::ready(Ok(http::Response::new(crate::body::full(n.to_string()))))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_http2_stream_waits_for_a_service_that_is_not_ready_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Connections::new(
+            Limits::of(&crate::config::ListenConfig::default()),
+            ConnMetrics::default(),
+        );
+        let service = SlowToStart {
+            asked: Arc::new(AtomicBool::new(false)),
+            calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            None,
+            conns,
+            service.clone(),
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(1),
+        ));
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(conn);
+        for want in ["1", "2"] {
+            let mut client = client.clone().ready().await.unwrap();
+            let req = http::Request::post(format!("http://{addr}/x.Y/Z"))
+                .body(())
+                .unwrap();
+            let (answer, _) = client.send_request(req, true).unwrap();
+            let answered = tokio::time::timeout(Duration::from_secs(10), answer).await;
+            let mut body = answered.expect("answered").unwrap().into_body();
+            let data = body.data().await.unwrap().unwrap();
+            assert_eq!(&data[..], want.as_bytes());
+        }
+        // The first call found the service not ready (and got a clone that waited); the
+        // second was made on the connection's own, ready at once.
+        assert!(service.asked.load(Ordering::SeqCst));
+        assert_eq!(service.calls.load(Ordering::SeqCst), 2);
+        drop(client);
+        stop.send(()).unwrap();
+        server.await.unwrap();
+        driver.abort();
     }
 }
