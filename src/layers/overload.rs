@@ -10,7 +10,7 @@
 //! call it has let in.
 
 use std::{
-    future::Future,
+    future::{Future, Ready},
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::Either;
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
@@ -132,7 +133,7 @@ where
 {
     type Response = Response;
     type Error = Error;
-    type Future = OverloadFuture<S::Future>;
+    type Future = Either<Ready<Result<Response, Error>>, Admitted<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.inner.poll_ready(cx)
@@ -141,7 +142,7 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let slot = match self.gate.admit() {
             Ok(slot) => slot,
-            Err(e) => return OverloadFuture::Shed { refusal: Some(e) },
+            Err(e) => return Either::Left(std::future::ready(Err(e))),
         };
         // An upgrade spawned for this call keeps the slot while its tunnel runs. Only an
         // HTTP/1.1 request can be upgraded, and only those carry the listener's set; the slot
@@ -155,49 +156,40 @@ where
             }
             None => Held::Alone { _slot: slot },
         };
-        OverloadFuture::Admitted {
+        Either::Right(Admitted {
             fut: self.inner.call(req),
             slot: Some(slot),
-        }
+        })
     }
 }
 
 pin_project_lite::pin_project! {
-    /// [`Overload`]'s future: the refusal of a shed call, or an admitted call whose answer's
-    /// body gets the slot. A named type rather than a box, so that the stack's future is one
+    /// An admitted call's future, whose answer's body gets the slot (a shed call's is a ready
+    /// refusal). A named type rather than a box, so that the stack's future is one
     /// allocation, not one per layer.
-    #[project = OverloadProj]
-    pub(crate) enum OverloadFuture<F> {
-        Shed { refusal: Option<Error> },
-        Admitted { #[pin] fut: F, slot: Option<Held<Slot>> },
+    pub(crate) struct Admitted<F> {
+        #[pin]
+        fut: F,
+        slot: Option<Held<Slot>>,
     }
 }
 
-impl<F> Future for OverloadFuture<F>
+impl<F> Future for Admitted<F>
 where
     F: Future<Output = Result<Response, Error>>,
 {
     type Output = Result<Response, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            OverloadProj::Shed { refusal } => {
-                Poll::Ready(Err(refusal.take().expect("polled after completion")))
-            }
-            OverloadProj::Admitted { fut, slot } => {
-                let resp = match ready!(fut.poll(cx)) {
-                    Ok(resp) => resp,
-                    Err(e) => return Poll::Ready(Err(e)),
-                };
-                // The body keeps the slot until it is dropped (a stream: until it ends).
-                let slot = slot.take();
-                Poll::Ready(Ok(resp.map(|b| {
-                    body::observe(b, move |_| {
-                        let _held = &slot;
-                    })
-                })))
-            }
-        }
+        let this = self.project();
+        let resp = ready!(this.fut.poll(cx))?;
+        // The body keeps the slot until it is dropped (a stream: until it ends).
+        let slot = this.slot.take();
+        Poll::Ready(Ok(resp.map(|b| {
+            body::observe(b, move |_| {
+                let _held = &slot;
+            })
+        })))
     }
 }
 

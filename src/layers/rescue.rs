@@ -7,11 +7,12 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
+    future::{Future, Ready},
     pin::Pin,
     task::{ready, Context, Poll},
 };
 
+use futures_util::future::Either;
 use tower::{Layer, Service};
 
 use crate::{
@@ -59,7 +60,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = RescueFuture<S::Future>;
+    type Future = Either<Ready<Result<Response, Infallible>>, Rescued<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // This service never fails, so an inner readiness error is kept for the call it was
@@ -82,47 +83,41 @@ where
         let protocol = Protocol::of(&req);
         if let Some(err) = self.not_ready.take() {
             err.log("request refused");
-            return RescueFuture::Answered {
-                answer: Some(error_response(protocol, &err)),
-            };
+            return Either::Left(std::future::ready(Ok(error_response(protocol, &err))));
         }
-        RescueFuture::Called {
+        Either::Right(Rescued {
             fut: self.inner.call(req),
             protocol,
-        }
+        })
     }
 }
 
 pin_project_lite::pin_project! {
-    /// [`Rescue`]'s future: the inner call's, its error turned into the caller's answer; or
-    /// that answer at once (a readiness failure). A named type rather than a box, so that the
-    /// stack's future is one allocation, not one per layer.
-    #[project = RescueProj]
-    pub enum RescueFuture<F> {
-        Answered { answer: Option<Response> },
-        Called { #[pin] fut: F, protocol: Protocol },
+    /// A called inner service's future, its error turned into the caller's answer (a
+    /// readiness failure's answer is ready at once). A named type rather than a box, so that
+    /// the stack's future is one allocation, not one per layer.
+    pub struct Rescued<F> {
+        #[pin]
+        fut: F,
+        protocol: Protocol,
     }
 }
 
-impl<F> Future for RescueFuture<F>
+impl<F> Future for Rescued<F>
 where
     F: Future<Output = Result<Response, Error>>,
 {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            RescueProj::Answered { answer } => {
-                Poll::Ready(Ok(answer.take().expect("polled after completion")))
+        let this = self.project();
+        Poll::Ready(Ok(match ready!(this.fut.poll(cx)) {
+            Ok(resp) => resp,
+            Err(err) => {
+                err.log("request refused");
+                error_response(*this.protocol, &err)
             }
-            RescueProj::Called { fut, protocol } => Poll::Ready(Ok(match ready!(fut.poll(cx)) {
-                Ok(resp) => resp,
-                Err(err) => {
-                    err.log("request refused");
-                    error_response(*protocol, &err)
-                }
-            })),
-        }
+        }))
     }
 }
 
