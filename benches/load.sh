@@ -28,7 +28,11 @@ ECHO_PAYLOAD=${ECHO_PAYLOAD:-64}
 LIMITER=${LIMITER:-off}
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release --bin litgate --examples >&2
+    # Two builds: built together with the examples, the binary would get the examples'
+    # dependency features (tokio's test-util among them: a locked clock on every timer read)
+    # and other symbol names than `cargo build --release --bin litgate` gives; this is that.
+    cargo build --release --bin litgate >&2
+    cargo build --release --examples >&2
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

@@ -95,7 +95,11 @@ fi
 
 # --- build
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release --locked --bin litgate --example grpc_upstream --example grpc_load \
+    # Two builds: built together with the examples, the binary would get the examples'
+    # dependency features (tokio's test-util among them: a locked clock on every timer read)
+    # and other symbol names than `cargo build --release --bin litgate` gives; this is that.
+    cargo build --release --locked --bin litgate >&2
+    cargo build --release --locked --example grpc_upstream --example grpc_load \
         --example fake_litd --example h2_floor >&2
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
