@@ -13,7 +13,9 @@
 # ["floor floor-hyper nginx litgate"], and "add": AddAutopilotSession through litgate against
 # the same call passed through (the fake litd's alias path; TLS both hops, ADD_CALLS [1500]
 # serial calls of each); VARIANTS ["NAME=BINARY ..."]: other litgate builds;
-# SKIP_BUILD [0]; KEEP [0] keeps the work directory (callgrind files for callgrind_annotate).
+# SKIP_BUILD [0]; KEEP [0] keeps the work directory (callgrind files for callgrind_annotate);
+# ORDER_OUT [unset]: also write the functions litgate ran in the counted calls (targets litgate
+# and add), hottest first, to this file: link/symbol-order.txt is made so (link/generate.sh).
 # Each target gets 2 s of calls before the count is zeroed (connections, caches, catalogue).
 # Everything listens on 127.0.0.1; every process started here is stopped on exit.
 set -euo pipefail
@@ -27,7 +29,11 @@ if [[ $TARGETS == *nginx* ]] && ! command -v nginx >/dev/null; then
     apt-get install -y nginx >&2 || { echo "instructions: nginx is needed (or leave it out of TARGETS)" >&2; exit 1; }
 fi
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    cargo build --release --locked --bin litgate --example grpc_upstream --example grpc_load \
+    # Two builds: built together with the examples, the binary would get the examples'
+    # dependency features (tokio's test-util among them: a locked clock on every timer read)
+    # and other symbol names than `cargo build --release --bin litgate` gives; this is that.
+    cargo build --release --locked --bin litgate >&2
+    cargo build --release --locked --example grpc_upstream --example grpc_load \
         --example h2_floor --example fake_litd --example load >&2
 fi
 BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
@@ -78,7 +84,7 @@ count() {
     local name=$1 where=$2 dir=$WORK/$1 addr
     shift 2
     mkdir -p "$dir"
-    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" "$@" >"$dir/out.log" 2>&1 &
+    valgrind --tool=callgrind --demangle=no --callgrind-out-file="$dir/callgrind.out.%p" "$@" >"$dir/out.log" 2>&1 &
     local vp=$!
     PIDS+=("$vp")
     case $where in
@@ -95,8 +101,10 @@ count() {
     calls=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["calls"])' "$dir/load.json")
     ir=$(callgrind_annotate "$dir"/callgrind.out.*.1 2>/dev/null | grep -m1 'PROGRAM TOTALS' | grep -oP '^[\d,]+' | tr -d ,)
     kill "$vp" 2>/dev/null || true
+    [[ $name == litgate ]] && PROFILES+=("$dir"/callgrind.out.*.1)
     printf '| %s | %s | %s |\n' "$name" "$calls" "$((ir / calls))"
 }
+PROFILES=() # litgate's counted calls, for ORDER_OUT
 
 # shellcheck source=benches/compare/litgate-config.sh
 source benches/compare/litgate-config.sh
@@ -152,7 +160,7 @@ if [[ " $TARGETS " == *" add "* ]]; then
     ap=$(wait_line "$d/litd.log" ' autopilot=\K\S+')
     # As load.sh runs it: TLS both hops, the rate limiter off.
     litgate_bench_config "$d" "$litd" "$d/litd/tls.cert" false "$ap" 1 off
-    valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out.%p" "$BIN/litgate" run --config "$d/litgate.toml" >"$d/out.log" 2>&1 &
+    valgrind --tool=callgrind --demangle=no --callgrind-out-file="$d/callgrind.out.%p" "$BIN/litgate" run --config "$d/litgate.toml" >"$d/out.log" 2>&1 &
     vp=$!
     PIDS+=("$vp")
     gate=$(wait_line "$d/out.log" '^litgate listening public=\K\S+')
@@ -172,6 +180,7 @@ if [[ " $TARGETS " == *" add "* ]]; then
         f=$(ls -t "$d"/callgrind.out.*.* | head -1)
         ir=$(callgrind_annotate "$f" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | grep -oP '^[\d,]+' | tr -d ,)
         per_call[$mode]=$((ir / ADD_CALLS))
+        PROFILES+=("$f")
     done
     kill "$vp" 2>/dev/null || true
     echo
@@ -182,4 +191,8 @@ if [[ " $TARGETS " == *" add "* ]]; then
     echo "| AddAutopilotSession (intercepted) | ${per_call[add]} |"
     echo "| the same call passed through (alias path) | ${per_call[add-alias]} |"
     echo "| **the interception's own** | **$((per_call[add] - per_call[add-alias]))** |"
+fi
+
+if [[ -n ${ORDER_OUT:-} ]]; then
+    python3 link/symbols.py order --binary "$BIN/litgate" --out "$ORDER_OUT" "${PROFILES[@]}"
 fi
